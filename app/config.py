@@ -1,0 +1,58 @@
+"""Every knob of the service, read from `MNIST_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, parse_version
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNIST_", env_file=".env", extra="ignore")
+
+    # Model store: serve the newest version of MODEL_NAME, or the pinned MODEL_VERSION.
+    model_store: Path = DEFAULT_STORE_ROOT
+    model_name: str = DEFAULT_MODEL_NAME
+    model_version: int | None = None
+    # The MNIST files behind /test/...; those routes answer 503 if they are absent.
+    data_dir: Path = Path("data/mnist")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    # Seconds in-flight requests get to finish after SIGTERM.
+    graceful_shutdown_seconds: int = Field(20, ge=0)
+    log_level: str = "info"
+
+    # Limits on what a request may carry.
+    max_upload_bytes: int = Field(4 * MIB, ge=1024)
+    max_image_pixels: int = Field(16_000_000, ge=784)
+    max_batch_images: int = Field(256, ge=1, description="files in one multipart batch request")
+    max_array_images: int = Field(10_000, ge=1, description="images in one binary (.npy/raw) batch")
+    max_random_count: int = Field(100, ge=1)
+
+    # Dynamic batching of concurrent requests into one forward pass.
+    batching_enabled: bool = True
+    batch_max_size: int = Field(128, ge=1)
+    batch_max_delay_ms: float = Field(0.0, ge=0.0)
+    batch_queue_size: int = Field(2048, ge=1, description="queued images before 503")
+    # Threads TensorFlow may use per worker; 0 lets it decide.
+    tf_threads: int = Field(0, ge=0)
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _blank_version_means_newest(cls, value: object) -> object:
+        if value in ("", None, "latest"):
+            return None
+        return parse_version(value)  # type: ignore[arg-type]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

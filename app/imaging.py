@@ -1,0 +1,167 @@
+"""Turn an uploaded picture into a 28x28 MNIST-style digit.
+
+A 28x28 grayscale light-on-dark image is MNIST's own format and is used as it is. Anything else is
+normalised the way MNIST itself was made: grayscale, light digit on dark, cropped to the digit,
+scaled to fit a 20x20 box keeping its aspect ratio, then centred by centre of mass in 28x28.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from model_store.preprocessing import IMAGE_SIDE
+
+DIGIT_BOX = 20
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
+# A pixel darker than this fraction of the brightest one is background when cropping.
+INK_THRESHOLD = 0.1
+
+
+class ImageError(ValueError):
+    """The upload is not an image we can read; the message says why."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than the configured limit."""
+
+
+@dataclass
+class Normalised:
+    pixels: np.ndarray  # (28, 28) uint8, light digit on dark
+    original_size: tuple[int, int]
+    original_mode: str
+    steps: list[str] = field(default_factory=list)
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Read an image's header and check its size; no pixels are decoded yet."""
+    if not data:
+        raise ImageError("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise ImageError("not a recognised image; send PNG, JPEG, BMP, GIF, WebP or TIFF") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"the image is corrupt or truncated: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if width < 1 or height < 1:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    return image
+
+
+def load_pixels(image: Image.Image) -> Image.Image:
+    """Decode the first frame, turning Pillow's many failure types into one clear error."""
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImageError(f"the image is corrupt or truncated: {exc}") from exc
+    return image
+
+
+def to_grayscale(image: Image.Image, steps: list[str]) -> np.ndarray:
+    """Grayscale float pixels 0-255. A transparent background makes the alpha channel the digit."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32)
+        if alpha.min() < 255:
+            steps.append("alpha_as_ink")
+            return alpha
+        image = image.convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        steps.append("rescaled_high_bit_depth")
+        return (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    if image.mode != "L":
+        steps.append("grayscale")
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.float32)
+
+
+def to_light_on_dark(pixels: np.ndarray, steps: list[str]) -> tuple[np.ndarray, float]:
+    """Invert when the border (the paper) is lighter than 50 % grey; returns the background level."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = float(np.median(border))
+    if background > 127.5:
+        steps.append("inverted")
+        return 255.0 - pixels, 255.0 - background
+    return pixels, background
+
+
+def remove_background(pixels: np.ndarray, background: float, steps: list[str]) -> np.ndarray:
+    """Bring grey paper to black and the strongest ink to white, as in MNIST's scans."""
+    peak = float(pixels.max())
+    if background > 0 and peak > background:
+        steps.append("background_removed")
+        return np.clip(pixels - background, 0, None) * (255.0 / (peak - background))
+    return pixels
+
+
+def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
+    """Crop to the digit, fit it into 20x20 keeping the aspect ratio, centre its mass in 28x28."""
+    ink = pixels > INK_THRESHOLD * pixels.max()
+    if not ink.any():
+        steps.append("blank")
+        return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    rows, cols = np.nonzero(ink)
+    digit = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = digit.shape
+    scale = DIGIT_BOX / max(height, width)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit.astype(np.float32), mode="F").resize(new_size, Image.Resampling.LANCZOS)
+    box = np.clip(np.asarray(resized), 0, 255)
+    steps += ["cropped", "scaled_to_20x20"]
+
+    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    top, left = (IMAGE_SIDE - box.shape[0]) // 2, (IMAGE_SIDE - box.shape[1]) // 2
+    canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
+    total = canvas.sum()
+    if total > 0:
+        grid_y, grid_x = np.indices(canvas.shape)
+        centre = (IMAGE_SIDE - 1) / 2
+        shift_y = round(centre - float((grid_y * canvas).sum() / total))
+        shift_x = round(centre - float((grid_x * canvas).sum() / total))
+        # The box sits in a 4-pixel margin, so a small shift never cuts the digit.
+        shift_y = int(np.clip(shift_y, -top, IMAGE_SIDE - top - box.shape[0]))
+        shift_x = int(np.clip(shift_x, -left, IMAGE_SIDE - left - box.shape[1]))
+        canvas = np.roll(canvas, (shift_y, shift_x), axis=(0, 1))
+    steps.append("centred_by_mass")
+    return canvas
+
+
+def normalise(image: Image.Image) -> Normalised:
+    """Make any opened image an MNIST-style 28x28 uint8 digit, recording each step taken."""
+    steps: list[str] = []
+    pixels = to_grayscale(load_pixels(image), steps)
+    pixels, background = to_light_on_dark(pixels, steps)
+    # A 28x28 image is MNIST's own format: used as it is, only turned light-on-dark if needed.
+    if pixels.shape != (IMAGE_SIDE, IMAGE_SIDE):
+        pixels = remove_background(pixels, background, steps)
+        pixels = fit_and_centre(pixels, steps)
+    return Normalised(
+        pixels=np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
+        original_size=image.size,
+        original_mode=image.mode,
+        steps=steps,
+    )
+
+
+def load_digit(data: bytes, max_pixels: int) -> Normalised:
+    return normalise(open_image(data, max_pixels))

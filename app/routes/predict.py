@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+
+from app.arrays import ArrayError, TooManyImagesError, parse_image_array
+from app.deps import PredictorDep, SettingsDep
+from app.errors import ApiError
+from app.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
+from app.scoring import describe_normalisation, model_ref, run_model, scores
+from app.uploads import content_type, prepare_digit, read_form_files, read_single_image
+
+router = APIRouter(prefix="/predict", tags=["predict"])
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "not an image, corrupt, or empty",
+        413: "body, image or batch over the configured limit",
+        415: "unsupported content type",
+        422: "the multipart field 'file' is missing",
+        503: "queue full; retry after the Retry-After seconds",
+    }.items()
+}
+
+
+def _upload_body(multiple: bool) -> dict[str, Any]:
+    file_schema = {"type": "string", "format": "binary"}
+    field = {"type": "array", "items": file_schema} if multiple else file_schema
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"], "properties": {"file": field}}
+        }
+    }
+    if multiple:
+        content["application/x-npy"] = {"schema": file_schema}
+        content["application/octet-stream"] = {"schema": file_schema}
+    else:
+        content |= {kind: {"schema": file_schema} for kind in IMAGE_TYPES}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+IncludeImage = Annotated[
+    bool, Query(description="also return the normalised 28x28 image the model saw, as base64 PNG")
+]
+
+
+@router.post("", response_model=Prediction, responses=ERRORS, openapi_extra=_upload_body(multiple=False))
+async def predict(
+    request: Request, predictor: PredictorDep, settings: SettingsDep, include_image: IncludeImage = False
+) -> Prediction:
+    """Classify one digit image, sent as multipart field `file` or as the raw body.
+
+    A 28x28 grayscale light-on-dark image is used as it is; anything else is normalised the way
+    MNIST was made (grayscale, polarity, crop, fit 20x20, centre by mass).
+    """
+    data, _ = await read_single_image(request)
+    digit = await prepare_digit(data, settings.max_image_pixels)
+    result = await run_model(predictor, digit.pixels[np.newaxis])
+    return Prediction(
+        **scores(result.probabilities[0]).model_dump(),
+        model=model_ref(result.model),
+        normalisation=describe_normalisation(digit, include_image),
+    )
+
+
+@router.post(
+    "/batch", response_model=BatchPrediction, responses=ERRORS, openapi_extra=_upload_body(multiple=True)
+)
+async def predict_batch(
+    request: Request, predictor: PredictorDep, settings: SettingsDep, include_image: IncludeImage = False
+) -> BatchPrediction:
+    """Classify many digits at once: several multipart `file` fields, or one binary array.
+
+    The array is a `.npy` file or raw bytes of N 28x28 uint8 images (MNIST polarity), sent as
+    `application/x-npy` or `application/octet-stream`. Results come in request order.
+    """
+    inputs: list[BatchInput] | None = None
+    if content_type(request) == "multipart/form-data":
+        files = await read_form_files(request, max_files=settings.max_batch_images)
+        payloads = [await upload.read() for upload in files]
+        digits = await asyncio.gather(
+            *(
+                prepare_digit(data, settings.max_image_pixels, f"file {i} ({upload.filename})")
+                for i, (upload, data) in enumerate(zip(files, payloads, strict=True))
+            )
+        )
+        images = np.stack([digit.pixels for digit in digits])
+        inputs = [
+            BatchInput(filename=upload.filename, normalisation=describe_normalisation(digit, include_image))
+            for upload, digit in zip(files, digits, strict=True)
+        ]
+    else:
+        body = await request.body()
+        if not body:
+            raise ApiError(400, "the request body is empty; send a .npy array or multipart files")
+        try:
+            images = parse_image_array(body, settings.max_array_images)
+        except TooManyImagesError as exc:
+            raise ApiError(413, str(exc)) from exc
+        except ArrayError as exc:
+            raise ApiError(400, str(exc)) from exc
+    result = await run_model(predictor, images)
+    probabilities = result.probabilities
+    predictions = probabilities.argmax(axis=1)
+    return BatchPrediction(
+        model=model_ref(result.model),
+        count=len(images),
+        predictions=predictions.tolist(),
+        confidences=probabilities[np.arange(len(images)), predictions].tolist(),
+        probabilities=probabilities.tolist(),
+        inputs=inputs,
+    )

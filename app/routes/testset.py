@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+
+from app.deps import PredictorDep, SettingsDep, StateDep, TestSetDep
+from app.errors import ApiError
+from app.schemas import ErrorBody, ModelRef, RandomSamples, TestAccuracy, TestSample
+from app.scoring import model_ref, png_bytes, run_model, scores
+from model_store.mnist_data import MnistSplit
+
+router = APIRouter(prefix="/test", tags=["test set"])
+
+NOT_FOUND = {404: {"model": ErrorBody, "description": "index outside 0-9999"}}
+
+
+def check_index(index: int, test_set: MnistSplit) -> int:
+    if not 0 <= index < len(test_set.labels):
+        raise ApiError(404, f"test index {index} is out of range: use 0-{len(test_set.labels) - 1}")
+    return index
+
+
+def samples(
+    indices: np.ndarray, probabilities: np.ndarray, test_set: MnistSplit, model: ModelRef
+) -> list[TestSample]:
+    return [
+        TestSample(
+            index=int(index),
+            label=int(test_set.labels[index]),
+            correct=bool(probs.argmax() == test_set.labels[index]),
+            model=model,
+            **scores(probs).model_dump(),
+        )
+        for index, probs in zip(indices, probabilities, strict=True)
+    ]
+
+
+@router.get("/random", response_model=RandomSamples)
+async def random_samples(
+    test_set: TestSetDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    count: Annotated[int, Query(ge=1, description="how many samples (at most MNIST_MAX_RANDOM_COUNT)")] = 20,
+    seed: Annotated[int | None, Query(description="repeatable choice of samples")] = None,
+) -> RandomSamples:
+    """The notebook's check: `count` random test digits with prediction and true label."""
+    if count > settings.max_random_count:
+        raise ApiError(413, f"count {count} is over the limit of {settings.max_random_count}")
+    indices = np.random.default_rng(seed).choice(len(test_set.labels), size=count, replace=False)
+    result = await run_model(predictor, test_set.images[indices])
+    items = samples(indices, result.probabilities, test_set, model_ref(result.model))
+    return RandomSamples(
+        model=model_ref(result.model), count=count, correct=sum(s.correct for s in items), samples=items
+    )
+
+
+@router.get("/accuracy", response_model=TestAccuracy)
+async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDep) -> TestAccuracy:
+    """Score the served model on all 10,000 test images (the notebook's 9622 line)."""
+    version = state.holder.current.version
+    result = state.accuracy_cache.get(version)
+    if result is None:
+        result = await run_model(predictor, test_set.images)
+        state.accuracy_cache[result.model.version] = result
+    predicted = result.probabilities.argmax(axis=1)
+    hits = predicted == test_set.labels
+    per_class = [float(hits[test_set.labels == digit].mean()) for digit in range(10)]
+    return TestAccuracy(
+        model=model_ref(result.model),
+        accuracy=float(hits.mean()),
+        correct=int(hits.sum()),
+        total=len(hits),
+        per_class_accuracy=per_class,
+        recorded_accuracy=result.model.loaded.metadata.evaluation.accuracy,
+    )
+
+
+@router.get("/{index}", response_model=TestSample, responses=NOT_FOUND)
+async def test_sample(index: int, test_set: TestSetDep, predictor: PredictorDep) -> TestSample:
+    """Predict test image `index` (0-9999) and compare with its true label."""
+    check_index(index, test_set)
+    result = await run_model(predictor, test_set.images[index : index + 1])
+    return samples(np.array([index]), result.probabilities, test_set, model_ref(result.model))[0]
+
+
+@router.get(
+    "/{index}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the sample as PNG"}} | NOT_FOUND,
+)
+def test_image(
+    index: int,
+    test_set: TestSetDep,
+    scale: Annotated[int, Query(ge=1, le=20, description="enlarge by this factor")] = 1,
+) -> Response:
+    """Test image `index` as a PNG, exactly the pixels the model gets (light digit on dark)."""
+    check_index(index, test_set)
+    return Response(png_bytes(test_set.images[index], scale), media_type="image/png")

@@ -1,0 +1,96 @@
+"""Response bodies. Each field's description becomes the OpenAPI text at /docs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from model_store.metadata import ModelMetadata
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(examples=["not a recognised image; send PNG, JPEG, BMP, GIF, WebP or TIFF"])
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["mnist"])
+    version: int = Field(examples=[3])
+
+
+class Scores(BaseModel):
+    prediction: int = Field(ge=0, le=9, description="the most probable digit (argmax)", examples=[8])
+    confidence: float = Field(description="probability of the predicted digit", examples=[0.9964])
+    probabilities: list[float] = Field(
+        description="softmax output for the digits 0-9, summing to 1",
+        examples=[[0.0, 0.0, 0.0001, 0.0031, 0.0, 0.0002, 0.0, 0.0, 0.9964, 0.0001]],
+    )
+
+
+class Normalisation(BaseModel):
+    original_size: tuple[int, int] = Field(description="width, height of the upload", examples=[[28, 28]])
+    original_mode: str = Field(description="Pillow mode of the upload", examples=["L"])
+    steps: list[str] = Field(
+        description="what was done to make it an MNIST-style 28x28 digit; empty for native input",
+        examples=[["grayscale", "inverted", "cropped", "scaled_to_20x20", "centred_by_mass"]],
+    )
+    image_png: str | None = Field(
+        None, description="base64 PNG of the 28x28 image the model saw (with include_image=true)"
+    )
+
+
+class Prediction(Scores):
+    model: ModelRef
+    normalisation: Normalisation
+
+
+class BatchInput(BaseModel):
+    filename: str | None = None
+    normalisation: Normalisation
+
+
+class BatchPrediction(BaseModel):
+    model: ModelRef
+    count: int = Field(examples=[2])
+    predictions: list[int] = Field(description="argmax per image, in request order", examples=[[7, 2]])
+    confidences: list[float] = Field(description="probability of each predicted digit")
+    probabilities: list[list[float]] = Field(description="softmax output per image, shape (count, 10)")
+    inputs: list[BatchInput] | None = Field(
+        None, description="per-file normalisation, for multipart uploads (absent for arrays)"
+    )
+
+
+class TestSample(Scores):
+    index: int = Field(examples=[128])
+    label: int = Field(description="the true digit", examples=[8])
+    correct: bool = Field(examples=[True])
+    model: ModelRef
+
+
+class RandomSamples(BaseModel):
+    model: ModelRef
+    count: int
+    correct: int
+    samples: list[TestSample]
+
+
+class TestAccuracy(BaseModel):
+    model: ModelRef
+    accuracy: float = Field(examples=[0.9951])
+    correct: int = Field(examples=[9951])
+    total: int = Field(examples=[10000])
+    per_class_accuracy: list[float]
+    recorded_accuracy: float = Field(description="accuracy recorded in the model's metadata at training")
+
+
+class ModelInfo(BaseModel):
+    metadata: ModelMetadata
+    plots: dict[str, str] = Field(description="URLs of the version's plots")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    model: ModelRef
+    test_set_loaded: bool

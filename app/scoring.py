@@ -1,0 +1,52 @@
+"""Plain functions from images to probabilities to response bodies, shared by the routes that predict."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from app.errors import ApiError
+from app.imaging import Normalised
+from app.inference import BatchResult, OverloadedError, ServingModel
+from app.schemas import ModelRef, Normalisation, Scores
+from app.state import Predictor
+
+
+def model_ref(model: ServingModel) -> ModelRef:
+    return ModelRef(name=model.name, version=model.version)
+
+
+def scores(probabilities: np.ndarray) -> Scores:
+    values = probabilities.tolist()
+    best = int(np.argmax(probabilities))
+    return Scores(prediction=best, confidence=values[best], probabilities=values)
+
+
+def png_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:
+    image = Image.fromarray(pixels, mode="L")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def describe_normalisation(digit: Normalised, include_image: bool) -> Normalisation:
+    return Normalisation(
+        original_size=digit.original_size,
+        original_mode=digit.original_mode,
+        steps=digit.steps,
+        image_png=base64.b64encode(png_bytes(digit.pixels)).decode() if include_image else None,
+    )
+
+
+async def run_model(predictor: Predictor, images: np.ndarray) -> BatchResult:
+    try:
+        return await predictor.predict(images)
+    except OverloadedError as exc:
+        raise ApiError(
+            503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
+        ) from exc

@@ -1,0 +1,181 @@
+"""A model repository in TensorFlow Serving's layout: `<root>/<name>/<integer version>/`.
+
+A version folder is written under a hidden temporary name and renamed into place, so a reader sees
+either no version or a whole one. The newest integer is the default version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
+from model_store.preprocessing import NUM_CLASSES
+
+if TYPE_CHECKING:
+    import keras
+
+DEFAULT_STORE_ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL_NAME = "mnist"
+_TMP_PREFIX = ".tmp-"
+
+
+class ModelStoreError(Exception):
+    """The store, or a version in it, cannot be used; the message says which path and why."""
+
+
+class NoModelError(ModelStoreError):
+    pass
+
+
+class InvalidModelError(ModelStoreError):
+    pass
+
+
+class InvalidVersionError(ModelStoreError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: keras.Model
+    metadata: ModelMetadata
+    path: Path
+
+    @property
+    def version(self) -> int:
+        return self.metadata.version
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def parse_version(text: str | int) -> int:
+    """A version is a positive integer; anything else (paths included) is refused."""
+    value = str(text)
+    if not value.isdecimal() or int(value) < 1:
+        raise InvalidVersionError(f"version must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class ModelStore:
+    def __init__(self, root: Path = DEFAULT_STORE_ROOT, name: str = DEFAULT_MODEL_NAME) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise ModelStoreError(f"invalid model name {name!r}")
+        self.root = Path(root)
+        self.name = name
+        self.model_dir = self.root / name
+
+    def versions(self) -> list[int]:
+        """Published versions, oldest first. Temporary folders and stray files are ignored."""
+        if not self.model_dir.is_dir():
+            return []
+        found = (p.name for p in self.model_dir.iterdir() if p.is_dir())
+        # Only canonical names ("7", not "07" or non-ASCII digits): version_path(v) must find them.
+        return sorted(int(n) for n in found if _is_version_name(n))
+
+    def resolve(self, version: int | str | None = None) -> int:
+        """The pinned version if given (it must exist), else the newest one."""
+        available = self.versions()
+        if version is not None:
+            wanted = parse_version(version)
+            if wanted not in available:
+                raise NoModelError(
+                    f"version {wanted} of model {self.name!r} not found in {self.model_dir} "
+                    f"(available: {available or 'none'})"
+                )
+            return wanted
+        if not available:
+            raise NoModelError(f"no published version of model {self.name!r} in {self.model_dir}")
+        return available[-1]
+
+    def version_path(self, version: int) -> Path:
+        return self.model_dir / str(parse_version(version))
+
+    def read_metadata(self, version: int) -> ModelMetadata:
+        path = self.version_path(version) / METADATA_FILE
+        try:
+            metadata = ModelMetadata.model_validate_json(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise InvalidModelError(f"{path}: metadata file is missing") from exc
+        except ValidationError as exc:
+            raise InvalidModelError(f"{path}: invalid metadata: {exc}") from exc
+        if metadata.version != version or metadata.name != self.name:
+            raise InvalidModelError(
+                f"{path}: metadata names {metadata.name!r} version {metadata.version}, "
+                f"but the folder is {self.name!r} version {version}"
+            )
+        return metadata
+
+    def load(self, version: int | str | None = None) -> LoadedModel:
+        """Load and validate a version: metadata parses, the model loads, shapes agree."""
+        import keras  # deferred: listing versions should not pay for importing TensorFlow
+
+        resolved = self.resolve(version)
+        path = self.version_path(resolved)
+        metadata = self.read_metadata(resolved)
+        model_path = path / MODEL_FILE
+        if not model_path.is_file():
+            raise InvalidModelError(f"{model_path}: model file is missing")
+        try:
+            model = keras.saving.load_model(model_path, compile=False)
+        except Exception as exc:  # keras raises many types for a damaged archive
+            raise InvalidModelError(f"{model_path}: cannot load model: {exc}") from exc
+        validate_model_shapes(model, metadata, model_path)
+        return LoadedModel(model=model, metadata=metadata, path=path)
+
+    def publish(self, write: Callable[[Path, int], ModelMetadata]) -> int:
+        """Write a new version with `write(folder, version)` and move it into place atomically.
+
+        `write` fills the folder and returns the metadata it wrote. If another publisher takes the
+        version number first, the folder is renamed to the next free number and its metadata fixed.
+        """
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.model_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            version = max(self.versions(), default=0) + 1
+            metadata = write(staging, version)
+            while True:
+                metadata = metadata.model_copy(update={"version": version})
+                _write_json_atomically(staging / METADATA_FILE, metadata.model_dump(mode="json"))
+                try:
+                    # rename(2) refuses a non-empty target, so two publishers never share a number.
+                    os.rename(staging, self.model_dir / str(version))
+                    return version
+                except OSError:
+                    if not (self.model_dir / str(version)).exists():
+                        raise
+                    version = max(self.versions(), default=version) + 1
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_version_name(name: str) -> bool:
+    return name.isascii() and name.isdecimal() and str(int(name)) == name and int(name) >= 1
+
+
+def validate_model_shapes(model: keras.Model, metadata: ModelMetadata, source: Path) -> None:
+    input_shape = tuple(model.input_shape[1:])
+    if input_shape != tuple(metadata.input.shape):
+        raise InvalidModelError(
+            f"{source}: model input shape {input_shape} disagrees with metadata {metadata.input.shape}"
+        )
+    if tuple(model.output_shape[1:]) != (NUM_CLASSES,):
+        raise InvalidModelError(f"{source}: model output shape {model.output_shape} is not (None, 10)")
+
+
+def _write_json_atomically(path: Path, content: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,102 @@
+"""The networks we train, each with the hyperparameters it was tuned with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from model_store.preprocessing import INPUT_SHAPE, NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    validation_split: float = 0.0
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    defaults: Hyperparameters
+    build: Callable[[Hyperparameters, int], keras.Model]  # (hyperparameters, steps per epoch)
+
+
+def build_seed(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
+    """The notebook's network: 784 -> Dense 1000 relu -> Dense 10 softmax, plain SGD."""
+    model = keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Flatten(),
+            layers.Dense(1000, activation="relu"),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="seed_dense",
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(hp.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
+    for _ in range(2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    return layers.MaxPooling2D()(x)
+
+
+def build_cnn(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
+    """Two conv blocks with batch norm, trained on shifted, rotated and zoomed digits."""
+    inputs = keras.Input(INPUT_SHAPE)
+    # Augmentation layers are active only in training, so the served model sees digits unchanged.
+    x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(inputs)
+    x = layers.RandomRotation(0.05, fill_mode="constant")(x)
+    x = layers.RandomZoom(0.1, fill_mode="constant")(x)
+    x = _conv_block(x, 32)
+    x = _conv_block(x, 64)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(128, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="cnn")
+
+    # Warm up for a tenth of training, then cosine decay to zero.
+    total_steps = max(1, hp.epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=hp.learning_rate / 10,
+        decay_steps=total_steps,
+        warmup_target=hp.learning_rate,
+        warmup_steps=total_steps // 10,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+PRESETS: dict[str, Preset] = {
+    "seed": Preset(
+        "the notebook's dense net (784-1000-10, SGD), 50 epochs",
+        Hyperparameters(epochs=50, batch_size=100, learning_rate=0.01),
+        build_seed,
+    ),
+    "cnn": Preset(
+        "convolutional net with augmentation and a cosine learning-rate schedule",
+        Hyperparameters(epochs=15, batch_size=128, learning_rate=3e-3),
+        build_cnn,
+    ),
+}

@@ -1,0 +1,175 @@
+"""Train a preset on MNIST, score it on the test set, and publish it as a new store version.
+
+mnist-train --preset cnn --data-dir ../shared/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model_store.metadata import (
+    CONFUSION_MATRIX_FILE,
+    LEARNING_CURVES_FILE,
+    MODEL_FILE,
+    SAVED_MODEL_FILE,
+    ModelMetadata,
+    TrainingRecord,
+)
+from model_store.mnist_data import MNIST_FILES, load_split
+from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
+from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, ModelStore
+from training.download import DEFAULT_MIRRORS, ensure_mnist
+from training.presets import PRESETS, Hyperparameters
+from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
+
+log = logging.getLogger("training")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mnist-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cnn")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")),
+        help="folder with the four IDX .gz files (env MNIST_DATA_DIR; default data/mnist)",
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=Path(os.environ.get("MNIST_MODEL_STORE", DEFAULT_STORE_ROOT)),
+        help="model store root (env MNIST_MODEL_STORE)",
+    )
+    parser.add_argument("--name", default=os.environ.get("MNIST_MODEL_NAME", DEFAULT_MODEL_NAME))
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--validation-split", type=float, help="fraction of training data held out")
+    parser.add_argument("--seed", type=int, help="random seed; the same seed gives the same run")
+    parser.add_argument("--limit", type=int, help="train on a random subset of this many images")
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        dest="mirrors",
+        help="base URL to download missing files from (repeatable; default: public mirrors)",
+    )
+    parser.add_argument("--no-download", action="store_true", help="fail if files are missing")
+    parser.add_argument("--no-savedmodel", action="store_true", help="skip the TF SavedModel export")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
+    return parser.parse_args(argv)
+
+
+def hyperparameters_from(args: argparse.Namespace) -> Hyperparameters:
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Hyperparameters)
+        if getattr(args, field.name) is not None
+    }
+    return dataclasses.replace(PRESETS[args.preset].defaults, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    hp = hyperparameters_from(args)
+    keras.utils.set_random_seed(hp.seed)
+
+    # Prepare the data: verified IDX files, scaled by the store's one input convention.
+    if not args.no_download:
+        ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
+    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
+    order = np.random.default_rng(hp.seed).permutation(len(train.labels))[: args.limit]
+    x_all, y_all = to_model_input(train.images[order]), train.labels[order]
+    n_val = int(len(y_all) * hp.validation_split)
+    x_train, y_train = x_all[n_val:], y_all[n_val:]
+    validation = (x_all[:n_val], y_all[:n_val]) if n_val else None
+    x_test = to_model_input(test.images)
+
+    # Build and train.
+    steps_per_epoch = -(-len(y_train) // hp.batch_size)
+    model = PRESETS[args.preset].build(hp, steps_per_epoch)
+    model.summary(print_fn=log.info)
+    started = time.perf_counter()
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=hp.batch_size,
+        epochs=hp.epochs,
+        validation_data=validation,
+        verbose=args.verbose,
+    )
+    train_seconds = time.perf_counter() - started
+
+    # Evaluate on the 10,000 test images.
+    started = time.perf_counter()
+    predicted = np.argmax(model.predict(x_test, batch_size=1000, verbose=0), axis=1)
+    evaluation = evaluate(predicted, test.labels)
+    evaluate_seconds = time.perf_counter() - started
+
+    record = TrainingRecord(
+        preset=args.preset,
+        hyperparameters=dataclasses.asdict(hp) | {"limit": args.limit},
+        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        train_samples=len(y_train),
+        validation_samples=n_val,
+        train_seconds=round(train_seconds, 2),
+        evaluate_seconds=round(evaluate_seconds, 2),
+        data_sha256={spec.name: spec.sha256 for spec in MNIST_FILES.values()},
+    )
+
+    def write_version(folder: Path, version: int) -> ModelMetadata:
+        model.save(folder / MODEL_FILE)
+        files = {
+            "model": MODEL_FILE,
+            "learning_curves": LEARNING_CURVES_FILE,
+            "confusion_matrix": CONFUSION_MATRIX_FILE,
+        }
+        plot_learning_curves(record.history, folder / LEARNING_CURVES_FILE)
+        plot_confusion_matrix(evaluation, folder / CONFUSION_MATRIX_FILE)
+        if not args.no_savedmodel:
+            # TF Serving, Triton and KServe read saved_model.pb from the version folder itself.
+            model.export(str(folder), format="tf_saved_model", verbose=False)
+            files["savedmodel"] = SAVED_MODEL_FILE
+        return ModelMetadata(
+            name=args.name,
+            version=version,
+            created_at=datetime.now(UTC),
+            input=DEFAULT_INPUT_SPEC,
+            evaluation=evaluation,
+            training=record,
+            library_versions=library_versions(),
+            files=files,
+        )
+
+    store = ModelStore(args.store, args.name)
+    version = store.publish(write_version)
+    print(
+        f"test accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} correct); "
+        f"trained in {train_seconds:.0f} s; published {store.version_path(version)}"
+    )
+    return 0
+
+
+def library_versions() -> dict[str, str]:
+    import tensorflow as tf
+
+    return {
+        "python": sys.version.split()[0],
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
