@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model_store.preprocessing import IMAGE_SIDE
 
 DIGIT_BOX = 20
-ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # A pixel darker than this fraction of the brightest one is background when cropping.
 INK_THRESHOLD = 0.1
 

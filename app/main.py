@@ -17,6 +17,7 @@ from app.errors import install_error_handlers
 from app.inference import Batcher, DirectPredictor, ModelHolder, ServingModel
 from app.middleware import BodySizeLimit
 from app.routes import health, model, predict, testset
+from app.routes.web import mount_web
 from app.state import Predictor, ServiceState
 from model_store.mnist_data import DatasetError, load_split
 from model_store.store import ModelStore
@@ -79,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     for router in (predict.router, testset.router, model.router, health.router):
         app.include_router(router)
+    mount_web(app)
     return app

@@ -30,12 +30,12 @@ TEST_IMAGES = MNIST_FILES["test", "images"]
 
 
 @pytest.fixture(scope="module")
-def train_split(mnist_dir: Path) -> MnistSplit:
+def mnist_train(mnist_dir: Path) -> MnistSplit:
     return load_split(mnist_dir, "train")
 
 
 @pytest.fixture(scope="module")
-def test_split(mnist_dir: Path) -> MnistSplit:
+def mnist_test(mnist_dir: Path) -> MnistSplit:
     return load_split(mnist_dir, "test")
 
 
@@ -64,38 +64,38 @@ def read_broken(path: Path, spec: IdxFile = TEST_LABELS) -> str:
 # --- the real files -------------------------------------------------------------------------------
 
 
-def test_train_split_has_60000_images_of_28x28_uint8(train_split: MnistSplit) -> None:
-    assert train_split.images.shape == (60_000, 28, 28)
-    assert train_split.labels.shape == (60_000,)
-    assert train_split.images.dtype == np.uint8
-    assert train_split.labels.dtype == np.uint8
+def test_train_split_has_60000_images_of_28x28_uint8(mnist_train: MnistSplit) -> None:
+    assert mnist_train.images.shape == (60_000, 28, 28)
+    assert mnist_train.labels.shape == (60_000,)
+    assert mnist_train.images.dtype == np.uint8
+    assert mnist_train.labels.dtype == np.uint8
 
 
-def test_test_split_has_10000_images_of_28x28_uint8(test_split: MnistSplit) -> None:
-    assert test_split.images.shape == (10_000, 28, 28)
-    assert test_split.labels.shape == (10_000,)
-    assert test_split.images.dtype == np.uint8
-    assert test_split.labels.dtype == np.uint8
+def test_test_split_has_10000_images_of_28x28_uint8(mnist_test: MnistSplit) -> None:
+    assert mnist_test.images.shape == (10_000, 28, 28)
+    assert mnist_test.labels.shape == (10_000,)
+    assert mnist_test.images.dtype == np.uint8
+    assert mnist_test.labels.dtype == np.uint8
 
 
-def test_train_class_histogram_matches_readme(train_split: MnistSplit) -> None:
-    assert np.bincount(train_split.labels, minlength=10).tolist() == TRAIN_CLASS_COUNTS
+def test_train_class_histogram_matches_readme(mnist_train: MnistSplit) -> None:
+    assert np.bincount(mnist_train.labels, minlength=10).tolist() == TRAIN_CLASS_COUNTS
 
 
-def test_test_class_histogram_matches_readme(test_split: MnistSplit) -> None:
-    assert np.bincount(test_split.labels, minlength=10).tolist() == TEST_CLASS_COUNTS
+def test_test_class_histogram_matches_readme(mnist_test: MnistSplit) -> None:
+    assert np.bincount(mnist_test.labels, minlength=10).tolist() == TEST_CLASS_COUNTS
 
 
-def test_known_labels_train_0_is_5_and_test_128_is_8(train_split: MnistSplit, test_split: MnistSplit) -> None:
-    assert train_split.labels[0] == 5
-    assert test_split.labels[128] == 8
+def test_known_labels_train_0_is_5_and_test_128_is_8(mnist_train: MnistSplit, mnist_test: MnistSplit) -> None:
+    assert mnist_train.labels[0] == 5
+    assert mnist_test.labels[128] == 8
 
 
 @pytest.mark.parametrize("split_name", ["train", "test"])
 def test_pixels_span_0_to_255_with_dark_background(
-    split_name: str, train_split: MnistSplit, test_split: MnistSplit
+    split_name: str, mnist_train: MnistSplit, mnist_test: MnistSplit
 ) -> None:
-    images = train_split.images if split_name == "train" else test_split.images
+    images = mnist_train.images if split_name == "train" else mnist_test.images
     assert int(images.min()) == 0
     assert int(images.max()) == 255
     # MNIST polarity: mostly background (0) with bright ink; the top row is nearly all background.
@@ -103,10 +103,10 @@ def test_pixels_span_0_to_255_with_dark_background(
     assert 20.0 < float(images.mean()) < 50.0
 
 
-def test_load_split_without_checksum_gives_same_data(mnist_dir: Path, test_split: MnistSplit) -> None:
+def test_load_split_without_checksum_gives_same_data(mnist_dir: Path, mnist_test: MnistSplit) -> None:
     unverified = load_split(mnist_dir, "test", verify_checksum=False)
-    assert np.array_equal(unverified.images, test_split.images)
-    assert np.array_equal(unverified.labels, test_split.labels)
+    assert np.array_equal(unverified.images, mnist_test.images)
+    assert np.array_equal(unverified.labels, mnist_test.labels)
 
 
 # --- broken files ---------------------------------------------------------------------------------
@@ -184,9 +184,9 @@ def test_read_idx_rejects_padded_payload(tmp_path: Path) -> None:
     assert "padded" in message
 
 
-def test_read_idx_rejects_checksum_mismatch(tmp_path: Path, test_split: MnistSplit) -> None:
+def test_read_idx_rejects_checksum_mismatch(tmp_path: Path, mnist_test: MnistSplit) -> None:
     # A valid header, the right size and labels 0-9, but not MNIST's bytes: two labels swapped.
-    labels = test_split.labels.copy()
+    labels = mnist_test.labels.copy()
     first_differing = int(np.argmax(labels != labels[0]))
     labels[[0, first_differing]] = labels[[first_differing, 0]]
     path = write_gz(tmp_path / TEST_LABELS.name, labels_file(10_000, labels.tobytes()))

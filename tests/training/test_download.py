@@ -59,7 +59,7 @@ def serve() -> Iterator[Callable[[Path], Mirror]]:
         requests: list[str] = []
         handler = functools.partial(RecordingHandler, directory=str(directory), requests=requests)
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         servers.append((server, thread))
         host, port = server.server_address[:2]

@@ -1,0 +1,431 @@
+// mnist-serve web page: draw or upload a digit, browse the test set, see the model. No dependencies.
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(window.location.search);
+  // Give up on an answer after this long (?timeout_ms=... overrides, for testing a slow server).
+  const TIMEOUT_MS = boundedInt(params.get("timeout_ms"), 200, 120000, 15000);
+  const SLOW_MS = 1000; // after this, say we are still waiting
+  const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;
+  const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+  const $ = (id) => document.getElementById(id);
+
+  function boundedInt(text, low, high, fallback) {
+    const value = Number.parseInt(text ?? "", 10);
+    return Number.isFinite(value) ? Math.min(high, Math.max(low, value)) : fallback;
+  }
+
+  function percent(p, digits = 1) {
+    return `${(p * 100).toFixed(digits)} %`;
+  }
+
+  // ---- Talking to the API -------------------------------------------------------------------
+
+  /** An error to show a person as it is. */
+  class ShownError extends Error {}
+
+  const isSuperseded = (err) => err?.name === "AbortError" && !(err instanceof ShownError);
+
+  /**
+   * fetch with a timeout and an optional caller's signal (aborted when a newer request replaces
+   * this one). Resolves to JSON or a Blob; rejects with ShownError for anything a person should
+   * read, or with the AbortError when the caller aborted.
+   */
+  async function api(url, { method = "GET", body, signal, as = "json", timeout = TIMEOUT_MS } = {}) {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, timeout);
+    const forward = () => controller.abort();
+    if (signal?.aborted) controller.abort();
+    signal?.addEventListener("abort", forward, { once: true });
+    try {
+      const response = await fetch(url, {
+        method,
+        body,
+        signal: controller.signal,
+        headers: { Accept: as === "json" ? "application/json" : "image/png" },
+      });
+      if (!response.ok) {
+        let detail = "";
+        try {
+          detail = (await response.json()).detail ?? "";
+        } catch {
+          // not JSON: the status alone will do
+        }
+        const text = detail ? `: ${detail}` : "";
+        throw new ShownError(`The server answered ${response.status}${text}. Please try again.`);
+      }
+      return as === "blob" ? await response.blob() : await response.json();
+    } catch (err) {
+      if (timedOut) {
+        throw new ShownError(
+          `No answer after ${(timeout / 1000).toFixed(1)} s; the server may be busy. Please try again.`,
+        );
+      }
+      if (err instanceof ShownError || isSuperseded(err)) throw err;
+      throw new ShownError("Cannot reach the server. Check the connection and try again.");
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", forward);
+    }
+  }
+
+  /** A status line that says "working…" only if the answer is slow, and shows errors. */
+  function statusLine(element) {
+    let slowTimer = 0;
+    return {
+      busy(text = "Still working…") {
+        clearTimeout(slowTimer);
+        slowTimer = setTimeout(() => this.show(text, "busy"), SLOW_MS);
+      },
+      show(text, kind = "") {
+        clearTimeout(slowTimer);
+        element.textContent = text;
+        element.className = `status ${kind}`.trim();
+      },
+      clear() {
+        this.show("");
+      },
+    };
+  }
+
+  // ---- Probability bars ---------------------------------------------------------------------
+
+  function buildBars(list) {
+    list.replaceChildren(
+      ...DIGITS.map((digit) => {
+        const item = document.createElement("li");
+        item.innerHTML =
+          '<span class="bar-value">0%</span><span class="bar-track"><span class="bar-fill"></span></span>' +
+          `<span class="bar-digit">${digit}</span>`;
+        return item;
+      }),
+    );
+  }
+
+  function setBars(list, probabilities) {
+    const best = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
+    [...list.children].forEach((item, digit) => {
+      const p = probabilities ? probabilities[digit] : 0;
+      item.querySelector(".bar-fill").style.height = `${(p * 100).toFixed(2)}%`;
+      item.querySelector(".bar-value").textContent = p >= 0.995 ? "99+%" : `${Math.round(p * 100)}%`;
+      item.classList.toggle("best", digit === best);
+      item.setAttribute("aria-label", `digit ${digit}: ${percent(p)}`);
+    });
+  }
+
+  // ---- Drawing pad --------------------------------------------------------------------------
+
+  const pad = $("pad");
+  const ink = pad.getContext("2d");
+  const BRUSH = pad.width / 14;
+  let strokes = 0;
+  let activePointer = null;
+  let last = null;
+
+  function resetPad() {
+    ink.fillStyle = "#000";
+    ink.fillRect(0, 0, pad.width, pad.height);
+    strokes = 0;
+    pad.dataset.strokes = "0";
+  }
+
+  function padPoint(event) {
+    const box = pad.getBoundingClientRect();
+    return {
+      x: ((event.clientX - box.left) * pad.width) / box.width,
+      y: ((event.clientY - box.top) * pad.height) / box.height,
+    };
+  }
+
+  function dot(point) {
+    ink.fillStyle = "#fff";
+    ink.beginPath();
+    ink.arc(point.x, point.y, BRUSH / 2, 0, 2 * Math.PI);
+    ink.fill();
+  }
+
+  function line(from, to) {
+    ink.strokeStyle = "#fff";
+    ink.lineWidth = BRUSH;
+    ink.lineCap = "round";
+    ink.lineJoin = "round";
+    ink.beginPath();
+    ink.moveTo(from.x, from.y);
+    ink.lineTo(to.x, to.y);
+    ink.stroke();
+  }
+
+  pad.addEventListener("pointerdown", (event) => {
+    if (activePointer !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
+    event.preventDefault();
+    activePointer = event.pointerId;
+    try {
+      pad.setPointerCapture(event.pointerId);
+    } catch {
+      // a synthetic pointer cannot be captured; drawing still works inside the pad
+    }
+    hideUploadPreview();
+    last = padPoint(event);
+    dot(last);
+  });
+
+  pad.addEventListener("pointermove", (event) => {
+    if (event.pointerId !== activePointer) return;
+    event.preventDefault();
+    const coalesced = event.getCoalescedEvents?.() ?? [];
+    for (const sample of coalesced.length ? coalesced : [event]) {
+      const point = padPoint(sample);
+      line(last, point);
+      last = point;
+    }
+  });
+
+  function endStroke(event) {
+    if (event.pointerId !== activePointer) return;
+    activePointer = null;
+    strokes += 1;
+    pad.dataset.strokes = String(strokes);
+    const count = strokes;
+    pad.toBlob((blob) => {
+      // Skip it if the pad was cleared meanwhile; a later stroke sends its own picture.
+      if (blob && count === strokes) predict(blob, "drawing.png", `strokes:${count}`);
+    }, "image/png");
+  }
+
+  for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    pad.addEventListener(type, endStroke);
+  }
+  // No scrolling, zooming or context menu while drawing on a touch screen.
+  pad.addEventListener("touchstart", (event) => event.preventDefault(), { passive: false });
+  pad.addEventListener("contextmenu", (event) => event.preventDefault());
+
+  // ---- Prediction display -------------------------------------------------------------------
+
+  const result = $("result");
+  const prediction = $("prediction");
+  const confidence = $("confidence");
+  const seenFigure = $("seen-figure");
+  const seen = $("seen");
+  const steps = $("steps");
+  const bars = $("bars");
+  const drawStatus = statusLine($("draw-status"));
+  let predictController = null;
+
+  function resetResult() {
+    predictController?.abort();
+    result.dataset.state = "idle";
+    prediction.textContent = "?";
+    prediction.dataset.source = "";
+    confidence.textContent = "Draw or upload a digit.";
+    seenFigure.hidden = true;
+    steps.textContent = "";
+    setBars(bars, null);
+    drawStatus.clear();
+  }
+
+  async function predict(blob, fileName, source) {
+    predictController?.abort();
+    const controller = new AbortController();
+    predictController = controller;
+    result.dataset.state = "pending";
+    result.classList.add("pending");
+    drawStatus.busy("Asking the network…");
+    const form = new FormData();
+    form.append("file", blob, fileName);
+    try {
+      const answer = await api("/predict?include_image=true", {
+        method: "POST",
+        body: form,
+        signal: controller.signal,
+      });
+      showPrediction(answer, source);
+      drawStatus.clear();
+      result.dataset.state = "done";
+    } catch (err) {
+      if (isSuperseded(err)) return;
+      drawStatus.show(err.message, "error");
+      result.dataset.state = "error";
+    } finally {
+      if (predictController === controller) {
+        predictController = null;
+        result.classList.remove("pending");
+      }
+    }
+  }
+
+  function showPrediction(answer, source) {
+    prediction.textContent = String(answer.prediction);
+    prediction.dataset.source = source;
+    confidence.textContent = `It's a ${answer.prediction}: ${percent(answer.confidence)} sure.`;
+    setBars(bars, answer.probabilities);
+    const image = answer.normalisation?.image_png;
+    seenFigure.hidden = !image;
+    if (image) seen.src = `data:image/png;base64,${image}`;
+    const done = answer.normalisation?.steps ?? [];
+    steps.textContent = done.length
+      ? `Normalised: ${done.map((step) => step.replaceAll("_", " ")).join(" → ")}.`
+      : "Used as it is: already a 28×28 MNIST-style image.";
+    if (modelVersion !== null && answer.model?.version !== modelVersion) loadModel();
+  }
+
+  $("clear").addEventListener("click", () => {
+    resetPad();
+    hideUploadPreview();
+    resetResult();
+  });
+
+  // ---- Upload -------------------------------------------------------------------------------
+
+  const upload = $("upload");
+  const uploadFigure = $("upload-figure");
+  const uploadPreview = $("upload-preview");
+  let previewUrl = null;
+
+  function hideUploadPreview() {
+    uploadFigure.hidden = true;
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    uploadPreview.removeAttribute("src");
+  }
+
+  upload.addEventListener("change", () => {
+    const file = upload.files?.[0];
+    upload.value = ""; // choosing the same file again fires `change` again
+    if (!file) return;
+    if (file.size > MAX_UPLOAD_BYTES) {
+      drawStatus.show(`That file is ${(file.size / 1048576).toFixed(1)} MiB; the limit is 4 MiB.`, "error");
+      return;
+    }
+    hideUploadPreview();
+    previewUrl = URL.createObjectURL(file);
+    uploadPreview.src = previewUrl;
+    uploadFigure.hidden = false;
+    predict(file, file.name || "upload", `upload:${file.name}`);
+  });
+
+  // ---- Test-set browser ---------------------------------------------------------------------
+
+  const sample = $("sample");
+  const sampleImage = $("sample-image");
+  const sampleBars = $("sample-bars");
+  const indexInput = $("test-index");
+  const testStatus = statusLine($("test-status"));
+  let testController = null;
+  let sampleUrl = null;
+
+  async function showSample(loadSample) {
+    testController?.abort();
+    const controller = new AbortController();
+    testController = controller;
+    sample.dataset.state = "pending";
+    sample.classList.add("pending");
+    testStatus.busy("Loading the sample…");
+    try {
+      const found = await loadSample(controller.signal);
+      const png = await api(`/test/${found.index}/image?scale=8`, { as: "blob", signal: controller.signal });
+      if (sampleUrl) URL.revokeObjectURL(sampleUrl);
+      sampleUrl = URL.createObjectURL(png);
+      sampleImage.src = sampleUrl;
+      sampleImage.alt = `Test image ${found.index}, labelled ${found.label}`;
+      sampleImage.hidden = false;
+      indexInput.value = String(found.index);
+      $("sample-index").textContent = String(found.index);
+      $("sample-prediction").textContent = `${found.prediction} (${percent(found.confidence)})`;
+      $("sample-label").textContent = String(found.label);
+      const verdict = $("sample-verdict");
+      verdict.textContent = found.correct ? "✓ correct" : "✗ wrong";
+      verdict.className = found.correct ? "verdict ok" : "verdict bad";
+      setBars(sampleBars, found.probabilities);
+      sample.dataset.index = String(found.index);
+      sample.dataset.state = "done";
+      testStatus.clear();
+    } catch (err) {
+      if (isSuperseded(err)) return;
+      sample.dataset.state = "error";
+      testStatus.show(err.message, "error");
+    } finally {
+      if (testController === controller) {
+        testController = null;
+        sample.classList.remove("pending");
+      }
+    }
+  }
+
+  $("test-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!indexInput.reportValidity()) return;
+    const index = Number.parseInt(indexInput.value, 10);
+    showSample((signal) => api(`/test/${index}`, { signal }));
+  });
+
+  $("random").addEventListener("click", () => {
+    showSample(async (signal) => (await api("/test/random?count=1", { signal })).samples[0]);
+  });
+
+  // ---- Model information --------------------------------------------------------------------
+
+  const modelStatus = statusLine($("model-status"));
+  const PLOT_TEXT = {
+    learning_curves: ["Learning curves", "Loss and accuracy per training epoch"],
+    confusion_matrix: ["Confusion matrix", "True digits (rows) against predicted digits (columns) on the test set"],
+  };
+  let modelVersion = null;
+
+  async function loadModel() {
+    modelStatus.busy("Loading the model's details…");
+    try {
+      const info = await api("/model");
+      const meta = info.metadata;
+      const evaluation = meta.evaluation;
+      modelVersion = meta.version;
+      $("model-version").textContent = `${meta.name} v${meta.version}`;
+      $("model-preset").textContent = meta.training.preset;
+      $("model-accuracy").textContent =
+        `${percent(evaluation.accuracy, 2)} (${evaluation.correct.toLocaleString("en")} of ${evaluation.total.toLocaleString("en")})`;
+      $("model-created").textContent = new Date(meta.created_at).toLocaleString();
+      $("model-badge").textContent =
+        `${meta.name} v${meta.version} · ${meta.training.preset} · ${percent(evaluation.accuracy, 2)} test accuracy`;
+      renderPlots(info.plots ?? {}, meta.version);
+      modelStatus.clear();
+    } catch (err) {
+      $("model-badge").textContent = "model unavailable";
+      modelStatus.show(err.message, "error");
+    }
+  }
+
+  function renderPlots(plots, version) {
+    const figures = Object.entries(plots).map(([role, url]) => {
+      const [title, description] = PLOT_TEXT[role] ?? [role.replaceAll("_", " "), ""];
+      const figure = document.createElement("figure");
+      const link = document.createElement("a");
+      link.href = `${url}?v=${version}`;
+      link.target = "_blank";
+      link.rel = "noopener";
+      const image = document.createElement("img");
+      image.src = link.href;
+      image.alt = `${title} of model version ${version}. ${description}`;
+      image.loading = "lazy";
+      image.addEventListener("error", () => figure.replaceChildren(`${title}: not available.`));
+      link.append(image);
+      const caption = document.createElement("figcaption");
+      caption.textContent = title;
+      figure.append(link, caption);
+      return figure;
+    });
+    $("plots").replaceChildren(...figures);
+  }
+
+  // ---- Start --------------------------------------------------------------------------------
+
+  buildBars(bars);
+  buildBars(sampleBars);
+  resetPad();
+  resetResult();
+  loadModel();
+  showSample((signal) => api(`/test/${boundedInt(indexInput.value, 0, 9999, 0)}`, { signal }));
+})();

@@ -1,0 +1,47 @@
+"""Fixtures for the service: settings pointing at a freshly trained store, and a running app."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from model_store.mnist_data import MnistSplit, load_split
+
+
+@pytest.fixture(scope="session")
+def test_split(mnist_dir: Path) -> MnistSplit:
+    return load_split(mnist_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def settings(trained_store: Path, mnist_dir: Path) -> Settings:
+    return Settings(model_store=trained_store, data_dir=mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """One app for the session: `with` runs the lifespan, so the model is really loaded."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", **save_args: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def paper_scan(pixels: np.ndarray, side: int = 112) -> np.ndarray:
+    """A test digit as a person would photograph it: dark ink on light paper, larger, off-centre."""
+    big = np.asarray(Image.fromarray(255 - pixels).resize((side, side), Image.Resampling.BICUBIC))
+    paper = np.full((side + 30, side + 10), 235, dtype=np.uint8)
+    paper[20 : 20 + side, 4 : 4 + side] = np.minimum(big, 235)
+    return paper
