@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 
 import uvicorn
 
 from app.config import get_settings
+from app.metrics import multiprocess_mode
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port)
     parser.add_argument("--workers", type=int, default=settings.workers)
     args = parser.parse_args(argv)
+    if args.workers > 1 and not multiprocess_mode():
+        # Workers share one metrics directory so /metrics adds up every worker, not just one.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mnist-metrics-")
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -23,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        access_log=False,  # the service writes its own access line, with request id and version
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
 

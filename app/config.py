@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, parse_version
@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     batch_queue_size: int = Field(2048, ge=1, description="queued images before 503")
     # Threads TensorFlow may use per worker; 0 lets it decide.
     tf_threads: int = Field(0, ge=0)
+
+    # Follow the store: seconds between looks for a newer version (0 = never; ignored when pinned).
+    reload_poll_seconds: float = Field(10.0, ge=0.0)
+    # Bearer token for /admin routes; unset means the admin routes are disabled.
+    admin_token: SecretStr | None = None
+    # One JSON object per log line (for log shippers); plain text otherwise.
+    log_json: bool = True
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_must_be_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("MNIST_ADMIN_TOKEN must be at least 16 characters (try: openssl rand -hex 24)")
+        return value
 
     @field_validator("model_version", mode="before")
     @classmethod

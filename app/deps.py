@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import Depends, Request
 
 from app.config import Settings
 from app.errors import ApiError
-from app.state import Predictor, ServiceState
+from app.inference import BatchResult, OverloadedError
+from app.state import ServiceState
 from model_store.mnist_data import MnistSplit
 
 
@@ -26,8 +28,28 @@ def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_predictor(state: StateDep) -> Predictor:
-    return state.predictor
+class ModelRunner:
+    """The predictor as one request sees it: 503 when overloaded, and it notes which version
+    answered (for the X-Model-Version header and the log line) and counts the predicted digits."""
+
+    def __init__(self, state: ServiceState, request: Request) -> None:
+        self._state = state
+        self._request = request
+
+    async def predict(self, images: np.ndarray) -> BatchResult:
+        try:
+            result = await self._state.predictor.predict(images)
+        except OverloadedError as exc:
+            raise ApiError(
+                503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
+            ) from exc
+        self._request.state.model_version = result.model.version
+        self._state.metrics.count_predictions(result.probabilities.argmax(axis=1))
+        return result
+
+
+def get_model_runner(state: StateDep, request: Request) -> ModelRunner:
+    return ModelRunner(state, request)
 
 
 def get_test_set(state: StateDep) -> MnistSplit:
@@ -37,5 +59,5 @@ def get_test_set(state: StateDep) -> MnistSplit:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+PredictorDep = Annotated[ModelRunner, Depends(get_model_runner)]
 TestSetDep = Annotated[MnistSplit, Depends(get_test_set)]

@@ -5,6 +5,8 @@ uvicorn app.main:create_app --factory
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -12,15 +14,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import __version__
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.inference import Batcher, DirectPredictor, ModelHolder, ServingModel
+from app.inference import Batcher, DirectPredictor, ModelHolder
+from app.logs import configure_logging
+from app.metrics import Metrics
 from app.middleware import BodySizeLimit
-from app.routes import health, model, predict, testset
+from app.observability import RequestObserver
+from app.reload import ModelManager, load_serving_model
+from app.routes import admin, health, model, ops, predict, testset, v2
 from app.routes.web import mount_web
 from app.state import Predictor, ServiceState
 from model_store.mnist_data import DatasetError, load_split
-from model_store.store import ModelStore
+from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger("app")
 
@@ -33,12 +40,18 @@ def configure_tensorflow(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def start_service(settings: Settings) -> ServiceState:
+def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
     configure_tensorflow(settings.tf_threads)
     store = ModelStore(settings.model_store, settings.model_name)
-    loaded = store.load(settings.model_version)
-    holder = ModelHolder(ServingModel.compile(loaded, warmup_batch_sizes=(1, settings.batch_max_size)))
+    try:
+        serving = load_serving_model(store, settings.model_version, settings.batch_max_size)
+    except ModelStoreError:
+        metrics.load_failures.inc()
+        raise
+    holder = ModelHolder(serving)
+    metrics.set_model(serving.name, serving.version)
+    manager = ModelManager(store, holder, metrics, settings.model_version, settings.batch_max_size)
     predictor: Predictor
     if settings.batching_enabled:
         predictor = Batcher(
@@ -46,6 +59,7 @@ def start_service(settings: Settings) -> ServiceState:
             max_batch=settings.batch_max_size,
             max_delay_seconds=settings.batch_max_delay_ms / 1000,
             max_queued_images=settings.batch_queue_size,
+            observer=metrics.observe_batch,
         )
     else:
         predictor = DirectPredictor(holder)
@@ -55,30 +69,48 @@ def start_service(settings: Settings) -> ServiceState:
     except DatasetError as exc:
         test_set_error = str(exc)
         log.warning("test-set routes disabled: %s", exc)
-    log.info("serving %s version %s from %s (pid %s)", loaded.name, loaded.version, loaded.path, os.getpid())
-    return ServiceState(settings, holder, predictor, test_set, test_set_error)
+    log.info(
+        "serving %s version %s from %s (pid %s)",
+        serving.name,
+        serving.version,
+        serving.loaded.path,
+        os.getpid(),
+    )
+    return ServiceState(settings, holder, predictor, manager, metrics, test_set, test_set_error)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_json, settings.log_level)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A missing or broken model raises here: uvicorn logs it and exits non-zero.
-        state = start_service(settings)
+        state = await asyncio.to_thread(start_service, settings, metrics)
         app.state.service = state
+        polling = None
+        if settings.reload_poll_seconds and settings.model_version is None:
+            polling = asyncio.create_task(state.manager.poll(settings.reload_poll_seconds))
         yield
+        if polling is not None:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
         state.predictor.close()
 
     app = FastAPI(
         title="mnist-serve",
-        version="0.1.0",
+        version=__version__,
         summary="Handwritten-digit recognition over HTTP: a Keras model trained on MNIST.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for router in (predict.router, testset.router, model.router, health.router):
+    app.add_middleware(RequestObserver, metrics=metrics)
+    for router in (predict.router, testset.router, model.router, health.router, ops.router, v2.router):
         app.include_router(router)
+    if settings.admin_token is not None:
+        app.include_router(admin.router)
     mount_web(app)
     return app

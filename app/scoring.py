@@ -1,4 +1,4 @@
-"""Plain functions from images to probabilities to response bodies, shared by the routes that predict."""
+"""Plain functions from model outputs to response bodies, shared by the routes that predict."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.errors import ApiError
 from app.imaging import Normalised
-from app.inference import BatchResult, OverloadedError, ServingModel
+from app.inference import ServingModel
 from app.schemas import ModelRef, Normalisation, Scores
-from app.state import Predictor
 
 
 def model_ref(model: ServingModel) -> ModelRef:
@@ -41,12 +39,3 @@ def describe_normalisation(digit: Normalised, include_image: bool) -> Normalisat
         steps=digit.steps,
         image_png=base64.b64encode(png_bytes(digit.pixels)).decode() if include_image else None,
     )
-
-
-async def run_model(predictor: Predictor, images: np.ndarray) -> BatchResult:
-    try:
-        return await predictor.predict(images)
-    except OverloadedError as exc:
-        raise ApiError(
-            503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
-        ) from exc

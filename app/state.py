@@ -9,6 +9,8 @@ import numpy as np
 
 from app.config import Settings
 from app.inference import BatchResult, ModelHolder
+from app.metrics import Metrics
+from app.reload import ModelManager
 from model_store.mnist_data import MnistSplit
 
 
@@ -23,6 +25,8 @@ class ServiceState:
     settings: Settings
     holder: ModelHolder
     predictor: Predictor
+    manager: ModelManager
+    metrics: Metrics
     test_set: MnistSplit | None
     test_set_error: str | None = None
     # Whole-test-set scores, per model version: the test set never changes while we run.

@@ -10,7 +10,7 @@ from app.arrays import ArrayError, TooManyImagesError, parse_image_array
 from app.deps import PredictorDep, SettingsDep
 from app.errors import ApiError
 from app.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
-from app.scoring import describe_normalisation, model_ref, run_model, scores
+from app.scoring import describe_normalisation, model_ref, scores
 from app.uploads import content_type, prepare_digit, read_form_files, read_single_image
 
 router = APIRouter(prefix="/predict", tags=["predict"])
@@ -60,7 +60,7 @@ async def predict(
     """
     data, _ = await read_single_image(request)
     digit = await prepare_digit(data, settings.max_image_pixels)
-    result = await run_model(predictor, digit.pixels[np.newaxis])
+    result = await predictor.predict(digit.pixels[np.newaxis])
     return Prediction(
         **scores(result.probabilities[0]).model_dump(),
         model=model_ref(result.model),
@@ -104,7 +104,7 @@ async def predict_batch(
             raise ApiError(413, str(exc)) from exc
         except ArrayError as exc:
             raise ApiError(400, str(exc)) from exc
-    result = await run_model(predictor, images)
+    result = await predictor.predict(images)
     probabilities = result.probabilities
     predictions = probabilities.argmax(axis=1)
     return BatchPrediction(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from app.deps import PredictorDep, SettingsDep, StateDep, TestSetDep
 from app.errors import ApiError
 from app.schemas import ErrorBody, ModelRef, RandomSamples, TestAccuracy, TestSample
-from app.scoring import model_ref, png_bytes, run_model, scores
+from app.scoring import model_ref, png_bytes, scores
 from model_store.mnist_data import MnistSplit
 
 router = APIRouter(prefix="/test", tags=["test set"])
@@ -49,7 +49,7 @@ async def random_samples(
     if count > settings.max_random_count:
         raise ApiError(413, f"count {count} is over the limit of {settings.max_random_count}")
     indices = np.random.default_rng(seed).choice(len(test_set.labels), size=count, replace=False)
-    result = await run_model(predictor, test_set.images[indices])
+    result = await predictor.predict(test_set.images[indices])
     items = samples(indices, result.probabilities, test_set, model_ref(result.model))
     return RandomSamples(
         model=model_ref(result.model), count=count, correct=sum(s.correct for s in items), samples=items
@@ -62,7 +62,7 @@ async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDe
     version = state.holder.current.version
     result = state.accuracy_cache.get(version)
     if result is None:
-        result = await run_model(predictor, test_set.images)
+        result = await predictor.predict(test_set.images)
         state.accuracy_cache[result.model.version] = result
     predicted = result.probabilities.argmax(axis=1)
     hits = predicted == test_set.labels
@@ -81,7 +81,7 @@ async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDe
 async def test_sample(index: int, test_set: TestSetDep, predictor: PredictorDep) -> TestSample:
     """Predict test image `index` (0-9999) and compare with its true label."""
     check_index(index, test_set)
-    result = await run_model(predictor, test_set.images[index : index + 1])
+    result = await predictor.predict(test_set.images[index : index + 1])
     return samples(np.array([index]), result.probabilities, test_set, model_ref(result.model))[0]
 
 

@@ -17,7 +17,8 @@
   }
 
   function percent(p, digits = 1) {
-    return `${(p * 100).toFixed(digits)} %`;
+    const top = 100 - 10 ** -digits; // never round 99.96 % up to a certain-looking 100.0 %
+    return p < 1 && p * 100 > top ? `>${top.toFixed(digits)} %` : `${(p * 100).toFixed(digits)} %`;
   }
 
   // ---- Talking to the API -------------------------------------------------------------------
@@ -100,8 +101,9 @@
       ...DIGITS.map((digit) => {
         const item = document.createElement("li");
         item.innerHTML =
-          '<span class="bar-value">0%</span><span class="bar-track"><span class="bar-fill"></span></span>' +
-          `<span class="bar-digit">${digit}</span>`;
+          '<span class="bar-value" aria-hidden="true"></span>' +
+          '<span class="bar-track"><span class="bar-fill"></span></span>' +
+          `<span class="bar-digit" aria-hidden="true">${digit}</span>`;
         return item;
       }),
     );
@@ -112,7 +114,8 @@
     [...list.children].forEach((item, digit) => {
       const p = probabilities ? probabilities[digit] : 0;
       item.querySelector(".bar-fill").style.height = `${(p * 100).toFixed(2)}%`;
-      item.querySelector(".bar-value").textContent = p >= 0.995 ? "99+%" : `${Math.round(p * 100)}%`;
+      // Only the values worth reading; the exact ones are in each bar's label.
+      item.querySelector(".bar-value").textContent = p >= 0.005 ? `${Math.round(p * 100)}%` : "";
       item.classList.toggle("best", digit === best);
       item.setAttribute("aria-label", `digit ${digit}: ${percent(p)}`);
     });
@@ -335,7 +338,9 @@
       sampleImage.hidden = false;
       indexInput.value = String(found.index);
       $("sample-index").textContent = String(found.index);
-      $("sample-prediction").textContent = `${found.prediction} (${percent(found.confidence)})`;
+      const sure = document.createElement("small");
+      sure.textContent = ` ${percent(found.confidence)}`;
+      $("sample-prediction").replaceChildren(String(found.prediction), sure);
       $("sample-label").textContent = String(found.label);
       const verdict = $("sample-verdict");
       verdict.textContent = found.correct ? "✓ correct" : "✗ wrong";
@@ -402,6 +407,7 @@
     const figures = Object.entries(plots).map(([role, url]) => {
       const [title, description] = PLOT_TEXT[role] ?? [role.replaceAll("_", " "), ""];
       const figure = document.createElement("figure");
+      figure.dataset.role = role;
       const link = document.createElement("a");
       link.href = `${url}?v=${version}`;
       link.target = "_blank";

@@ -1,0 +1,75 @@
+# syntax=docker/dockerfile:1
+#
+# mnist-serve: the FastAPI digit-recognition service, also the image of the one-shot `train` job.
+#
+#   docker build -t mnist-serve .
+#   docker run -p 8000:8000 -v models:/models mnist-serve        # serve the newest version in /models
+#   docker run -v models:/models -v "$PWD/data/mnist:/data/mnist:ro" mnist-serve mnist-train --no-download
+#
+# Stage `wheels` builds a wheel of every runtime dependency, then one of the project; the final stage
+# installs them into a fresh virtual environment on a clean slim image, so no build context, pip cache
+# or test tooling reaches it. Dependencies and project are separate layers: a code change rebuilds only
+# the small project layer, not the ~1 GB TensorFlow one. docs/deployment.md has the whole story;
+# tests/deploy checks this file against the project and runs its CMD from a venv built by these steps.
+
+FROM python:3.11-slim AS wheels
+
+WORKDIR /src
+# Dependencies first: this layer is rebuilt only when pyproject.toml changes. The cache mount keeps
+# downloaded wheels between builds without putting them in any layer.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
+    && pip wheel --wheel-dir /wheels/deps --requirement requirements.txt
+COPY . .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels/app .
+
+
+FROM python:3.11-slim
+
+LABEL org.opencontainers.image.title="mnist-serve" \
+      org.opencontainers.image.description="Handwritten-digit recognition: FastAPI service and Keras training job"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A virtual environment without pip or setuptools: only the project and its runtime dependencies.
+# The wheels are bind-mounted from the first stage, so they never land in a layer of this image.
+RUN --mount=type=bind,from=wheels,source=/wheels/deps,target=/wheels/deps \
+    python -m venv --without-pip /opt/venv \
+    && pip --python /opt/venv/bin/python install --no-cache-dir --no-index /wheels/deps/*.whl
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    pip --python /opt/venv/bin/python install --no-cache-dir --no-index --find-links=/wheels/deps /wheels/app/*.whl
+
+# An unprivileged user owns the model store and data mount points: a named volume mounted there
+# starts with this ownership, so the `train` job (same image, same user) can publish versions into it.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && mkdir -p /models /data/mnist \
+    && chown app:app /models /data/mnist
+
+# Every MNIST_* variable is a field of app.config.Settings (mnist-train reads MNIST_MODEL_STORE,
+# MNIST_MODEL_NAME and MNIST_DATA_DIR). Override any of them with `docker run -e` or compose.
+ENV PATH="/opt/venv/bin:$PATH" \
+    MNIST_HOST=0.0.0.0 \
+    MNIST_PORT=8000 \
+    MNIST_WORKERS=1 \
+    MNIST_LOG_LEVEL=info \
+    MNIST_GRACEFUL_SHUTDOWN_SECONDS=20 \
+    MNIST_MODEL_STORE=/models \
+    MNIST_DATA_DIR=/data/mnist
+
+WORKDIR /home/app
+USER 10001:10001
+VOLUME ["/models"]
+EXPOSE 8000
+
+# Liveness, as /healthz answers it; python's urllib, since the slim image has no curl. The start
+# period covers importing TensorFlow and loading and warming up the model.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MNIST_PORT', '8000'), timeout=4)"]
+
+# uvicorn with the app factory; sh only expands the variables, then `exec` makes uvicorn PID 1 so
+# it receives SIGTERM and drains in-flight requests for MNIST_GRACEFUL_SHUTDOWN_SECONDS.
+CMD ["sh", "-c", "exec uvicorn app.main:create_app --factory --host \"$MNIST_HOST\" --port \"$MNIST_PORT\" --workers \"$MNIST_WORKERS\" --log-level \"$MNIST_LOG_LEVEL\" --timeout-graceful-shutdown \"$MNIST_GRACEFUL_SHUTDOWN_SECONDS\""]

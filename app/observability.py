@@ -1,0 +1,74 @@
+"""Per-request bookkeeping: a request id, one JSON log line, and the HTTP metrics.
+
+Pure ASGI rather than BaseHTTPMiddleware: it adds no task hop or body buffering to the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import Metrics
+
+access_log = logging.getLogger("app.access")
+REQUEST_ID_HEADER = "x-request-id"
+MODEL_VERSION_HEADER = "x-model-version"
+# A client's id is echoed only if it is short and plain, so it cannot forge log lines or headers.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def route_template(scope: Scope) -> str:
+    """`/test/{index}` rather than `/test/128`, so metrics stay a handful of series."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        supplied = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        status = 500
+
+        async def send_with_ids(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                if "model_version" in state:
+                    headers[MODEL_VERSION_HEADER] = str(state["model_version"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "model_version": state.get("model_version"),
+                },
+            )

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.deps import StateDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(state: StateDep) -> Response:
+    """Prometheus metrics: requests and latency per route and status, predicted digits, batch sizes,
+    queue delay, the model version served, load failures and reloads."""
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

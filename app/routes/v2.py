@@ -1,0 +1,108 @@
+"""Open Inference Protocol (KServe v2) over REST, beside our own routes, for Triton/KServe clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from app import __version__
+from app.deps import PredictorDep, StateDep
+from app.errors import ApiError
+from app.inference import ServingModel
+from app.kserve import HEADER_LENGTH, InferError, build_infer_response, parse_infer_request, tensor_metadata
+
+router = APIRouter(prefix="/v2", tags=["KServe v2 (Open Inference Protocol)"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": 'invalid request: `{"error": "..."}`'},
+    404: {"description": 'unknown model or version: `{"error": "..."}`'},
+}
+
+
+def served_model(state: Any, name: str, version: str | None) -> ServingModel:
+    """The served model, if `name` (and `version`, when given) name it; else 404."""
+    current: ServingModel = state.holder.current
+    if name != current.name:
+        raise ApiError(404, f"unknown model '{name}'; this server serves '{current.name}'")
+    if version is not None and version != str(current.version):
+        raise ApiError(
+            404, f"version {version!r} of '{name}' is not loaded; serving version {current.version}"
+        )
+    return current
+
+
+@router.get("")
+def server_metadata() -> dict[str, Any]:
+    """Server metadata."""
+    return {"name": "mnist-serve", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live")
+def server_live() -> dict[str, bool]:
+    """Server liveness."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+def server_ready(state: StateDep) -> dict[str, bool]:
+    """Server readiness: a model is loaded (503 before that)."""
+    return {"ready": True}
+
+
+@router.get("/models/{name}", responses=ERRORS)
+@router.get("/models/{name}/versions/{version}", responses=ERRORS)
+def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
+    """Model metadata: versions, inputs and outputs with datatypes and shapes (-1 = batch)."""
+    model = served_model(state, name, version)
+    return {
+        "name": model.name,
+        "versions": [str(model.version)],
+        "platform": "tensorflow_keras",
+        **tensor_metadata(),
+    }
+
+
+@router.get("/models/{name}/ready", responses=ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", responses=ERRORS)
+def model_ready(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
+    """Model readiness."""
+    model = served_model(state, name, version)
+    return {"name": model.name, "ready": True}
+
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "example": {
+                    "inputs": [{"name": "images", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+@router.post("/models/{name}/versions/{version}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+async def infer(
+    request: Request, state: StateDep, predictor: PredictorDep, name: str, version: str | None = None
+) -> Response:
+    """Inference: `images` as FP32 (0-1) or UINT8 (0-255), shape [N,784], [N,28,28] or [N,28,28,1];
+    returns `probabilities` [N,10] FP32 and `digit` [N] INT64."""
+    served_model(state, name, version)
+    try:
+        infer_request, images = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+        if len(images) > state.settings.max_array_images:
+            raise ApiError(
+                413, f"{len(images)} images in one request; the limit is {state.settings.max_array_images}"
+            )
+        result = await predictor.predict(images)
+        body, headers = build_infer_response(
+            infer_request, result.model.name, result.model.version, result.probabilities
+        )
+    except InferError as exc:
+        raise ApiError(400, str(exc)) from exc
+    return Response(body, headers=headers)

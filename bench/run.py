@@ -1,0 +1,251 @@
+"""Benchmark the service against its ceiling and a naive baseline, side by side in one run.
+
+    python -m bench.run --store model_store --data-dir ../shared/mnist
+
+Starts three servers with the same uvicorn settings on 127.0.0.1 and drives each with wrk:
+  empty  - FastAPI receiving the same upload and answering a constant (the ceiling)
+  ours   - app.main:create_app
+  naive  - keras `model.predict` per request (the baseline)
+It reports req/s, p50, p99 and errors at each concurrency, batch-endpoint images/s against the
+in-process forward pass, cold start to ready and RSS per worker, as a markdown table and ratios.
+Absolute numbers depend on the machine and what else runs on it; the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from model_store.mnist_data import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
+SERVERS = {
+    "empty": ["bench.empty_app:app"],
+    "ours": ["app.main:create_app", "--factory"],
+    "naive": ["bench.naive_app:app"],
+}
+
+
+@dataclass
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    cold_start_seconds: float
+
+    def rss_mib(self) -> list[float]:
+        """Resident memory of each process serving requests (the workers, or the lone process)."""
+        workers = [pid for pid in _children(self.process.pid) if "spawn_main" in _cmdline(pid)]
+        pids = workers or [self.process.pid]
+        return [round(_rss_kib(pid) / 1024, 1) for pid in pids]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(kind: str, workers: int, env: dict[str, str], timeout: float = 180) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", *SERVERS[kind], "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                # With several workers, wait until every one of them answers /readyz.
+                return Server(process, url, time.perf_counter() - started)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{kind} server not ready after {timeout} s")
+
+
+def wrk(url: str, connections: int, seconds: int, body: Path, mode: str, content_type: str = "") -> Load:
+    env = os.environ | {"BENCH_BODY": str(body), "BENCH_MODE": mode, "BENCH_TYPE": content_type}
+    threads = min(connections, 2)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+    command += ["-s", str(WRK_SCRIPT), url]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("BENCH_JSON"))
+    result = json.loads(line.removeprefix("BENCH_JSON "))
+    return Load(
+        requests_per_second=result["requests"] / result["seconds"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        errors=result["errors"],
+    )
+
+
+def in_process_images_per_second(env: dict[str, str], batch: np.ndarray, seconds: float = 5) -> float:
+    """The compute limit: the same compiled forward pass, called directly on a batch."""
+    code = f"""
+import time, numpy as np
+from app.inference import ServingModel
+from model_store.store import ModelStore
+import os
+serving = ServingModel.compile(ModelStore(os.environ["MNIST_MODEL_STORE"]).load())
+batch = np.load({str(batch)!r})
+serving.forward(batch)
+count, started = 0, time.perf_counter()
+while time.perf_counter() - started < {seconds}:
+    serving.forward(batch); count += len(batch)
+print(count / (time.perf_counter() - started))
+"""
+    output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(output.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "model_store")))
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--batch-images", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    test = load_split(args.data_dir, "test")
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    digit_png = work / "digit.png"
+    Image.fromarray(test.images[128]).save(digit_png)
+    batch_npy = work / "batch.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, test.images[: args.batch_images])
+    batch_npy.write_bytes(buffer.getvalue())
+
+    env = os.environ | {
+        "MNIST_MODEL_STORE": str(args.store.resolve()),
+        "MNIST_DATA_DIR": str(args.data_dir.resolve()),
+        "MNIST_MAX_ARRAY_IMAGES": str(max(args.batch_images, 10_000)),
+        "MNIST_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": str(ROOT),
+    }
+    rows: dict[str, dict[int, Load]] = {}
+    facts: dict[str, object] = {}
+    for kind in ("empty", "ours", "naive"):
+        server = start_server(kind, args.workers, env)
+        try:
+            httpx.post(f"{server.url}/predict", files={"file": digit_png.read_bytes()}, timeout=30)
+            rows[kind] = {
+                c: wrk(f"{server.url}/predict", c, args.seconds, digit_png, "multipart")
+                for c in args.connections
+            }
+            print(kind, {c: load.__dict__ for c, load in rows[kind].items()}, flush=True)
+            if kind == "ours":
+                facts["cold_start_seconds"] = round(server.cold_start_seconds, 2)
+                facts["rss_mib_per_worker"] = server.rss_mib()
+                batch_load = wrk(
+                    f"{server.url}/predict/batch", 2, args.seconds, batch_npy, "raw", "application/x-npy"
+                )
+                facts["batch_images_per_second"] = batch_load.requests_per_second * args.batch_images
+                facts["batch_errors"] = batch_load.errors
+        finally:
+            server.stop()
+    facts["in_process_images_per_second"] = in_process_images_per_second(env, batch_npy)
+
+    report = render(rows, facts, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (args.out / f"{stamp}.md").write_text(report)
+    (args.out / "latest.md").write_text(report)
+    print(report)
+    return 0
+
+
+def render(rows: dict[str, dict[int, Load]], facts: dict[str, object], args: argparse.Namespace) -> str:
+    lines = [
+        f"Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.workers} uvicorn workers, "
+        f"wrk {args.seconds} s per cell, {os.cpu_count()} CPUs, one PNG of test digit 128 per request.",
+        "",
+        "| server | connections | req/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, by_connections in rows.items():
+        for c, load in by_connections.items():
+            lines.append(
+                f"| {kind} | {c} | {load.requests_per_second:,.0f} | {load.p50_ms:.2f} | "
+                f"{load.p99_ms:.2f} | {load.errors} |"
+            )
+    ours, empty, naive = rows["ours"], rows["empty"], rows["naive"]
+    lines += ["", "| ratio | " + " | ".join(f"c={c}" for c in ours) + " |", "| --- |" + " ---: |" * len(ours)]
+    lines.append(
+        "| ours / empty | "
+        + " | ".join(f"{ours[c].requests_per_second / empty[c].requests_per_second:.2f}x" for c in ours)
+        + " |"
+    )
+    lines.append(
+        "| ours / naive | "
+        + " | ".join(f"{ours[c].requests_per_second / naive[c].requests_per_second:.0f}x" for c in ours)
+        + " |"
+    )
+    lines.append("| ours p99 / p50 | " + " | ".join(f"{ours[c].p99_ms / ours[c].p50_ms:.1f}" for c in ours) + " |")
+    batch, limit = float(facts["batch_images_per_second"]), float(facts["in_process_images_per_second"])  # type: ignore[arg-type]
+    lines += [
+        "",
+        f"- batch endpoint ({args.batch_images} images per .npy request, 2 connections): "
+        f"{batch:,.0f} images/s = {batch / limit:.2f}x the in-process forward pass ({limit:,.0f} images/s); "
+        f"errors {facts['batch_errors']}",
+        f"- cold start to ready: {facts['cold_start_seconds']} s",
+        f"- RSS per worker: {facts['rss_mib_per_worker']} MiB",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
