@@ -50,13 +50,12 @@ RUN groupadd --system --gid 10001 app \
     && chown app:app /models /data/mnist
 
 # Every MNIST_* variable is a field of app.config.Settings (mnist-train reads MNIST_MODEL_STORE,
-# MNIST_MODEL_NAME and MNIST_DATA_DIR). Override any of them with `docker run -e` or compose.
+# MNIST_MODEL_NAME and MNIST_DATA_DIR too); the rest keep the Settings defaults. Override any of them
+# with `docker run -e` or in docker-compose.yml.
 ENV PATH="/opt/venv/bin:$PATH" \
     MNIST_HOST=0.0.0.0 \
     MNIST_PORT=8000 \
     MNIST_WORKERS=1 \
-    MNIST_LOG_LEVEL=info \
-    MNIST_GRACEFUL_SHUTDOWN_SECONDS=20 \
     MNIST_MODEL_STORE=/models \
     MNIST_DATA_DIR=/data/mnist
 
@@ -70,6 +69,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MNIST_PORT', '8000'), timeout=4)"]
 
-# uvicorn with the app factory; sh only expands the variables, then `exec` makes uvicorn PID 1 so
-# it receives SIGTERM and drains in-flight requests for MNIST_GRACEFUL_SHUTDOWN_SECONDS.
-CMD ["sh", "-c", "exec uvicorn app.main:create_app --factory --host \"$MNIST_HOST\" --port \"$MNIST_PORT\" --workers \"$MNIST_WORKERS\" --log-level \"$MNIST_LOG_LEVEL\" --timeout-graceful-shutdown \"$MNIST_GRACEFUL_SHUTDOWN_SECONDS\""]
+# mnist-serve runs uvicorn on app.main:create_app with every setting from MNIST_*: host, port and
+# workers, log level, graceful-shutdown time, and (with several workers) one shared Prometheus
+# metrics directory. Exec form: it is PID 1 and gets SIGTERM, then drains in-flight requests.
+CMD ["mnist-serve"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MnistSplit, load_split
+from model_store.store import ModelStore
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +48,26 @@ def paper_scan(pixels: np.ndarray, side: int = 112) -> np.ndarray:
     paper = np.full((side + 30, side + 10), 235, dtype=np.uint8)
     paper[20 : 20 + side, 4 : 4 + side] = np.minimum(big, 235)
     return paper
+
+
+def publish_copy(store_root: Path, source_version: int = 1, model_bytes: bytes | None = None) -> int:
+    """Publish a new version holding version `source_version`'s files (or damaged model bytes)."""
+    store = ModelStore(store_root)
+    source = store.version_path(source_version)
+    metadata = store.read_metadata(source_version)
+
+    def write(folder: Path, version: int) -> ModelMetadata:
+        for item in source.iterdir():
+            if item.is_file() and item.name != METADATA_FILE:
+                shutil.copy2(item, folder / item.name)
+        if model_bytes is not None:
+            (folder / MODEL_FILE).write_bytes(model_bytes)
+        return metadata.model_copy(update={"version": version})
+
+    return store.publish(write)
+
+
+@pytest.fixture
+def private_store(trained_store: Path, tmp_path: Path) -> Path:
+    """A copy of the trained store that a test may add versions to."""
+    return Path(shutil.copytree(trained_store, tmp_path / "store"))

@@ -125,9 +125,7 @@ def duration_seconds(text: str) -> float:
 
 def expand_vars(text: str, env: dict[str, str]) -> str:
     """`$VAR` and `${VAR}` as Docker expands them in ENV values (unset means empty)."""
-    return re.sub(
-        r"\$(?:\{(\w+)\}|(\w+))", lambda m: env.get(m.group(1) or m.group(2), ""), text
-    )
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda m: env.get(m.group(1) or m.group(2), ""), text)
 
 
 # --- .dockerignore ----------------------------------------------------------------------------------
@@ -267,11 +265,13 @@ def load_compose(env: dict[str, str] | None = None, path: Path = COMPOSE_FILE) -
     return interpolate(load_compose_raw(path), env or {})
 
 
-def service_environment(service: dict[str, Any]) -> dict[str, str]:
+def service_environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's `environment`; None for a bare name, which Compose passes through from the
+    shell or .env when set there and otherwise leaves unset (so the image's ENV applies)."""
     environment = service.get("environment") or {}
     if isinstance(environment, list):
-        environment = dict(item.split("=", 1) if "=" in item else (item, "") for item in environment)
-    return {k: "" if v is None else str(v) for k, v in environment.items()}
+        environment = dict(item.split("=", 1) if "=" in item else (item, None) for item in environment)
+    return {k: None if v is None else str(v) for k, v in environment.items()}
 
 
 @dataclass(frozen=True)

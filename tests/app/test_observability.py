@@ -1,0 +1,90 @@
+"""Request ids, the access log line, and Prometheus metrics moving as requests are served."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from model_store.mnist_data import MnistSplit
+from tests.app.conftest import encode
+
+
+def metric(client: TestClient, sample: str, **labels: str) -> float:
+    """The value of one sample in /metrics, 0 if absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = re.compile(rf"^{re.escape(sample)}(?:\{{{re.escape(wanted)}\}})? (\S+)$", re.MULTILINE)
+    found = pattern.search(client.get("/metrics").text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = client.get("/healthz").headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    forged = client.get("/healthz", headers={"X-Request-ID": 'bad"\nid'}).headers["x-request-id"]
+    assert forged != 'bad"\nid' and re.fullmatch(r"[0-9a-f]{32}", forged)
+
+
+def test_model_version_header_on_predictions(client: TestClient) -> None:
+    assert client.get("/test/5").headers["x-model-version"] == "1"
+    assert "x-model-version" not in client.get("/healthz").headers
+
+
+def test_one_access_log_line_per_request(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("app.access")
+    logger.addHandler(caplog.handler)  # the app's loggers do not propagate to the root
+    try:
+        client.get("/test/128", headers={"X-Request-ID": "trace-1"})
+    finally:
+        logger.removeHandler(caplog.handler)
+    # One emitted record (caplog may hear it through two handlers, so count distinct objects).
+    records = list({id(r): r for r in caplog.records if r.name == "app.access"}.values())
+    assert len(records) == 1
+    record = records[0]
+    assert (record.method, record.route, record.status, record.model_version) == (
+        "GET",
+        "/test/{index}",
+        200,
+        1,
+    )
+    assert record.request_id == "trace-1" and record.latency_ms > 0
+
+
+def test_json_formatter_writes_one_object_per_line(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
+    record = logging.LogRecord("app.access", logging.INFO, __file__, 1, "request", None, None)
+    record.status = 200
+    line = handler.format(record)
+    assert json.loads(line)["status"] == 200 and "\n" not in line
+
+
+def test_metrics_move_as_requests_are_served(client: TestClient, test_split: MnistSplit) -> None:
+    labels = {"method": "GET", "route": "/test/{index}", "status": "200"}
+    before_requests = metric(client, "mnist_http_requests_total", **labels)
+    before_eights = metric(client, "mnist_predictions_total", digit="8")
+    before_batches = metric(client, "mnist_batch_size_count")
+    before_404 = metric(
+        client, "mnist_http_requests_total", method="GET", route="/test/{index}", status="404"
+    )
+    for _ in range(3):
+        assert client.get("/test/128").json()["prediction"] == 8
+    client.get("/test/10000")
+    client.post("/predict", files={"file": ("d.png", encode(test_split.images[128]))})
+    assert metric(client, "mnist_http_requests_total", **labels) == before_requests + 3
+    assert (
+        metric(client, "mnist_http_requests_total", method="GET", route="/test/{index}", status="404")
+        == before_404 + 1
+    )
+    assert metric(client, "mnist_predictions_total", digit="8") == before_eights + 4
+    assert metric(client, "mnist_batch_size_count") >= before_batches + 4
+    assert (
+        metric(client, "mnist_http_request_duration_seconds_count", method="GET", route="/test/{index}") >= 4
+    )
+    assert metric(client, "mnist_model_loaded", name="mnist", version="1") == 1
+    assert metric(client, "mnist_batch_queue_delay_seconds_count") >= 4
