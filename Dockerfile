@@ -34,7 +34,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# A virtual environment without pip or setuptools: only the project and its runtime dependencies.
+# A virtual environment without pip: only the project and its runtime dependencies.
 # The wheels are bind-mounted from the first stage, so they never land in a layer of this image.
 RUN --mount=type=bind,from=wheels,source=/wheels/deps,target=/wheels/deps \
     python -m venv --without-pip /opt/venv \

@@ -1,19 +1,18 @@
 """The inference path: a compiled forward pass and a dynamic batcher in front of it.
 
-Concurrent requests are queued and a single worker thread runs them through the model together, the
-way Triton and TF Serving batch: whatever is waiting (up to `max_batch` images, optionally waiting
-up to `max_delay` for more) goes in one forward pass. Inference never runs on the event loop.
+Concurrent requests are queued and run through the model together, the way Triton and TF Serving
+batch: whatever is waiting (up to `max_batch` images, optionally waiting up to `max_delay` for
+more) goes in one forward pass, on a thread of its own. Inference never runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import queue
-import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +81,7 @@ class BatchResult:
 @dataclass
 class _Job:
     images: np.ndarray
-    future: concurrent.futures.Future[BatchResult]
+    future: asyncio.Future[BatchResult]
     enqueued: float
 
 
@@ -90,6 +89,11 @@ BatchObserver = Callable[[int, float], None]  # (images in the forward pass, sec
 
 
 class Batcher:
+    """Requests wait in a queue on the event loop; one task takes what is waiting as a batch and
+    runs it on the single forward-pass thread. While a batch computes, the next one gathers, so
+    under load batches grow by themselves, and one thread hop is paid per batch, not per request.
+    """
+
     def __init__(
         self,
         holder: ModelHolder,
@@ -103,88 +107,76 @@ class Batcher:
         self._max_delay = max_delay_seconds
         self._max_queued = max_queued_images
         self._observer = observer
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._waiting: deque[_Job] = deque()
         self._queued_images = 0
-        self._lock = threading.Lock()
-        self._carry: _Job | None = None
-        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._thread.start()
+        self._work = asyncio.Event()
+        self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._task: asyncio.Task[None] | None = None
 
     async def predict(self, images: np.ndarray) -> BatchResult:
-        return await asyncio.wrap_future(self.submit(images))
-
-    def submit(self, images: np.ndarray) -> concurrent.futures.Future[BatchResult]:
-        count = len(images)
-        with self._lock:
-            # A request larger than the whole queue is still taken when the queue is empty.
-            if self._queued_images and self._queued_images + count > self._max_queued:
-                raise OverloadedError(f"{self._queued_images} images are already queued")
-            self._queued_images += count
-        job = _Job(images, concurrent.futures.Future(), time.perf_counter())
-        self._queue.put(job)
-        return job.future
+        # A request larger than the whole queue is still taken when the queue is empty.
+        if self._queued_images and self._queued_images + len(images) > self._max_queued:
+            raise OverloadedError(f"{self._queued_images} images are already queued")
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        job = _Job(images, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._waiting.append(job)
+        self._queued_images += len(images)
+        self._work.set()
+        return await job.future
 
     def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
+        if self._task is not None:
+            self._task.cancel()
+        self._forward_thread.shutdown(wait=True, cancel_futures=False)
 
-    def _next_job(self, timeout: float | None) -> _Job | None:
-        if self._carry is not None:
-            job, self._carry = self._carry, None
-            return job
-        if timeout is not None and timeout <= 0:
-            return self._queue.get_nowait()
-        return self._queue.get(timeout=timeout)
-
-    def _gather(self, first: _Job) -> list[_Job]:
-        """Take the jobs waiting now (and, with a delay set, those arriving soon) up to max_batch."""
-        jobs, count = [first], len(first.images)
-        deadline = first.enqueued + self._max_delay
-        while count < self._max_batch:
-            try:
-                job = self._next_job(deadline - time.perf_counter())
-            except queue.Empty:
-                break
-            if job is None:  # close() was called: finish this batch, then stop
-                self._queue.put(None)
-                break
-            if count + len(job.images) > self._max_batch:
-                self._carry = job
-                break
+    def _take_batch(self) -> list[_Job]:
+        """The oldest job, plus following ones while they fit in max_batch images."""
+        jobs = [self._waiting.popleft()]
+        count = len(jobs[0].images)
+        while self._waiting and count + len(self._waiting[0].images) <= self._max_batch:
+            job = self._waiting.popleft()
             jobs.append(job)
             count += len(job.images)
+        self._queued_images -= count
         return jobs
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         while True:
-            first = self._next_job(None)
-            if first is None:
-                return
-            jobs = self._gather(first)
-            with self._lock:
-                self._queued_images -= sum(len(job.images) for job in jobs)
-            self._execute(jobs)
+            await self._work.wait()
+            self._work.clear()
+            while self._waiting:
+                if self._max_delay and self._queued_images < self._max_batch:
+                    # Optionally hold the batch open a little for requests about to arrive.
+                    remaining = self._waiting[0].enqueued + self._max_delay - time.perf_counter()
+                    if remaining > 0:
+                        await asyncio.sleep(remaining)
+                await self._execute(self._take_batch())
 
-    def _execute(self, jobs: list[_Job]) -> None:
+    async def _execute(self, jobs: list[_Job]) -> None:
         model = self._holder.current
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
-            probabilities = model.forward(np.concatenate([job.images for job in jobs]))
+            batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
+            probabilities = await loop.run_in_executor(self._forward_thread, model.forward, batch)
         except Exception:
             if len(jobs) > 1:
                 # One bad job must not fail its neighbours: run each on its own.
                 for job in jobs:
-                    self._execute([job])
+                    await self._execute([job])
                 return
             log.exception("forward pass failed")
-            jobs[0].future.set_exception(RuntimeError("the model failed on this input"))
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(RuntimeError("the model failed on this input"))
             return
         if self._observer is not None:
             self._observer(len(probabilities), started - jobs[0].enqueued)
         offset = 0
         for job in jobs:
             size = len(job.images)
-            job.future.set_result(BatchResult(probabilities[offset : offset + size], model))
+            if not job.future.done():  # the client may have gone away
+                job.future.set_result(BatchResult(probabilities[offset : offset + size], model))
             offset += size
 
 

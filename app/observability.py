@@ -5,6 +5,7 @@ Pure ASGI rather than BaseHTTPMiddleware: it adds no task hop or body buffering 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -32,6 +33,12 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Unique across workers and restarts, and cheaper than a uuid4 per request.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,7 +46,7 @@ class RequestObserver:
             return
         started = time.perf_counter()
         supplied = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else self._next_id()
         state = scope.setdefault("state", {})
         status = 500
 

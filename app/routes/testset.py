@@ -43,7 +43,7 @@ async def random_samples(
     predictor: PredictorDep,
     settings: SettingsDep,
     count: Annotated[int, Query(ge=1, description="how many samples (at most MNIST_MAX_RANDOM_COUNT)")] = 20,
-    seed: Annotated[int | None, Query(description="repeatable choice of samples")] = None,
+    seed: Annotated[int | None, Query(ge=0, description="repeatable choice of samples")] = None,
 ) -> RandomSamples:
     """The notebook's check: `count` random test digits with prediction and true label."""
     if count > settings.max_random_count:

@@ -142,3 +142,35 @@ def test_two_workers_share_metrics(private_store: Path, mnist_dir: Path, tmp_pat
     )
     assert float(line.split()[-1]) == 40
     assert text.count("mnist_model_loaded{") >= 2  # one series per worker process
+
+
+def test_full_queue_answers_503_with_retry_after(
+    private_store: Path, mnist_dir: Path, tmp_path: Path, test_split: MnistSplit
+) -> None:
+    env = {
+        "MNIST_MODEL_STORE": str(private_store),
+        "MNIST_DATA_DIR": str(mnist_dir),
+        "MNIST_BATCH_QUEUE_SIZE": "1000",
+    }
+    body = test_split.images[:1000].tobytes()
+    statuses: list[tuple[int, str | None]] = []
+
+    def send() -> None:
+        with httpx.Client(timeout=60) as http:
+            response = http.post(
+                f"{server.url}/predict/batch",
+                content=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            statuses.append((response.status_code, response.headers.get("retry-after")))
+
+    with uvicorn_server(env, tmp_path / "server.log") as server:
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert httpx.get(f"{server.url}/test/128").json()["prediction"] == 8
+    codes = Counter(code for code, _ in statuses)
+    assert set(codes) <= {200, 503} and codes[200] >= 2 and codes[503] >= 1, codes
+    assert all(retry == "1" for code, retry in statuses if code == 503)
