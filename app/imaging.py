@@ -19,6 +19,7 @@ from model_store.preprocessing import IMAGE_SIDE
 
 DIGIT_BOX = 20
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+ORIENTATION = 0x0112  # the EXIF tag
 # A pixel darker than this fraction of the brightest one is background when cropping.
 INK_THRESHOLD = 0.1
 
@@ -97,8 +98,7 @@ def to_grayscale(image: Image.Image, steps: list[str]) -> np.ndarray:
 
 def to_light_on_dark(pixels: np.ndarray, steps: list[str]) -> tuple[np.ndarray, float]:
     """Invert when the border (the paper) is lighter than 50 % grey; returns the background level."""
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = float(np.median(border))
+    background = border_level(pixels)
     if background > 127.5:
         steps.append("inverted")
         return 255.0 - pixels, 255.0 - background
@@ -146,17 +146,35 @@ def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
     return canvas
 
 
+def border_level(pixels: np.ndarray) -> float:
+    """Median of the outermost ring of pixels: the paper, for any reasonably framed digit."""
+    return float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
+
+
+def is_native(image: Image.Image) -> bool:
+    """A 28x28 8-bit grayscale image with no EXIF rotation: MNIST's own format."""
+    return (
+        image.mode == "L" and image.size == (IMAGE_SIDE, IMAGE_SIDE) and not image.getexif().get(ORIENTATION)
+    )
+
+
 def normalise(image: Image.Image) -> Normalised:
     """Make any opened image an MNIST-style 28x28 uint8 digit, recording each step taken."""
     steps: list[str] = []
-    pixels = to_grayscale(load_pixels(image), steps)
-    pixels, background = to_light_on_dark(pixels, steps)
-    # A 28x28 image is MNIST's own format: used as it is, only turned light-on-dark if needed.
-    if pixels.shape != (IMAGE_SIDE, IMAGE_SIDE):
-        pixels = remove_background(pixels, background, steps)
-        pixels = fit_and_centre(pixels, steps)
+    image = load_pixels(image)
+    if is_native(image):
+        # MNIST's own format is used as it is; only a dark-on-light one is turned around.
+        pixels = np.asarray(image)
+        if border_level(pixels) > 127.5:
+            steps.append("inverted")
+            pixels = 255 - pixels
+        return Normalised(pixels=pixels, original_size=image.size, original_mode=image.mode, steps=steps)
+    grey = to_grayscale(image, steps)
+    grey, background = to_light_on_dark(grey, steps)
+    if grey.shape != (IMAGE_SIDE, IMAGE_SIDE):
+        grey = fit_and_centre(remove_background(grey, background, steps), steps)
     return Normalised(
-        pixels=np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
+        pixels=np.clip(np.rint(grey), 0, 255).astype(np.uint8),
         original_size=image.size,
         original_mode=image.mode,
         steps=steps,
