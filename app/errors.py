@@ -7,6 +7,7 @@ that shape. The KServe v2 routes answer `{"error": "..."}`, as that protocol req
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2"
+# FastAPI documents every 422 as this component, a list of pydantic errors; ours is one sentence.
+VALIDATION_SCHEMA = "HTTPValidationError"
 
 
 class ApiError(Exception):
@@ -45,7 +48,37 @@ def describe_validation_error(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def error_schema(key: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {key: {"type": "string", "title": key.title()}},
+        "required": [key],
+    }
+
+
+def document_error_shape(app: FastAPI) -> None:
+    """Make /openapi.json describe the 422 body the handlers below really send, not FastAPI's list."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        if VALIDATION_SCHEMA in components:
+            components[VALIDATION_SCHEMA] = {"title": VALIDATION_SCHEMA, **error_schema("detail")}
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith(V2_PREFIX):
+                continue
+            for operation in operations.values():
+                for body in operation.get("responses", {}).get("422", {}).get("content", {}).values():
+                    body["schema"] = error_schema("error")
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    document_error_shape(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc.status_code, exc.detail, exc.headers)

@@ -26,11 +26,13 @@ async def read_form_files(request: Request, max_files: int) -> list[UploadFile]:
     try:
         form = await request.form(max_files=max_files, max_fields=max_files)
     except HTTPException as exc:
-        if "Too many" in str(exc.detail):
-            raise ApiError(
-                413, f"{exc.detail.rstrip('.')}: send at most {max_files} files per request"
-            ) from exc
-        raise ApiError(400, f"malformed multipart body: {exc.detail}") from exc
+        detail = str(exc.detail).rstrip(".")
+        if "Too many" in detail:
+            what = "files" if "files" in detail else "other form fields"
+            raise ApiError(413, f"{detail}: send at most {max_files} {what} per request") from exc
+        if "exceeded maximum size" in detail:  # a text field over Starlette's 1 MiB part limit
+            raise ApiError(413, f"multipart body refused: {detail}") from exc
+        raise ApiError(400, f"malformed multipart body: {detail}") from exc
     files = [value for value in form.getlist(UPLOAD_FIELD) if isinstance(value, UploadFile)]
     if not files:
         others = sorted(set(form.keys()) - {UPLOAD_FIELD})

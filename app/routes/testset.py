@@ -11,7 +11,11 @@ from app.schemas import ErrorBody, ModelRef, RandomSamples, TestAccuracy, TestSa
 from app.scoring import model_ref, png_bytes, scores
 from model_store.mnist_data import MnistSplit
 
-router = APIRouter(prefix="/test", tags=["test set"])
+router = APIRouter(
+    prefix="/test",
+    tags=["test set"],
+    responses={503: {"model": ErrorBody, "description": "the MNIST test files are not available"}},
+)
 
 NOT_FOUND = {404: {"model": ErrorBody, "description": "index outside 0-9999"}}
 
@@ -37,7 +41,11 @@ def samples(
     ]
 
 
-@router.get("/random", response_model=RandomSamples)
+@router.get(
+    "/random",
+    response_model=RandomSamples,
+    responses={413: {"model": ErrorBody, "description": "count over MNIST_MAX_RANDOM_COUNT"}},
+)
 async def random_samples(
     test_set: TestSetDep,
     predictor: PredictorDep,
