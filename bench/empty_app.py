@@ -1,6 +1,6 @@
 """The ceiling: FastAPI under the same uvicorn settings, receiving the same upload, doing no work.
 
-    uvicorn bench.empty_app:app
+uvicorn bench.empty_app:app
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The baseline: the notebook turned into a service the obvious way, `model.predict` per request.
 
-    MNIST_MODEL_STORE=... uvicorn bench.naive_app:app
+MNIST_MODEL_STORE=... uvicorn bench.naive_app:app
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from app.deps import PredictorDep, StateDep
 from app.errors import ApiError
 from app.inference import ServingModel
 from app.kserve import HEADER_LENGTH, InferError, build_infer_response, parse_infer_request, tensor_metadata
+from app.state import ServiceState
 
 router = APIRouter(prefix="/v2", tags=["KServe v2 (Open Inference Protocol)"])
 
@@ -20,9 +21,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def served_model(state: Any, name: str, version: str | None) -> ServingModel:
+def served_model(state: ServiceState, name: str, version: str | None) -> ServingModel:
     """The served model, if `name` (and `version`, when given) name it; else 404."""
-    current: ServingModel = state.holder.current
+    current = state.holder.current
     if name != current.name:
         raise ApiError(404, f"unknown model '{name}'; this server serves '{current.name}'")
     if version is not None and version != str(current.version):
