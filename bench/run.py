@@ -91,7 +91,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(kind: str, workers: int, env: dict[str, str], log_dir: Path, timeout: float = 180) -> Server:
+def start_server(
+    kind: str, workers: int, env: dict[str, str], log_dir: Path | None = None, timeout: float = 180
+) -> Server:
+    """Start one of SERVERS under uvicorn and wait for /readyz; its output goes to log_dir."""
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", *SERVERS[kind], "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
