@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: training runs headless
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 from model_store.metadata import Evaluation
@@ -40,6 +41,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: Path) -> None:
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
