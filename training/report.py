@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: training runs headless
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from model_store.metadata import Evaluation
 from model_store.preprocessing import NUM_CLASSES
