@@ -16,7 +16,8 @@ from PIL import Image
 from model_store.store import ModelStore
 
 store = ModelStore(os.environ["MNIST_MODEL_STORE"])
-model = keras.saving.load_model(store.version_path(store.resolve()) / "model.keras", compile=False)
+version = store.resolve(os.environ.get("MNIST_MODEL_VERSION") or None)
+model = keras.saving.load_model(store.version_path(version) / "model.keras", compile=False)
 app = FastAPI()
 
 

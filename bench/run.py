@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from model_store.mnist_data import load_split
+from model_store.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
@@ -133,12 +134,13 @@ def wrk(url: str, connections: int, seconds: int, body: Path, mode: str, content
     )
 
 
-def in_process_images_per_second(store: Path, batch: np.ndarray, seconds: float = 5) -> float:
+def in_process_images_per_second(
+    store: Path, version: int | None, batch: np.ndarray, seconds: float = 5
+) -> float:
     """The compute limit: the same compiled forward pass, called directly on a batch."""
     from app.inference import ServingModel
-    from model_store.store import ModelStore
 
-    serving = ServingModel.compile(ModelStore(store).load())
+    serving = ServingModel.compile(ModelStore(store).load(version))
     serving.forward(batch)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -153,14 +155,19 @@ def main(argv: list[str] | None = None) -> int:
         "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "model_store"))
     )
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")))
+    parser.add_argument("--version", type=int, help="model version to serve (default: newest)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--batch-images", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    facts: dict[str, object] = {}
 
     test = load_split(args.data_dir, "test")
+    store = ModelStore(args.store)
+    metadata = store.read_metadata(store.resolve(args.version))
+    facts["model"] = f"{metadata.name} v{metadata.version} ({metadata.training.preset} preset)"
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     digit_png = work / "digit.png"
     Image.fromarray(test.images[128]).save(digit_png)
@@ -174,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         "MNIST_DATA_DIR": str(args.data_dir.resolve()),
         "MNIST_MAX_ARRAY_IMAGES": str(max(args.batch_images, 10_000)),
         "MNIST_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
+        "MNIST_MODEL_VERSION": str(args.version or ""),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(ROOT),
     }
     rows: dict[str, dict[int, Load]] = {}
-    facts: dict[str, object] = {}
     for kind in ("empty", "ours", "naive"):
         server = start_server(kind, args.workers, env, work)
         try:
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(rows: dict[str, dict[int, Load]], facts: dict[str, object], args: argparse.Namespace) -> str:
     lines = [
-        f"Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.workers} uvicorn workers, "
+        f"Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, model {facts['model']}: {args.workers} uvicorn workers, "
         f"wrk {args.seconds} s per cell, {os.cpu_count()} CPUs, one PNG of test digit 128 per request.",
         "",
         "| server | connections | req/s | p50 ms | p99 ms | errors |",
