@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(rows: dict[str, dict[int, Load]], facts: dict[str, object], args: argparse.Namespace) -> str:
     lines = [
-        f"Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, model {facts['model']}: {args.workers} uvicorn workers, "
-        f"wrk {args.seconds} s per cell, {os.cpu_count()} CPUs, one PNG of test digit 128 per request.",
+        f"Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, model {facts['model']}: "
+        f"{args.workers} uvicorn workers, wrk {args.seconds} s per cell, {os.cpu_count()} CPUs, "
+        "one PNG of test digit 128 per request.",
         "",
         "| server | connections | req/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
