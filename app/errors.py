@@ -69,6 +69,8 @@ def document_error_shape(app: FastAPI) -> None:
             if not path.startswith(V2_PREFIX):
                 continue
             for operation in operations.values():
+                if not isinstance(operation, dict):  # a path item's shared "parameters" list
+                    continue
                 for body in operation.get("responses", {}).get("422", {}).get("content", {}).values():
                     body["schema"] = error_schema("error")
         return schema

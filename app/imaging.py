@@ -22,6 +22,15 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 ORIENTATION = 0x0112  # the EXIF tag
 # A pixel darker than this fraction of the brightest one is background when cropping.
 INK_THRESHOLD = 0.1
+# File signatures, to tell a damaged image from something that is not an image at all.
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 
 
 class ImageError(ValueError):
@@ -40,6 +49,13 @@ class Normalised:
     steps: list[str] = field(default_factory=list)
 
 
+def sniff_format(data: bytes) -> str | None:
+    """The format a file's first bytes announce, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
+
+
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Read an image's header and check its size; no pixels are decoded yet."""
     if not data:
@@ -49,6 +65,11 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError as exc:
+        kind = sniff_format(data)
+        if kind is not None:
+            raise ImageError(
+                f"the image is corrupt or truncated: it starts as a {kind} but cannot be read"
+            ) from exc
         raise ImageError("not a recognised image; send PNG, JPEG, BMP, GIF, WebP or TIFF") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}") from exc

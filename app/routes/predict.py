@@ -11,10 +11,12 @@ from app.deps import PredictorDep, SettingsDep
 from app.errors import ApiError
 from app.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
 from app.scoring import describe_normalisation, model_ref, scores
-from app.uploads import content_type, prepare_digit, read_form_files, read_single_image
+from app.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
+# A batch body that is not multipart is an array; no content type at all is read as one too.
+ARRAY_TYPES = ("application/x-npy", "application/octet-stream", "")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -95,6 +97,13 @@ async def predict_batch(
             for upload, digit in zip(files, digits, strict=True)
         ]
     else:
+        kind = content_type(request)
+        if kind not in ARRAY_TYPES:
+            raise ApiError(
+                415,
+                f"unsupported content type {kind!r}: send multipart/form-data with fields '{UPLOAD_FIELD}', "
+                "or a .npy array or raw 28x28 uint8 bytes as application/x-npy or application/octet-stream",
+            )
         body = await request.body()
         if not body:
             raise ApiError(400, "the request body is empty; send a .npy array or multipart files")
