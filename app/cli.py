@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import uvicorn
 
 from app.config import get_settings
 from app.metrics import multiprocess_mode
+
+# uvicorn's multi-worker supervisor exits 0 when workers fail to start; a worker whose startup
+# fails leaves its reason in this file, so that mnist-serve can exit non-zero in every mode.
+STARTUP_FAILURE_FILE = "MNIST_SERVE_STARTUP_FAILURE_FILE"
+STARTUP_FAILURE_EXIT = 3
+
+
+def record_startup_failure(exc: BaseException) -> None:
+    path = os.environ.get(STARTUP_FAILURE_FILE)
+    if path:
+        Path(path).write_text(f"{type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 1 and not multiprocess_mode():
         # Workers share one metrics directory so /metrics adds up every worker, not just one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mnist-metrics-")
+    failure = Path(tempfile.mkdtemp(prefix="mnist-serve-")) / "startup-failed"
+    os.environ[STARTUP_FAILURE_FILE] = str(failure)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -32,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,  # the service writes its own access line, with request id and version
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
+    if failure.exists():
+        sys.stderr.write(f"mnist-serve: startup failed: {failure.read_text()}\n")
+        sys.exit(STARTUP_FAILURE_EXIT)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferRe
     """The request and its images as uint8 (N, 28, 28), MNIST polarity."""
     json_part, binary = body, b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise InferError(f"{HEADER_LENGTH} {header_length!r} does not fit a {len(body)}-byte body")
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     try:
@@ -93,7 +93,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferRe
     else:
         try:
             values = np.asarray(tensor.data, dtype=dtype).reshape(-1)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InferError(f"input data is not a {tensor.datatype} tensor: {exc}") from exc
         if values.size != count:
             raise InferError(f"input has {values.size} values; shape {shape} needs {count}")

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.cli import record_startup_failure
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference import Batcher, DirectPredictor, ModelHolder
@@ -87,7 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A missing or broken model raises here: uvicorn logs it and exits non-zero.
-        state = await asyncio.to_thread(start_service, settings, metrics)
+        try:
+            state = await asyncio.to_thread(start_service, settings, metrics)
+        except Exception as exc:
+            record_startup_failure(exc)
+            raise
         app.state.service = state
         polling = None
         if settings.reload_poll_seconds and settings.model_version is None:

@@ -37,7 +37,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses={code: {"model": ErrorBody} for code in (401, 403, 404)},
+    responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404)},
 )
 
 

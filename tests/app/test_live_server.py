@@ -132,6 +132,8 @@ def test_two_workers_share_metrics(private_store: Path, mnist_dir: Path, tmp_pat
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     with uvicorn_server(env, tmp_path / "server.log", workers=2) as server, httpx.Client() as http:
+        # /readyz answered from one worker; wait until the other has loaded its model too.
+        wait_for(lambda: http.get(f"{server.url}/metrics").text.count("mnist_model_loaded{") >= 2)
         for _ in range(40):
             assert http.get(f"{server.url}/test/7", headers={"Connection": "close"}).status_code == 200
         text = http.get(f"{server.url}/metrics").text
