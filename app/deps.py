@@ -14,7 +14,7 @@ from app.state import ServiceState
 from model_store.mnist_data import MnistSplit
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState | None = getattr(request.app.state, "service", None)
     if state is None:
         raise ApiError(503, "the service is starting; no model is loaded yet")
@@ -24,7 +24,7 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -48,11 +48,11 @@ class ModelRunner:
         return result
 
 
-def get_model_runner(state: StateDep, request: Request) -> ModelRunner:
+async def get_model_runner(state: StateDep, request: Request) -> ModelRunner:
     return ModelRunner(state, request)
 
 
-def get_test_set(state: StateDep) -> MnistSplit:
+async def get_test_set(state: StateDep) -> MnistSplit:
     if state.test_set is None:
         raise ApiError(503, f"the MNIST test set is not available: {state.test_set_error}")
     return state.test_set

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     # Measured after the servers stopped, so it has the machine to itself as they did.
     facts["in_process_images_per_second"] = in_process_images_per_second(
-        args.store, test.images[: args.batch_images]
+        args.store, args.version, test.images[: args.batch_images]
     )
 
     report = render(rows, facts, args)

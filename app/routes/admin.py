@@ -19,7 +19,7 @@ from model_store.store import ModelStoreError
 bearer = HTTPBearer(auto_error=False, description="MNIST_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     token = state.settings.admin_token
@@ -71,7 +71,7 @@ async def reload(state: StateDep, body: ReloadRequest | None = None) -> ReloadRe
 
 
 @router.get("/versions", response_model=StoreVersions)
-def versions(state: StateDep) -> StoreVersions:
+async def versions(state: StateDep) -> StoreVersions:
     """Versions in the store, the one being served, and any refused ones."""
     return StoreVersions(
         serving=model_ref(state.holder.current),

@@ -10,13 +10,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def live() -> Health:
+async def live() -> Health:
     """Liveness: the process is up and answering."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"description": "no model loaded yet"}})
-def ready(state: StateDep) -> Readiness:
+async def ready(state: StateDep) -> Readiness:
     """Readiness: a model is loaded and warmed up, so predictions will answer."""
     return Readiness(
         status="ready", model=model_ref(state.holder.current), test_set_loaded=state.test_set is not None

@@ -15,7 +15,7 @@ PlotName = Literal["learning_curves", "confusion_matrix"]
 
 
 @router.get("", response_model=ModelInfo)
-def model_info(state: StateDep) -> ModelInfo:
+async def model_info(state: StateDep) -> ModelInfo:
     """Metadata of the version being served: preset, hyperparameters, test scores, history."""
     metadata = state.holder.current.loaded.metadata
     plots = {role: f"/model/plots/{role}" for role in ("learning_curves", "confusion_matrix")}

@@ -34,26 +34,26 @@ def served_model(state: ServiceState, name: str, version: str | None) -> Serving
 
 
 @router.get("")
-def server_metadata() -> dict[str, Any]:
+async def server_metadata() -> dict[str, Any]:
     """Server metadata."""
     return {"name": "mnist-serve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live")
-def server_live() -> dict[str, bool]:
+async def server_live() -> dict[str, bool]:
     """Server liveness."""
     return {"live": True}
 
 
 @router.get("/health/ready")
-def server_ready(state: StateDep) -> dict[str, bool]:
+async def server_ready(state: StateDep) -> dict[str, bool]:
     """Server readiness: a model is loaded (503 before that)."""
     return {"ready": True}
 
 
 @router.get("/models/{name}", responses=ERRORS)
 @router.get("/models/{name}/versions/{version}", responses=ERRORS)
-def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Model metadata: versions, inputs and outputs with datatypes and shapes (-1 = batch)."""
     model = served_model(state, name, version)
     return {
@@ -66,7 +66,7 @@ def model_metadata(state: StateDep, name: str, version: str | None = None) -> di
 
 @router.get("/models/{name}/ready", responses=ERRORS)
 @router.get("/models/{name}/versions/{version}/ready", responses=ERRORS)
-def model_ready(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
+async def model_ready(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Model readiness."""
     model = served_model(state, name, version)
     return {"name": model.name, "ready": True}
