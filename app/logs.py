@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+from logging.handlers import QueueHandler, QueueListener
+from queue import SimpleQueue
 
 from pythonjsonlogger.json import JsonFormatter
 
 _HANDLER_NAME = "mnist-serve"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def configure_logging(json_lines: bool, level: str) -> None:
@@ -16,15 +20,18 @@ def configure_logging(json_lines: bool, level: str) -> None:
     logger.setLevel(level.upper())
     if any(handler.get_name() == _HANDLER_NAME for handler in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    output = logging.StreamHandler(sys.stderr)
+    output.setFormatter(
+        JsonFormatter(_FORMAT, rename_fields={"levelname": "level"})
+        if json_lines
+        else logging.Formatter(_FORMAT)
+    )
+    # Formatting and writing happen on the listener's thread: a request pays only for the queue.
+    handler = QueueHandler(SimpleQueue())
     handler.set_name(_HANDLER_NAME)
-    if json_lines:
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level"}
-            )
-        )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    listener = QueueListener(handler.queue, output)
+    handler.listener = listener  # type: ignore[attr-defined]  # as Python 3.12 does
+    listener.start()
+    atexit.register(listener.stop)
     logger.addHandler(handler)
     logger.propagate = False

@@ -57,7 +57,8 @@ def test_one_access_log_line_per_request(client: TestClient, caplog: pytest.LogC
 def test_json_formatter_writes_one_object_per_line(
     client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    handler = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
+    queued = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
+    handler = queued.listener.handlers[0]  # type: ignore[attr-defined]
     record = logging.LogRecord("app.access", logging.INFO, __file__, 1, "request", None, None)
     record.status = 200
     line = handler.format(record)
