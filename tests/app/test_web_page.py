@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response, sync_playwright
 
 from model_store.mnist_data import MnistSplit
+from tests.servers import uvicorn_server
 
 pytestmark = pytest.mark.browser
 
@@ -58,44 +54,12 @@ Stroke = tuple[float, float, float]  # y, x start, x end, in 28x28 pixel units
 # ---- The server and the browser -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real uvicorn process serving the trained store; its log is shown if it fails to start."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("web") / "uvicorn.log"
-    env = os.environ | {"MNIST_MODEL_STORE": str(trained_store), "MNIST_DATA_DIR": str(mnist_dir)}
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"uvicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"uvicorn not ready after {READY_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {"MNIST_MODEL_STORE": str(trained_store), "MNIST_DATA_DIR": str(mnist_dir)}
+    with uvicorn_server(env, tmp_path_factory.mktemp("web") / "uvicorn.log") as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

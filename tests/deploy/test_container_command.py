@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from tests.deploy import (
     service_environment,
     split_run_flags,
 )
+from tests.servers import free_port
 
 STARTUP_TIMEOUT_SECONDS = 150
 # The python:3.11-slim image's own environment, under the Dockerfile's ENV.
@@ -158,12 +158,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     (built.root / "home" / "app").mkdir(parents=True, exist_ok=True)
     print(f"\nemulated image build: {time.monotonic() - started:.0f} s")
     return built
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def png_of(pixels: object) -> bytes:
