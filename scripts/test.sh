@@ -6,6 +6,7 @@ if [ -z "${MNIST_DATA_DIR:-}" ]; then
   if [ -d ../shared/mnist ]; then export MNIST_DATA_DIR=../shared/mnist; else export MNIST_DATA_DIR=data/mnist; fi
 fi
 export MNIST_DATA_DIR
+mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there
 # The browser tests drive Debian's Chromium; as root we install it, otherwise say how.
 if ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="base URL to download missing files from (repeatable; default: public mirrors)",
     )
     parser.add_argument("--no-download", action="store_true", help="fail if files are missing")
+    parser.add_argument("--download-only", action="store_true", help="fetch missing data files, then stop")
     parser.add_argument("--no-savedmodel", action="store_true", help="skip the TF SavedModel export")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
     return parser.parse_args(argv)
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     # Prepare the data: verified IDX files, scaled by the store's one input convention.
     if not args.no_download:
         ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
+    if args.download_only:
+        return 0
     train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
     order = np.random.default_rng(hp.seed).permutation(len(train.labels))[: args.limit]
     x_all, y_all = to_model_input(train.images[order]), train.labels[order]

@@ -244,3 +244,10 @@ def test_hyperparameters_from_keeps_explicit_zero_overrides() -> None:
     hp = hyperparameters_from(parse_args(["--preset", "cnn", "--seed", "0", "--validation-split", "0"]))
     assert hp.seed == 0
     assert hp.validation_split == 0.0
+
+
+def test_download_only_stops_before_training(tmp_path: Path, mnist_dir: Path) -> None:
+    """With the files present it needs no network, and it trains and publishes nothing."""
+    store = tmp_path / "store"
+    assert main(["--download-only", "--data-dir", str(mnist_dir), "--store", str(store)]) == 0
+    assert ModelStore(store).versions() == []
