@@ -21,7 +21,7 @@ DIGIT = "digit"
 HEADER_LENGTH = "inference-header-content-length"
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
 INPUT_SHAPES = ([PIXELS], [IMAGE_SIDE, IMAGE_SIDE], [IMAGE_SIDE, IMAGE_SIDE, 1])
-DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 OUTPUT_DTYPES = {PROBABILITIES: ("FP32", np.dtype("<f4")), DIGIT: ("INT64", np.dtype("<i8"))}
 
 

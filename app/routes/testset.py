@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
@@ -17,7 +17,9 @@ router = APIRouter(
     responses={503: {"model": ErrorBody, "description": "the MNIST test files are not available"}},
 )
 
-NOT_FOUND = {404: {"model": ErrorBody, "description": "index outside 0-9999"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "index outside 0-9999"}
+}
 
 
 def check_index(index: int, test_set: MnistSplit) -> int:
@@ -96,7 +98,7 @@ async def test_sample(index: int, test_set: TestSetDep, predictor: PredictorDep)
 @router.get(
     "/{index}/image",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "the sample as PNG"}} | NOT_FOUND,
+    responses={**NOT_FOUND, 200: {"content": {"image/png": {}}, "description": "the sample as PNG"}},
 )
 def test_image(
     index: int,
