@@ -14,7 +14,41 @@ router = APIRouter(prefix="/model", tags=["model"])
 PlotName = Literal["learning_curves", "confusion_matrix"]
 
 
-@router.get("", response_model=ModelInfo)
+EXAMPLE = {
+    "metadata": {
+        "name": "mnist",
+        "version": 3,
+        "created_at": "2026-11-26T00:11:35Z",
+        "input": {
+            "shape": [28, 28, 1],
+            "dtype": "float32",
+            "polarity": "light_on_dark",
+            "scale": 0.00392156862745098,
+        },
+        "evaluation": {
+            "accuracy": 0.996,
+            "correct": 9960,
+            "total": 10000,
+            "per_class_accuracy": [0.998, 0.998, 0.997, 0.997, 0.996, 0.994, 0.994, 0.995, 0.996, 0.991],
+        },
+        "training": {
+            "preset": "cnn",
+            "hyperparameters": {"epochs": 18, "batch_size": 128},
+            "train_seconds": 649.0,
+        },
+        "library_versions": {"keras": "3.15.1", "tensorflow": "2.21.0"},
+        "files": {"model": "model.keras", "learning_curves": "learning_curves.png"},
+    },
+    "plots": {
+        "learning_curves": "/model/plots/learning_curves",
+        "confusion_matrix": "/model/plots/confusion_matrix",
+    },
+}
+
+
+@router.get(
+    "", response_model=ModelInfo, responses={200: {"content": {"application/json": {"example": EXAMPLE}}}}
+)
 async def model_info(state: StateDep) -> ModelInfo:
     """Metadata of the version being served: preset, hyperparameters, test scores, history."""
     metadata = state.holder.current.loaded.metadata

@@ -21,6 +21,37 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def example(body: object, errors: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: a 200 example, plus the protocol's 400/404 error bodies."""
+    ok: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {"example": body}}}}
+    return ok | ERRORS if errors else ok
+
+
+METADATA_EXAMPLE = {
+    "name": "mnist",
+    "versions": ["3"],
+    "platform": "tensorflow_keras",
+    "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 28, 28, 1]}],
+    "outputs": [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "digit", "datatype": "INT64", "shape": [-1]},
+    ],
+}
+INFER_EXAMPLE = {
+    "model_name": "mnist",
+    "model_version": "3",
+    "outputs": [
+        {
+            "name": "probabilities",
+            "datatype": "FP32",
+            "shape": [1, 10],
+            "data": [0.0, 0.0, 0.0001, 0.0031, 0.0, 0.0002, 0.0, 0.0, 0.9964, 0.0002],
+        },
+        {"name": "digit", "datatype": "INT64", "shape": [1], "data": [8]},
+    ],
+}
+
+
 def served_model(state: ServiceState, name: str, version: str | None) -> ServingModel:
     """The served model, if `name` (and `version`, when given) name it; else 404."""
     current = state.holder.current
@@ -33,26 +64,31 @@ def served_model(state: ServiceState, name: str, version: str | None) -> Serving
     return current
 
 
-@router.get("")
+@router.get(
+    "",
+    responses=example(
+        {"name": "mnist-serve", "version": "0.1.0", "extensions": ["binary_tensor_data"]}, False
+    ),
+)
 async def server_metadata() -> dict[str, Any]:
     """Server metadata."""
     return {"name": "mnist-serve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=example({"live": True}, False))
 async def server_live() -> dict[str, bool]:
     """Server liveness."""
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=example({"ready": True}, False))
 async def server_ready(state: StateDep) -> dict[str, bool]:
     """Server readiness: a model is loaded (503 before that)."""
     return {"ready": True}
 
 
-@router.get("/models/{name}", responses=ERRORS)
-@router.get("/models/{name}/versions/{version}", responses=ERRORS)
+@router.get("/models/{name}", responses=example(METADATA_EXAMPLE))
+@router.get("/models/{name}/versions/{version}", responses=example(METADATA_EXAMPLE))
 async def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Model metadata: versions, inputs and outputs with datatypes and shapes (-1 = batch)."""
     model = served_model(state, name, version)
@@ -64,8 +100,8 @@ async def model_metadata(state: StateDep, name: str, version: str | None = None)
     }
 
 
-@router.get("/models/{name}/ready", responses=ERRORS)
-@router.get("/models/{name}/versions/{version}/ready", responses=ERRORS)
+@router.get("/models/{name}/ready", responses=example({"name": "mnist", "ready": True}))
+@router.get("/models/{name}/versions/{version}/ready", responses=example({"name": "mnist", "ready": True}))
 async def model_ready(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Model readiness."""
     model = served_model(state, name, version)
@@ -86,8 +122,10 @@ INFER_BODY = {
 }
 
 
-@router.post("/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
-@router.post("/models/{name}/versions/{version}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+@router.post("/models/{name}/infer", responses=example(INFER_EXAMPLE), openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/versions/{version}/infer", responses=example(INFER_EXAMPLE), openapi_extra=INFER_BODY
+)
 async def infer(
     request: Request, state: StateDep, predictor: PredictorDep, name: str, version: str | None = None
 ) -> Response:
