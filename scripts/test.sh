@@ -7,12 +7,15 @@ if [ -z "${MNIST_DATA_DIR:-}" ]; then
 fi
 export MNIST_DATA_DIR
 mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there
-# The browser tests drive Debian's Chromium; as root we install it, otherwise say how.
-if ! command -v chromium >/dev/null; then
+# The browser tests drive Debian's Chromium and the soak drives wrk; as root we install them.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "Chromium is missing: install it (sudo apt-get install chromium) or add -m 'not browser'." >&2
+    echo "Missing ${missing[*]}: sudo apt-get install ${missing[*]} (or add -m 'not browser')." >&2
   fi
 fi
 exec python -m pytest "$@"
