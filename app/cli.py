@@ -12,17 +12,7 @@ import uvicorn
 
 from app.config import get_settings
 from app.metrics import multiprocess_mode
-
-# uvicorn's multi-worker supervisor exits 0 when workers fail to start; a worker whose startup
-# fails leaves its reason in this file, so that mnist-serve can exit non-zero in every mode.
-STARTUP_FAILURE_FILE = "MNIST_SERVE_STARTUP_FAILURE_FILE"
-STARTUP_FAILURE_EXIT = 3
-
-
-def record_startup_failure(exc: BaseException) -> None:
-    path = os.environ.get(STARTUP_FAILURE_FILE)
-    if path:
-        Path(path).write_text(f"{type(exc).__name__}: {exc}")
+from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.cli import record_startup_failure
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.inference import Batcher, DirectPredictor, ModelHolder
@@ -27,6 +26,7 @@ from app.observability import RequestObserver
 from app.reload import ModelManager, load_serving_model
 from app.routes import admin, health, model, ops, predict, testset, v2
 from app.routes.web import mount_web
+from app.startup import record_startup_failure
 from app.state import Predictor, ServiceState
 from model_store.mnist_data import DatasetError, load_split
 from model_store.store import ModelStore, ModelStoreError
