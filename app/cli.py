@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from app.config import get_settings
-from app.metrics import multiprocess_mode
+from app.operations.metrics import multiprocess_mode
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
 
 

@@ -16,18 +16,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.routes import admin, health, model, ops, predict, testset, v2
+from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
-from app.inference import Batcher, DirectPredictor, ModelHolder
-from app.logs import configure_logging
-from app.metrics import Metrics
-from app.middleware import BodySizeLimit
-from app.observability import RequestObserver
-from app.reload import ModelManager, load_serving_model
-from app.routes import admin, health, model, ops, predict, testset, v2
-from app.routes.web import mount_web
+from app.operations.body_limit import BodySizeLimit
+from app.operations.logs import configure_logging
+from app.operations.metrics import Metrics
+from app.operations.request_observer import RequestObserver
+from app.serving.inference import Batcher, DirectPredictor, ModelHolder
+from app.serving.reload import ModelManager, load_serving_model
+from app.serving.state import Predictor, ServiceState
 from app.startup import record_startup_failure
-from app.state import Predictor, ServiceState
 from model_store.mnist_data import DatasetError, load_split
 from model_store.store import ModelStore, ModelStoreError
 

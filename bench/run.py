@@ -138,7 +138,7 @@ def in_process_images_per_second(
     store: Path, version: int | None, batch: np.ndarray, seconds: float = 5
 ) -> float:
     """The compute limit: the same compiled forward pass, called directly on a batch."""
-    from app.inference import ServingModel
+    from app.serving.inference import ServingModel
 
     serving = ServingModel.compile(ModelStore(store).load(version))
     serving.forward(batch)

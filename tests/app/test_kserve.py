@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.kserve import InferError, build_infer_response, parse_infer_request
+from app.inputs.kserve import InferError, build_infer_response, parse_infer_request
 from model_store.mnist_data import MnistSplit
 
 

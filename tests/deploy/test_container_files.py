@@ -319,7 +319,7 @@ MUST_BE_IGNORED = [
 MUST_BE_SENT = [
     "pyproject.toml",
     "app/main.py",
-    "app/routes/health.py",
+    "app/api/routes/health.py",
     "training/train.py",
     "model_store/store.py",
     "model_store/__main__.py",

@@ -8,9 +8,9 @@ from typing import Protocol
 import numpy as np
 
 from app.config import Settings
-from app.inference import BatchResult, ModelHolder
-from app.metrics import Metrics
-from app.reload import ModelManager
+from app.operations.metrics import Metrics
+from app.serving.inference import BatchResult, ModelHolder
+from app.serving.reload import ModelManager
 from model_store.mnist_data import MnistSplit
 
 

@@ -8,9 +8,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.imaging import Normalised
-from app.inference import ServingModel
-from app.schemas import ModelRef, Normalisation, Scores
+from app.api.schemas import ModelRef, Normalisation, Scores
+from app.inputs.imaging import Normalised
+from app.serving.inference import ServingModel
 
 
 def model_ref(model: ServingModel) -> ModelRef:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-STATIC_DIR = Path(__file__).parents[1] / "static"
+STATIC_DIR = Path(__file__).parents[2] / "static"
 INDEX_FILE = STATIC_DIR / "index.html"
 
 

@@ -5,9 +5,9 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.deps import StateDep
-from app.errors import ApiError
-from app.schemas import ModelInfo
+from app.api.deps import StateDep
+from app.api.errors import ApiError
+from app.api.schemas import ModelInfo
 
 router = APIRouter(prefix="/model", tags=["model"])
 

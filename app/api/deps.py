@@ -7,10 +7,10 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request
 
+from app.api.errors import ApiError
 from app.config import Settings
-from app.errors import ApiError
-from app.inference import BatchResult, OverloadedError
-from app.state import ServiceState
+from app.serving.inference import BatchResult, OverloadedError
+from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit
 
 
@@ -28,7 +28,7 @@ async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-class ModelRunner:
+class RequestPredictor:
     """The predictor as one request sees it: 503 when overloaded, and it notes which version
     answered (for the X-Model-Version header and the log line) and counts the predicted digits."""
 
@@ -48,8 +48,8 @@ class ModelRunner:
         return result
 
 
-async def get_model_runner(state: StateDep, request: Request) -> ModelRunner:
-    return ModelRunner(state, request)
+async def get_request_predictor(state: StateDep, request: Request) -> RequestPredictor:
+    return RequestPredictor(state, request)
 
 
 async def get_test_set(state: StateDep) -> MnistSplit:
@@ -59,5 +59,5 @@ async def get_test_set(state: StateDep) -> MnistSplit:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PredictorDep = Annotated[ModelRunner, Depends(get_model_runner)]
+PredictorDep = Annotated[RequestPredictor, Depends(get_request_predictor)]
 TestSetDep = Annotated[MnistSplit, Depends(get_test_set)]

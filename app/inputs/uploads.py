@@ -8,8 +8,8 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from app.errors import ApiError
-from app.imaging import ImageError, ImageTooLargeError, Normalised, normalise, open_image
+from app.api.errors import ApiError
+from app.inputs.imaging import ImageError, ImageTooLargeError, Normalised, normalise, open_image
 
 UPLOAD_FIELD = "file"
 RAW_CONTENT_TYPES = ("image/", "application/octet-stream")

@@ -5,10 +5,10 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
-from app.deps import PredictorDep, SettingsDep, StateDep, TestSetDep
-from app.errors import ApiError
-from app.schemas import ErrorBody, ModelRef, RandomSamples, TestAccuracy, TestSample
-from app.scoring import model_ref, png_bytes, scores
+from app.api.deps import PredictorDep, SettingsDep, StateDep, TestSetDep
+from app.api.errors import ApiError
+from app.api.responses import model_ref, png_bytes, scores
+from app.api.schemas import ErrorBody, ModelRef, RandomSamples, TestAccuracy, TestSample
 from model_store.mnist_data import MnistSplit
 
 router = APIRouter(

@@ -7,11 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app import __version__
-from app.deps import PredictorDep, StateDep
-from app.errors import ApiError
-from app.inference import ServingModel
-from app.kserve import HEADER_LENGTH, InferError, build_infer_response, parse_infer_request, tensor_metadata
-from app.state import ServiceState
+from app.api.deps import PredictorDep, StateDep
+from app.api.errors import ApiError
+from app.inputs.kserve import (
+    HEADER_LENGTH,
+    InferError,
+    build_infer_response,
+    parse_infer_request,
+    tensor_metadata,
+)
+from app.serving.inference import ServingModel
+from app.serving.state import ServiceState
 
 router = APIRouter(prefix="/v2", tags=["KServe v2 (Open Inference Protocol)"])
 

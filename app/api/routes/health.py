@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import StateDep
-from app.schemas import Health, Readiness
-from app.scoring import model_ref
+from app.api.deps import StateDep
+from app.api.responses import model_ref
+from app.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

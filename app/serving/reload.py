@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from app.inference import ModelHolder, ServingModel
-from app.metrics import Metrics
+from app.operations.metrics import Metrics
+from app.serving.inference import ModelHolder, ServingModel
 from model_store.preprocessing import IMAGE_SIDE
 from model_store.store import ModelStore, ModelStoreError
 

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from app.arrays import ArrayError, TooManyImagesError, parse_image_array
-from app.deps import PredictorDep, SettingsDep
-from app.errors import ApiError
-from app.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
-from app.scoring import describe_normalisation, model_ref, scores
-from app.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
+from app.api.deps import PredictorDep, SettingsDep
+from app.api.errors import ApiError
+from app.api.responses import describe_normalisation, model_ref, scores
+from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
+from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
+from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from app.deps import StateDep
-from app.errors import ApiError
-from app.reload import ReloadError
-from app.schemas import ErrorBody, ModelRef
-from app.scoring import model_ref
+from app.api.deps import StateDep
+from app.api.errors import ApiError
+from app.api.responses import model_ref
+from app.api.schemas import ErrorBody, ModelRef
+from app.serving.reload import ReloadError
 from model_store.store import ModelStoreError
 
 bearer = HTTPBearer(auto_error=False, description="MNIST_ADMIN_TOKEN")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.deps import StateDep
+from app.api.deps import StateDep
 
 router = APIRouter(tags=["operations"])
 

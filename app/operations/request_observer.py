@@ -14,7 +14,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import Metrics
+from app.operations.metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 REQUEST_ID_HEADER = "x-request-id"

@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, request/response shapes, errors and the dependencies routes use."""

@@ -1,0 +1,1 @@
+"""Running the service: metrics, access logs, request ids and body limits."""
