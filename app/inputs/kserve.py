@@ -29,6 +29,10 @@ class InferError(ValueError):
     pass
 
 
+class TooManyImagesError(InferError):
+    """More images than one request may carry (413)."""
+
+
 class TensorInput(BaseModel):
     name: str
     shape: list[int]
@@ -59,8 +63,13 @@ def tensor_metadata() -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferRequest, np.ndarray]:
-    """The request and its images as uint8 (N, 28, 28), MNIST polarity."""
+def parse_infer_request(
+    body: bytes, header_length: str | None, max_images: int
+) -> tuple[InferRequest, np.ndarray]:
+    """The request and its images as uint8 (N, 28, 28), MNIST polarity.
+
+    The declared shape is checked with Python integers (no int64 wrap-around) and the image count
+    against `max_images` before any pixel is read or allocated."""
     json_part, binary = body, b""
     if header_length is not None:
         if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
@@ -82,7 +91,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[InferRe
     shape = tensor.shape
     if len(shape) < 2 or shape[0] < 1 or shape[1:] not in INPUT_SHAPES:
         raise InferError(f"input shape {shape} not supported; use [N,784], [N,28,28] or [N,28,28,1]")
-    count = int(np.prod(shape))
+    if shape[0] > max_images:
+        raise TooManyImagesError(f"{shape[0]} images in one request; the limit is {max_images}")
+    count = shape[0] * PIXELS
     if "binary_data_size" in tensor.parameters:
         size = tensor.parameters["binary_data_size"]
         if not isinstance(size, int) or size != count * dtype.itemsize or len(binary) != size:

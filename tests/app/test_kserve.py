@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.inputs.kserve import InferError, build_infer_response, parse_infer_request
+from app.inputs.kserve import InferError, TooManyImagesError, build_infer_response, parse_infer_request
 from model_store.mnist_data import MnistSplit
 
 
@@ -28,7 +28,7 @@ def test_parse_accepts_every_shape_and_datatype(test_split: MnistSplit) -> None:
         infer_body(np.asarray(as_unit).reshape(3, 28, 28, 1).tolist(), [3, 28, 28, 1], "FP32"),
     ]
     for body in cases:
-        _, parsed = parse_infer_request(body, None)
+        _, parsed = parse_infer_request(body, None, max_images=10)
         np.testing.assert_array_equal(parsed, images)
 
 
@@ -47,7 +47,7 @@ def test_parse_binary_tensor_extension(test_split: MnistSplit) -> None:
             ]
         }
     ).encode()
-    _, parsed = parse_infer_request(header + raw, str(len(header)))
+    _, parsed = parse_infer_request(header + raw, str(len(header)), max_images=10)
     np.testing.assert_array_equal(parsed, images)
 
 
@@ -66,7 +66,7 @@ def test_parse_binary_tensor_extension(test_split: MnistSplit) -> None:
 )
 def test_parse_rejects_bad_requests_clearly(body: bytes, words: str) -> None:
     with pytest.raises(InferError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        parse_infer_request(body, None)
+        parse_infer_request(body, None, max_images=10)
 
 
 def test_binary_outputs_follow_the_json_header() -> None:
@@ -78,6 +78,7 @@ def test_binary_outputs_follow_the_json_header() -> None:
             }
         ).encode(),
         None,
+        max_images=1,
     )
     probabilities = np.eye(10, dtype=np.float32)[[3]]
     body, headers = build_infer_response(request, "mnist", 4, probabilities)
@@ -135,3 +136,32 @@ def test_v2_infer_bad_tensor_is_400_with_error_key(client: TestClient) -> None:
     response = client.post("/v2/models/mnist/infer", content=infer_body([0] * 10, [1, 784]))
     assert response.status_code == 400
     assert "10 values" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [2**60 + 1, 784],  # element count wraps around in int64
+        [2**62, 28, 28],
+        [10**30, 784],  # beyond int64 altogether
+        [3, 2**61, 784],  # not a supported shape, whatever the sizes
+    ],
+)
+def test_parse_huge_declared_shapes_fail_cleanly(shape: list[int]) -> None:
+    with pytest.raises(InferError):
+        parse_infer_request(infer_body([0] * 784, shape), None, max_images=10_000)
+
+
+def test_parse_refuses_too_many_images_before_reading_data() -> None:
+    # The declared count alone is over the limit: refused before any pixel is read or allocated.
+    body = infer_body("not even a list", [10_001, 784])
+    with pytest.raises(TooManyImagesError, match="10001 images"):
+        parse_infer_request(body, None, max_images=10_000)
+
+
+@pytest.mark.parametrize("shape", [[2**60 + 1, 784], [10**30, 784], [-1, 784]])
+def test_v2_infer_huge_shape_is_4xx_not_500(client: TestClient, shape: list[int]) -> None:
+    response = client.post("/v2/models/mnist/infer", content=infer_body([0] * 784, shape))
+    assert response.status_code in (400, 413), response.text
+    assert "error" in response.json()
+    assert client.get("/test/128").json()["prediction"] == 8

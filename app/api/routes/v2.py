@@ -12,6 +12,7 @@ from app.api.errors import ApiError
 from app.inputs.kserve import (
     HEADER_LENGTH,
     InferError,
+    TooManyImagesError,
     build_infer_response,
     parse_infer_request,
     tensor_metadata,
@@ -139,12 +140,16 @@ async def infer(
     returns `probabilities` [N,10] FP32 and `digit` [N] INT64."""
     served_model(state, name, version)
     try:
-        infer_request, images = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
-        if len(images) > state.settings.max_array_images:
-            raise ApiError(
-                413, f"{len(images)} images in one request; the limit is {state.settings.max_array_images}"
-            )
-        result = await predictor.predict(images)
+        infer_request, images = parse_infer_request(
+            await request.body(), request.headers.get(HEADER_LENGTH), state.settings.max_array_images
+        )
+    except TooManyImagesError as exc:
+        raise ApiError(413, str(exc)) from exc
+    except (InferError, ValueError, TypeError, OverflowError) as exc:
+        # Whatever a client's tensor does to the parser is the client's error, in the v2 shape.
+        raise ApiError(400, str(exc) if isinstance(exc, InferError) else f"invalid tensor: {exc}") from exc
+    result = await predictor.predict(images)
+    try:
         body, headers = build_infer_response(
             infer_request, result.model.name, result.model.version, result.probabilities
         )
