@@ -64,7 +64,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
             observer=metrics.observe_batch,
         )
     else:
-        predictor = DirectPredictor(holder)
+        predictor = DirectPredictor(holder, settings.batch_max_size)
     test_set, test_set_error = None, None
     try:
         test_set = load_split(settings.data_dir, "test")

@@ -8,6 +8,7 @@ more) goes in one forward pass, on a thread of its own. Inference never runs on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model_store.preprocessing import IMAGE_SIDE, to_model_input
+from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES, to_model_input
 from model_store.store import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,44 @@ class BatchResult:
     model: ServingModel
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
+    """One request's images, answered by the model that was current when it arrived. A large job
+    is cut into slices of at most `max_batch` images, which share forward passes with other jobs."""
+
     images: np.ndarray
+    model: ServingModel
     future: asyncio.Future[BatchResult]
     enqueued: float
+    dispatched: int = 0  # images handed to forward passes so far
+    completed: int = 0
+    probabilities: np.ndarray | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.images) - self.dispatched
+
+    def fill(self, start: int, probabilities: np.ndarray) -> None:
+        if len(probabilities) == len(self.images):
+            self.probabilities = probabilities  # the whole job in one pass: no copy
+        else:
+            if self.probabilities is None:
+                self.probabilities = np.empty((len(self.images), probabilities.shape[1]), np.float32)
+            self.probabilities[start : start + len(probabilities)] = probabilities
+        self.completed += len(probabilities)
+        if self.completed == len(self.images) and not self.future.done():  # the client may be gone
+            self.future.set_result(BatchResult(self.probabilities, self.model))
+
+
+@dataclass(frozen=True)
+class _Slice:
+    job: _Job
+    start: int
+    stop: int
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.job.images[self.start : self.stop]
 
 
 BatchObserver = Callable[[int, float], None]  # (images in the forward pass, seconds queued)
@@ -92,6 +126,10 @@ class Batcher:
     """Requests wait in a queue on the event loop; one task takes what is waiting as a batch and
     runs it on the single forward-pass thread. While a batch computes, the next one gathers, so
     under load batches grow by themselves, and one thread hop is paid per batch, not per request.
+
+    A forward pass holds at most `max_batch` images, and every waiting job gets a fair share of
+    each pass: a 10,000-image request moves on in slices while single images slip in beside it,
+    so they wait for at most the pass in flight, never for the whole large request.
     """
 
     def __init__(
@@ -113,83 +151,132 @@ class Batcher:
         self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def queued_images(self) -> int:
+        """Images waiting for a forward pass (not counting the one running)."""
+        return self._queued_images
+
     async def predict(self, images: np.ndarray) -> BatchResult:
         # A request larger than the whole queue is still taken when the queue is empty.
         if self._queued_images and self._queued_images + len(images) > self._max_queued:
             raise OverloadedError(f"{self._queued_images} images are already queued")
+        loop = asyncio.get_running_loop()
+        if not len(images):
+            return BatchResult(np.empty((0, NUM_CLASSES), np.float32), self._holder.current)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
-        job = _Job(images, asyncio.get_running_loop().create_future(), time.perf_counter())
+            self._task = loop.create_task(self._run(), name="batcher")
+        job = _Job(images, self._holder.current, loop.create_future(), time.perf_counter())
         self._waiting.append(job)
         self._queued_images += len(images)
         self._work.set()
         return await job.future
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self) -> None:
+        """Stop taking batches and wait for the forward pass in flight to finish."""
         if self._task is not None:
             self._task.cancel()
         self._forward_thread.shutdown(wait=True, cancel_futures=False)
 
-    def _take_batch(self) -> list[_Job]:
-        """The oldest job, plus following ones while they fit in max_batch images."""
-        jobs = [self._waiting.popleft()]
-        count = len(jobs[0].images)
-        while self._waiting and count + len(self._waiting[0].images) <= self._max_batch:
-            job = self._waiting.popleft()
-            jobs.append(job)
-            count += len(job.images)
-        self._queued_images -= count
-        return jobs
+    def _drop(self, job: _Job) -> None:
+        self._waiting.remove(job)
+        self._queued_images -= job.pending
+        job.dispatched = len(job.images)
+
+    def _take_batch(self) -> list[_Slice]:
+        """Up to max_batch images of the oldest job's model: first a fair share for every waiting
+        job, oldest first, then what room is left to the oldest ones."""
+        for job in [job for job in self._waiting if job.future.done()]:
+            self._drop(job)  # its client went away
+        if not self._waiting:
+            return []
+        model = self._waiting[0].model
+        jobs = [job for job in self._waiting if job.model is model]
+        room = self._max_batch
+        share = max(1, room // len(jobs))
+        taken: dict[_Job, int] = {}
+        for limit in (share, room):
+            for job in jobs:
+                count = min(job.pending - taken.get(job, 0), limit, room)
+                if count > 0:
+                    taken[job] = taken.get(job, 0) + count
+                    room -= count
+        slices = []
+        for job, count in taken.items():
+            slices.append(_Slice(job, job.dispatched, job.dispatched + count))
+            job.dispatched += count
+            self._queued_images -= count
+            if not job.pending:
+                self._waiting.remove(job)
+        return slices
+
+    async def _hold_open(self) -> None:
+        """Optionally hold the batch open for requests about to arrive, until it is full."""
+        while self._waiting and self._queued_images < self._max_batch:
+            remaining = self._waiting[0].enqueued + self._max_delay - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._work.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), remaining)
 
     async def _run(self) -> None:
         while True:
             await self._work.wait()
             self._work.clear()
             while self._waiting:
-                if self._max_delay and self._queued_images < self._max_batch:
-                    # Optionally hold the batch open a little for requests about to arrive.
-                    remaining = self._waiting[0].enqueued + self._max_delay - time.perf_counter()
-                    if remaining > 0:
-                        await asyncio.sleep(remaining)
-                await self._execute(self._take_batch())
+                if self._max_delay:
+                    await self._hold_open()
+                slices = self._take_batch()
+                if slices:
+                    await self._execute(slices)
 
-    async def _execute(self, jobs: list[_Job]) -> None:
-        model = self._holder.current
+    async def _execute(self, slices: list[_Slice]) -> None:
+        model = slices[0].job.model
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
+            parts = [piece.images for piece in slices]
+            batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
             probabilities = await loop.run_in_executor(self._forward_thread, model.forward, batch)
         except Exception:
-            if len(jobs) > 1:
+            if len(slices) > 1:
                 # One bad job must not fail its neighbours: run each on its own.
-                for job in jobs:
-                    await self._execute([job])
+                for piece in slices:
+                    if not piece.job.future.done():
+                        await self._execute([piece])
                 return
             log.exception("forward pass failed")
-            if not jobs[0].future.done():
-                jobs[0].future.set_exception(RuntimeError("the model failed on this input"))
+            job = slices[0].job
+            if job in self._waiting:
+                self._drop(job)
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the model failed on this input"))
             return
         if self._observer is not None:
-            self._observer(len(probabilities), started - jobs[0].enqueued)
+            self._observer(len(probabilities), started - min(piece.job.enqueued for piece in slices))
         offset = 0
-        for job in jobs:
-            size = len(job.images)
-            if not job.future.done():  # the client may have gone away
-                job.future.set_result(BatchResult(probabilities[offset : offset + size], model))
+        for piece in slices:
+            size = piece.stop - piece.start
+            piece.job.fill(piece.start, probabilities[offset : offset + size])
             offset += size
 
 
 class DirectPredictor:
-    """Batching turned off: each request runs its own forward pass in the thread pool."""
+    """Batching turned off: each request runs its own forward passes (at most `max_batch` images
+    each) in the thread pool."""
 
-    def __init__(self, holder: ModelHolder) -> None:
+    def __init__(self, holder: ModelHolder, max_batch: int) -> None:
         self._holder = holder
+        self._max_batch = max_batch
 
     async def predict(self, images: np.ndarray) -> BatchResult:
         model = self._holder.current
-        probabilities = await asyncio.to_thread(model.forward, images)
+        probabilities = await asyncio.to_thread(self._forward_in_slices, model, images)
         return BatchResult(probabilities, model)
 
-    def close(self, timeout: float = 0.0) -> None:
+    def _forward_in_slices(self, model: ServingModel, images: np.ndarray) -> np.ndarray:
+        step = self._max_batch
+        return np.concatenate([model.forward(images[i : i + step]) for i in range(0, len(images), step)])
+
+    def close(self) -> None:
         pass

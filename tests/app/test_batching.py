@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +30,29 @@ class GatedModel:
         self.real = real
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Semaphore(0)  # released once per forward pass started
         self.batch_sizes: list[int] = []
         self.name, self.version = real.name, real.version
 
     def forward(self, images: np.ndarray) -> np.ndarray:
+        self.entered.release()
         self.gate.wait(30)
         self.batch_sizes.append(len(images))
         if (images == 255).all(axis=(1, 2)).any():
             raise ValueError("poisoned input")
         return self.real.forward(images)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Let the event loop run until `condition` holds (the batcher is a task on this loop)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+async def forward_started(gated: GatedModel) -> None:
+    assert await asyncio.to_thread(gated.entered.acquire, True, 30), "no forward pass started"
 
 
 def test_concurrent_requests_each_get_their_own_answer(serving: ServingModel, test_split: MnistSplit) -> None:
@@ -48,7 +64,8 @@ def test_concurrent_requests_each_get_their_own_answer(serving: ServingModel, te
     async def scenario() -> list[np.ndarray]:
         gated.gate.clear()  # hold the first batch so that the rest pile up behind it
         tasks = [asyncio.ensure_future(batcher.predict(test_split.images[i : i + 1])) for i in indices]
-        await asyncio.sleep(0.05)
+        await forward_started(gated)  # every request was queued before the first pass took 64
+        await until(lambda: batcher.queued_images == 300 - 64)
         gated.gate.set()
         results = await asyncio.gather(*tasks)
         return [result.probabilities[0] for result in results]
@@ -83,7 +100,7 @@ def test_a_failing_item_does_not_poison_the_batch(serving: ServingModel, test_sp
     async def scenario() -> list[object]:
         gated.gate.clear()
         tasks = [asyncio.ensure_future(batcher.predict(x)) for x in inputs]
-        await asyncio.sleep(0.05)
+        await forward_started(gated)  # all eleven were queued before the pass took them
         gated.gate.set()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -102,9 +119,9 @@ def test_full_queue_is_refused(serving: ServingModel, test_split: MnistSplit) ->
     async def scenario() -> tuple[int, int]:
         gated.gate.clear()
         first = asyncio.ensure_future(batcher.predict(test_split.images[:8]))  # taken into the forward pass
-        await asyncio.sleep(0.02)
+        await forward_started(gated)
         queued = [asyncio.ensure_future(batcher.predict(test_split.images[:10])) for _ in range(2)]
-        await asyncio.sleep(0.02)
+        await until(lambda: batcher.queued_images == 20)
         with pytest.raises(OverloadedError):
             await batcher.predict(test_split.images[:1])
         gated.gate.set()
@@ -115,13 +132,17 @@ def test_full_queue_is_refused(serving: ServingModel, test_split: MnistSplit) ->
     batcher.close()
 
 
-def test_max_delay_gathers_requests_arriving_soon(serving: ServingModel, test_split: MnistSplit) -> None:
+def test_max_delay_holds_the_batch_open_until_it_is_full(
+    serving: ServingModel, test_split: MnistSplit
+) -> None:
     gated = GatedModel(serving)
-    batcher = Batcher(ModelHolder(gated), max_batch=64, max_delay_seconds=0.2, max_queued_images=100)  # type: ignore[arg-type]
+    # A window far longer than the test: the batch leaves because it is full, not because time passed.
+    batcher = Batcher(ModelHolder(gated), max_batch=2, max_delay_seconds=60, max_queued_images=100)  # type: ignore[arg-type]
 
     async def scenario() -> None:
         first = asyncio.ensure_future(batcher.predict(test_split.images[:1]))
-        await asyncio.sleep(0.05)
+        await until(lambda: batcher.queued_images == 1)
+        assert not first.done()
         second = asyncio.ensure_future(batcher.predict(test_split.images[1:2]))
         await asyncio.gather(first, second)
 
@@ -130,8 +151,50 @@ def test_max_delay_gathers_requests_arriving_soon(serving: ServingModel, test_sp
     assert gated.batch_sizes == [2]
 
 
+def test_max_delay_window_ends_by_itself(serving: ServingModel, test_split: MnistSplit) -> None:
+    gated = GatedModel(serving)
+    batcher = Batcher(ModelHolder(gated), max_batch=64, max_delay_seconds=0.01, max_queued_images=100)  # type: ignore[arg-type]
+    result = asyncio.run(batcher.predict(test_split.images[:1]))
+    batcher.close()
+    assert gated.batch_sizes == [1] and result.probabilities.shape == (1, 10)
+
+
+def test_a_large_job_is_sliced_and_a_single_image_overtakes_it(
+    serving: ServingModel, test_split: MnistSplit
+) -> None:
+    gated = GatedModel(serving)
+    batcher = Batcher(ModelHolder(gated), max_batch=64, max_delay_seconds=0, max_queued_images=20_000)  # type: ignore[arg-type]
+
+    async def scenario() -> tuple[np.ndarray, np.ndarray, int]:
+        gated.gate.clear()
+        large = asyncio.ensure_future(batcher.predict(test_split.images[:3000]))
+        await forward_started(gated)  # the first pass holds part of the large job
+        single = asyncio.ensure_future(batcher.predict(test_split.images[5000:5001]))
+        await until(lambda: batcher.queued_images == 3000 - 64 + 1)
+        gated.gate.set()
+        one = await single
+        passes_until_single = len(gated.batch_sizes)
+        return (await large).probabilities, one.probabilities, passes_until_single
+
+    large, single, passes_until_single = asyncio.run(scenario())
+    batcher.close()
+    assert max(gated.batch_sizes) == 64, "a forward pass held more than max_batch images"
+    assert sum(gated.batch_sizes) == 3001
+    assert passes_until_single <= 2, f"the single image waited for {passes_until_single} passes"
+    np.testing.assert_allclose(large, serving.forward(test_split.images[:3000]), atol=1e-5)
+    np.testing.assert_allclose(single, serving.forward(test_split.images[5000:5001]), atol=1e-5)
+
+
+def test_batching_off_slices_large_requests_too(serving: ServingModel, test_split: MnistSplit) -> None:
+    gated = GatedModel(serving)
+    direct = DirectPredictor(ModelHolder(gated), max_batch=64)  # type: ignore[arg-type]
+    result = asyncio.run(direct.predict(test_split.images[:300]))
+    assert max(gated.batch_sizes) == 64 and sum(gated.batch_sizes) == 300
+    np.testing.assert_allclose(result.probabilities, serving.forward(test_split.images[:300]), atol=1e-5)
+
+
 def test_batching_off_gives_the_same_answers(serving: ServingModel, test_split: MnistSplit) -> None:
-    direct = DirectPredictor(ModelHolder(serving))
+    direct = DirectPredictor(ModelHolder(serving), max_batch=8)
 
     async def scenario() -> np.ndarray:
         results = await asyncio.gather(*(direct.predict(test_split.images[i : i + 1]) for i in range(20)))
