@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,5 +31,20 @@ class ServiceState:
     metrics: Metrics
     test_set: MnistSplit | None
     test_set_error: str | None = None
-    # Whole-test-set scores, per model version: the test set never changes while we run.
-    accuracy_cache: dict[int, BatchResult] = field(default_factory=dict)
+    accuracy_runs: AccuracyRuns = field(default_factory=lambda: AccuracyRuns())
+
+
+class AccuracyRuns:
+    """Whole-test-set scores, per model version: the test set never changes while we run, so each
+    version is scored at most once, and callers arriving while it runs wait for that same run
+    instead of starting their own (a cold cache is not a lever for a denial of service)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, asyncio.Future[BatchResult]] = {}
+
+    async def get(self, version: int, compute: Callable[[], Awaitable[BatchResult]]) -> BatchResult:
+        run = self._runs.get(version)
+        if run is None or (run.done() and (run.cancelled() or run.exception() is not None)):
+            run = self._runs[version] = asyncio.ensure_future(compute())
+        # Shielded: a caller that goes away does not cancel the run the others wait for.
+        return await asyncio.shield(run)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import io
+import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
+from app.main import create_app
 from model_store.mnist_data import MnistSplit
 from model_store.store import ModelStore
 
@@ -61,6 +64,7 @@ def test_model_metadata_and_plots(client: TestClient) -> None:
     assert body["metadata"]["version"] == 1
     assert body["metadata"]["training"]["preset"] == "cnn"
     assert body["metadata"]["input"]["shape"] == [28, 28, 1]
+    assert {"learning_curves", "confusion_matrix"} <= set(body["plots"])
     for url in body["plots"].values():
         plot = client.get(url)
         assert plot.status_code == 200
@@ -71,3 +75,21 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["model"]["version"] == 1 and ready["test_set_loaded"]
+
+
+def predicted_images(client: TestClient) -> float:
+    text = client.get("/metrics").text
+    return sum(float(v) for v in re.findall(r"^mnist_predictions_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+def test_cold_accuracy_is_computed_once_for_concurrent_callers(settings: Settings) -> None:
+    # A cold cache must not let every caller start its own 10,000-image pass.
+    with TestClient(create_app(settings)) as fresh:
+        before = predicted_images(fresh)
+        with ThreadPoolExecutor(6) as pool:
+            bodies = list(pool.map(lambda _: fresh.get("/test/accuracy").json(), range(6)))
+        assert all(body == bodies[0] for body in bodies)
+        assert bodies[0]["total"] == 10_000
+        assert predicted_images(fresh) - before == 10_000
+        fresh.get("/test/accuracy")
+        assert predicted_images(fresh) - before == 10_000

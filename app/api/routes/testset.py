@@ -69,11 +69,9 @@ async def random_samples(
 @router.get("/accuracy", response_model=TestAccuracy)
 async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDep) -> TestAccuracy:
     """Score the served model on all 10,000 test images (the notebook's 9622 line)."""
-    version = state.holder.current.version
-    result = state.accuracy_cache.get(version)
-    if result is None:
-        result = await predictor.predict(test_set.images)
-        state.accuracy_cache[result.model.version] = result
+    result = await state.accuracy_runs.get(
+        state.holder.current.version, lambda: predictor.predict(test_set.images)
+    )
     predicted = result.probabilities.argmax(axis=1)
     hits = predicted == test_set.labels
     per_class = [float(hits[test_set.labels == digit].mean()) for digit in range(10)]
