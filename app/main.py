@@ -25,7 +25,7 @@ from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.request_observer import RequestObserver
 from app.serving.inference import Batcher, DirectPredictor, ModelHolder
-from app.serving.reload import ModelManager, load_serving_model
+from app.serving.reload import ModelManager, load_serving_model, serving_policy
 from app.serving.state import Predictor, ServiceState
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
@@ -47,7 +47,8 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     configure_tensorflow(settings.tf_threads)
     store = ModelStore(settings.model_store, settings.model_name)
     try:
-        serving = load_serving_model(store, settings.model_version, settings.batch_max_size)
+        policy = serving_policy(store, settings.model_version)
+        serving = load_serving_model(store, policy.version, settings.batch_max_size)
     except ModelStoreError:
         metrics.load_failures.inc()
         raise

@@ -8,13 +8,20 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.api.schemas import ModelRef, Normalisation, Scores
+from app.api.schemas import ModelRef, Normalisation, Policy, Scores
 from app.inputs.imaging import Normalised
 from app.serving.inference import ServingModel
+from app.serving.reload import ServingPolicy
 
 
 def model_ref(model: ServingModel) -> ModelRef:
     return ModelRef(name=model.name, version=model.version)
+
+
+def policy_of(policy: ServingPolicy) -> Policy:
+    return Policy(
+        source=policy.source, version=policy.version, pinned_by=policy.pinned_by, pinned_at=policy.pinned_at
+    )
 
 
 def scores(probabilities: np.ndarray) -> Scores:

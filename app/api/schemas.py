@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from model_store.metadata import ModelMetadata
@@ -81,9 +84,21 @@ class TestAccuracy(BaseModel):
     recorded_accuracy: float = Field(description="accuracy recorded in the model's metadata at training")
 
 
+class Policy(BaseModel):
+    """Which version the store says to serve, and who decided."""
+
+    source: Literal["setting", "admin", "newest"] = Field(
+        description="MNIST_MODEL_VERSION, an operator's pin (POST /admin/reload), or the newest version"
+    )
+    version: int
+    pinned_by: str | None = None
+    pinned_at: datetime | None = None
+
+
 class ModelInfo(BaseModel):
     metadata: ModelMetadata
     plots: dict[str, str] = Field(description="URLs of the version's plots")
+    policy: Policy | None = Field(description="the store's choice; null if it cannot be read just now")
 
 
 class Health(BaseModel):

@@ -48,6 +48,7 @@ class RequestObserver:
         supplied = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else self._next_id()
         state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         status = 500
 
         async def send_with_ids(message: Message) -> None:

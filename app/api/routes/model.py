@@ -7,7 +7,9 @@ from fastapi.responses import FileResponse
 
 from app.api.deps import StateDep
 from app.api.errors import ApiError
+from app.api.responses import policy_of
 from app.api.schemas import ModelInfo
+from model_store.store import ModelStoreError
 
 router = APIRouter(prefix="/model", tags=["model"])
 
@@ -43,6 +45,7 @@ EXAMPLE = {
         "learning_curves": "/model/plots/learning_curves",
         "confusion_matrix": "/model/plots/confusion_matrix",
     },
+    "policy": {"source": "newest", "version": 3, "pinned_by": None, "pinned_at": None},
 }
 
 
@@ -53,7 +56,13 @@ async def model_info(state: StateDep) -> ModelInfo:
     """Metadata of the version being served: preset, hyperparameters, test scores, history."""
     metadata = state.holder.current.loaded.metadata
     plots = {role: f"/model/plots/{role}" for role in ("learning_curves", "confusion_matrix")}
-    return ModelInfo(metadata=metadata, plots={k: v for k, v in plots.items() if k in metadata.files})
+    try:
+        policy = policy_of(await state.manager.policy())
+    except ModelStoreError:
+        policy = None
+    return ModelInfo(
+        metadata=metadata, plots={k: v for k, v in plots.items() if k in metadata.files}, policy=policy
+    )
 
 
 @router.get(
