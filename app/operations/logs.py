@@ -14,6 +14,14 @@ _HANDLER_NAME = "mnist-serve"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+class _DeferredQueueHandler(QueueHandler):
+    """Queues the record as it is. The standard QueueHandler formats the message on the caller's
+    thread first; here the message and the JSON are both built on the listener's thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def configure_logging(json_lines: bool, level: str) -> None:
     """Idempotent: whether uvicorn was started by mnist-serve or directly, `app.*` logs the same way."""
     logger = logging.getLogger("app")
@@ -27,7 +35,7 @@ def configure_logging(json_lines: bool, level: str) -> None:
         else logging.Formatter(_FORMAT)
     )
     # Formatting and writing happen on the listener's thread: a request pays only for the queue.
-    handler = QueueHandler(SimpleQueue())
+    handler = _DeferredQueueHandler(SimpleQueue())
     handler.set_name(_HANDLER_NAME)
     listener = QueueListener(handler.queue, output)
     handler.listener = listener  # type: ignore[attr-defined]  # as Python 3.12 does

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -54,15 +55,36 @@ def test_one_access_log_line_per_request(client: TestClient, caplog: pytest.LogC
     assert record.request_id == "trace-1" and record.latency_ms > 0
 
 
-def test_json_formatter_writes_one_object_per_line(
-    client: TestClient, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_access_records_are_formatted_as_json_on_the_listener_thread(client: TestClient) -> None:
     queued = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
-    handler = queued.listener.handlers[0]  # type: ignore[attr-defined]
-    record = logging.LogRecord("app.access", logging.INFO, __file__, 1, "request", None, None)
-    record.status = 200
-    line = handler.format(record)
-    assert json.loads(line)["status"] == 200 and "\n" not in line
+    listener = queued.listener  # type: ignore[attr-defined]
+    output = listener.handlers[0]
+    formatted: list[tuple[str, threading.Thread]] = []
+    done = threading.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "app.access" and getattr(record, "request_id", "") == "json-1":
+                formatted.append((output.format(record), threading.current_thread()))
+                done.set()
+
+    spy = Spy()
+    listener.handlers = (*listener.handlers, spy)
+    try:
+        client.get("/test/128", headers={"X-Request-ID": "json-1"})
+        assert done.wait(30), "the access record never reached the listener"
+    finally:
+        listener.handlers = tuple(h for h in listener.handlers if h is not spy)
+    line, thread = formatted[0]
+    body = json.loads(line)
+    assert "\n" not in line
+    assert (body["status"], body["route"], body["request_id"], body["level"]) == (
+        200,
+        "/test/{index}",
+        "json-1",
+        "INFO",
+    )
+    assert thread is listener._thread and thread is not threading.main_thread()
 
 
 def test_metrics_move_as_requests_are_served(client: TestClient, test_split: MnistSplit) -> None:
@@ -89,3 +111,20 @@ def test_metrics_move_as_requests_are_served(client: TestClient, test_split: Mni
     )
     assert metric(client, "mnist_model_loaded", name="mnist", version="1") == 1
     assert metric(client, "mnist_batch_queue_delay_seconds_count") >= 4
+
+
+def test_log_messages_are_built_off_the_calling_thread(client: TestClient) -> None:
+    queued = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
+    built_on: list[threading.Thread] = []
+    built = threading.Event()
+
+    class Argument:
+        def __str__(self) -> str:
+            built_on.append(threading.current_thread())
+            built.set()
+            return "argument"
+
+    # Straight to the app's handler (pytest's own capture handlers format on the caller's thread).
+    queued.handle(logging.LogRecord("app.test", logging.WARNING, __file__, 1, "from %s", (Argument(),), None))
+    assert built.wait(30), "the message was never built"
+    assert built_on[0] is queued.listener._thread  # type: ignore[attr-defined]
