@@ -12,7 +12,9 @@ from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, ModelStore
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_store", description=__doc__)
-    parser.add_argument("--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", DEFAULT_STORE_ROOT)))
+    parser.add_argument(
+        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", DEFAULT_STORE_ROOT))
+    )
     parser.add_argument("--name", default=os.environ.get("MNIST_MODEL_NAME", DEFAULT_MODEL_NAME))
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("versions", help="print the published versions, one a line, oldest first")

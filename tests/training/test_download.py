@@ -62,8 +62,7 @@ def serve() -> Iterator[Callable[[Path], Mirror]]:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         servers.append((server, thread))
-        host, port = server.server_address[:2]
-        return Mirror(url=f"http://{host}:{port}/", requests=requests)
+        return Mirror(url=f"http://127.0.0.1:{server.server_address[1]}/", requests=requests)
 
     yield start
     for server, thread in servers:
