@@ -13,14 +13,29 @@ import uvicorn
 from app.config import get_settings
 from app.operations.metrics import multiprocess_mode
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
+from model_store.reporting import load_settings
+
+PROG = "mnist-serve"
+
+
+def port(text: str) -> int:
+    if not text.isdecimal() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1-65535)")
+    return int(text)
+
+
+def worker_count(text: str) -> int:
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
-    parser = argparse.ArgumentParser(prog="mnist-serve", description=__doc__)
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--workers", type=int, default=settings.workers)
+    settings = load_settings(PROG, get_settings)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser.add_argument("--host", default=settings.host, help="env MNIST_HOST")
+    parser.add_argument("--port", type=port, default=settings.port, help="env MNIST_PORT")
+    parser.add_argument("--workers", type=worker_count, default=settings.workers, help="env MNIST_WORKERS")
     args = parser.parse_args(argv)
     if args.workers > 1 and not multiprocess_mode():
         # Workers share one metrics directory so /metrics adds up every worker, not just one.
@@ -38,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
     if failure.exists():
-        sys.stderr.write(f"mnist-serve: startup failed: {failure.read_text()}\n")
+        sys.stderr.write(f"{PROG}: startup failed: {failure.read_text()}\n")
         sys.exit(STARTUP_FAILURE_EXIT)
 
 

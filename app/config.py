@@ -1,34 +1,32 @@
-"""Every knob of the service, read from `MNIST_*` environment variables (or a `.env` file)."""
+"""Every knob of the service, read from `MNIST_*` environment variables (or a `.env` file).
+
+The store, model name and data folder come from `StoreSettings`, which training reads too.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, parse_version
+from model_store.settings import StoreSettings
+from model_store.store import parse_version
 
 MIB = 1024 * 1024
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MNIST_", env_file=".env", extra="ignore")
-
-    # Model store: serve the newest version of MODEL_NAME, or the pinned MODEL_VERSION.
-    model_store: Path = DEFAULT_STORE_ROOT
-    model_name: str = DEFAULT_MODEL_NAME
+class Settings(StoreSettings):
+    # Serve the newest version of MODEL_NAME in MODEL_STORE, or the pinned MODEL_VERSION. Without the
+    # MNIST files in DATA_DIR the /test/... routes answer 503.
     model_version: int | None = None
-    # The MNIST files behind /test/...; those routes answer 503 if they are absent.
-    data_dir: Path = Path("data/mnist")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     # Seconds in-flight requests get to finish after SIGTERM.
     graceful_shutdown_seconds: int = Field(20, ge=0)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     # Limits on what a request may carry.
     max_upload_bytes: int = Field(4 * MIB, ge=1024)
@@ -56,8 +54,13 @@ class Settings(BaseSettings):
     @classmethod
     def _token_must_be_strong(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("MNIST_ADMIN_TOKEN must be at least 16 characters (try: openssl rand -hex 24)")
+            raise ValueError("must be at least 16 characters (try: openssl rand -hex 24)")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("model_version", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 
 from model_store.store import ModelStore
 
-store = ModelStore(os.environ["MNIST_MODEL_STORE"])
+store = ModelStore(Path(os.environ["MNIST_MODEL_STORE"]))
 version = store.resolve(os.environ.get("MNIST_MODEL_VERSION") or None)
 model = keras.saving.load_model(store.version_path(version) / "model.keras", compile=False)
 app = FastAPI()

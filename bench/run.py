@@ -152,7 +152,7 @@ def in_process_images_per_second(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "model_store"))
+        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "models"))
     )
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")))
     parser.add_argument("--version", type=int, help="model version to serve (default: newest)")

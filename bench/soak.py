@@ -263,7 +263,7 @@ def render(result: SoakResult, limits: Limits) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "model_store"))
+        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "models"))
     )
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")))
     parser.add_argument("--seconds", type=int, default=60)

@@ -23,9 +23,7 @@ class Evaluation(BaseModel):
     correct: int = Field(ge=0)
     total: int = Field(gt=0)
     per_class_accuracy: list[float] = Field(min_length=NUM_CLASSES, max_length=NUM_CLASSES)
-    confusion_matrix: list[list[int]] = Field(
-        description="rows are true digits, columns predicted digits"
-    )
+    confusion_matrix: list[list[int]] = Field(description="rows are true digits, columns predicted digits")
 
 
 class TrainingRecord(BaseModel):

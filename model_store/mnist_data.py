@@ -75,7 +75,6 @@ class MnistSplit:
     labels: np.ndarray  # (N,) uint8, 0-9
 
 
-
 def read_idx(path: Path, spec: IdxFile, verify_checksum: bool = True) -> np.ndarray:
     """Read one IDX `.gz` file, checking size, magic, dimensions and (optionally) its checksum."""
     if not path.is_file():
@@ -101,9 +100,7 @@ def parse_idx(raw: bytes, spec: IdxFile, source: str, verify_checksum: bool = Tr
         if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
             raise DatasetError(f"{source}: images are {rows}x{cols}, expected 28x28")
     if len(raw) != spec.expected_size:
-        raise DatasetError(
-            f"{source}: truncated or padded: {len(raw)} bytes, expected {spec.expected_size}"
-        )
+        raise DatasetError(f"{source}: truncated or padded: {len(raw)} bytes, expected {spec.expected_size}")
     if verify_checksum:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != spec.sha256:

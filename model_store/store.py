@@ -23,7 +23,8 @@ from model_store.preprocessing import NUM_CLASSES
 if TYPE_CHECKING:
     import keras
 
-DEFAULT_STORE_ROOT = Path(__file__).resolve().parent
+# Relative to the working directory, like data/mnist: models never land inside installed code.
+DEFAULT_STORE_ROOT = Path("models")
 DEFAULT_MODEL_NAME = "mnist"
 _TMP_PREFIX = ".tmp-"
 
@@ -41,6 +42,10 @@ class InvalidModelError(ModelStoreError):
 
 
 class InvalidVersionError(ModelStoreError, ValueError):
+    pass
+
+
+class InvalidNameError(ModelStoreError, ValueError):
     pass
 
 
@@ -67,12 +72,17 @@ def parse_version(text: str | int) -> int:
     return int(value)
 
 
+def check_model_name(name: str) -> str:
+    """A model name is one folder name: not empty, no slash, not hidden."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InvalidNameError(f"invalid model name {name!r}: use a plain folder name such as 'mnist'")
+    return name
+
+
 class ModelStore:
     def __init__(self, root: Path = DEFAULT_STORE_ROOT, name: str = DEFAULT_MODEL_NAME) -> None:
-        if not name or "/" in name or name.startswith("."):
-            raise ModelStoreError(f"invalid model name {name!r}")
+        self.name = check_model_name(name)
         self.root = Path(root)
-        self.name = name
         self.model_dir = self.root / name
 
     def versions(self) -> list[int]:
@@ -132,6 +142,20 @@ class ModelStore:
             raise InvalidModelError(f"{model_path}: cannot load model: {exc}") from exc
         validate_model_shapes(model, metadata, model_path)
         return LoadedModel(model=model, metadata=metadata, path=path)
+
+    def check_writable(self) -> None:
+        """Fail now, not after an hour of training, if a version could not be published here."""
+        existing = self.model_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ModelStoreError(
+                f"{existing} is a file, so the model store {self.model_dir} cannot be created"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ModelStoreError(
+                f"{existing} is not writable, so no version can be published in {self.root}"
+            )
 
     def publish(self, write: Callable[[Path, int], ModelMetadata]) -> int:
         """Write a new version with `write(folder, version)` and move it into place atomically.

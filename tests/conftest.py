@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
@@ -76,3 +79,28 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> 
     args += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
     assert train(args) == 0
     return store
+
+
+def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    """`python -m <module> <args>` as a user runs it: no MNIST_* variable from the test run, only `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=clean | {"PYTHONPATH": str(REPO_ROOT)} | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_one_line_error(result: CompletedProcess[str], prog: str, *fragments: str, status: int = 1) -> str:
+    """The command failed with `status` and ended with one `prog: error:` line holding every fragment."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

@@ -53,8 +53,16 @@ def download_file(spec: IdxFile, data_dir: Path, mirrors: Sequence[str], timeout
             os.replace(tmp, target)
             return target
         except (httpx.HTTPError, DatasetError, OSError, EOFError, zlib.error) as exc:
-            failures.append(f"{url}: {exc}")
-            log.warning("mirror failed: %s: %s", url, exc)
+            failures.append(f"{url}: {brief(exc)}")
+            log.warning("mirror failed: %s: %s", url, brief(exc))
         finally:
             tmp.unlink(missing_ok=True)
     raise DatasetError(f"{spec.name}: could not download a valid copy; tried " + "; ".join(failures))
+
+
+def brief(exc: Exception) -> str:
+    """The first line of an error (httpx adds a line of advice to HTTP errors), or its type if it is blank."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

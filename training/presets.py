@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from model_store.preprocessing import INPUT_SHAPE, NUM_CLASSES
+
+if TYPE_CHECKING:
+    # Imported where a network is built: choosing a preset or reading --help must not load TensorFlow.
+    import keras
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class Preset:
 
 def build_seed(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
     """The notebook's network: 784 -> Dense 1000 relu -> Dense 10 softmax, plain SGD."""
+    import keras
+    from keras import layers
+
     model = keras.Sequential(
         [
             keras.Input(INPUT_SHAPE),
@@ -52,6 +57,8 @@ BN_MOMENTUM = 0.9
 
 
 def _conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
+    from keras import layers
+
     for _ in range(2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
@@ -61,6 +68,9 @@ def _conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
 
 def build_cnn(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
     """Two conv blocks with batch norm, trained on shifted, rotated and zoomed digits."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input(INPUT_SHAPE)
     # Augmentation layers are active only in training, so the served model sees digits unchanged.
     x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(inputs)

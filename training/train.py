@@ -5,16 +5,13 @@ mnist-train --preset cnn --data-dir ../shared/mnist
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import os
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from model_store.metadata import (
@@ -27,69 +24,30 @@ from model_store.metadata import (
 )
 from model_store.mnist_data import MNIST_FILES, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
-from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, ModelStore
+from model_store.reporting import one_line_errors
+from model_store.store import ModelStore
+from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
-from training.presets import PRESETS, Hyperparameters
+from training.presets import PRESETS
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
 
 log = logging.getLogger("training")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mnist-train", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cnn")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")),
-        help="folder with the four IDX .gz files (env MNIST_DATA_DIR; default data/mnist)",
-    )
-    parser.add_argument(
-        "--store",
-        type=Path,
-        default=Path(os.environ.get("MNIST_MODEL_STORE", DEFAULT_STORE_ROOT)),
-        help="model store root (env MNIST_MODEL_STORE)",
-    )
-    parser.add_argument("--name", default=os.environ.get("MNIST_MODEL_NAME", DEFAULT_MODEL_NAME))
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--validation-split", type=float, help="fraction of training data held out")
-    parser.add_argument("--seed", type=int, help="random seed; the same seed gives the same run")
-    parser.add_argument("--limit", type=int, help="train on a random subset of this many images")
-    parser.add_argument(
-        "--mirror",
-        action="append",
-        dest="mirrors",
-        help="base URL to download missing files from (repeatable; default: public mirrors)",
-    )
-    parser.add_argument("--no-download", action="store_true", help="fail if files are missing")
-    parser.add_argument("--download-only", action="store_true", help="fetch missing data files, then stop")
-    parser.add_argument("--no-savedmodel", action="store_true", help="skip the TF SavedModel export")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
-    return parser.parse_args(argv)
-
-
-def hyperparameters_from(args: argparse.Namespace) -> Hyperparameters:
-    overrides = {
-        field.name: getattr(args, field.name)
-        for field in dataclasses.fields(Hyperparameters)
-        if getattr(args, field.name) is not None
-    }
-    return dataclasses.replace(PRESETS[args.preset].defaults, **overrides)
-
-
+@one_line_errors(PROG)
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     hp = hyperparameters_from(args)
-    keras.utils.set_random_seed(hp.seed)
 
     # Prepare the data: verified IDX files, scaled by the store's one input convention.
     if not args.no_download:
         ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
     if args.download_only:
         return 0
+    import keras  # only now: --help, a bad argument and --download-only never load TensorFlow
+
+    keras.utils.set_random_seed(hp.seed)
     train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
     order = np.random.default_rng(hp.seed).permutation(len(train.labels))[: args.limit]
     x_all, y_all = to_model_input(train.images[order]), train.labels[order]
@@ -164,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def library_versions() -> dict[str, str]:
+    import keras
     import tensorflow as tf
 
     return {

@@ -108,7 +108,7 @@ def test_a_failing_item_does_not_poison_the_batch(serving: ServingModel, test_sp
     batcher.close()
     assert isinstance(results[4], RuntimeError)
     good = [r for i, r in enumerate(results) if i != 4]
-    predictions = [int(r.probabilities.argmax()) for r in good]  # type: ignore[union-attr]
+    predictions = [int(r.probabilities.argmax()) for r in good]  # type: ignore[attr-defined]
     assert predictions == serving.forward(test_split.images[:10]).argmax(axis=1).tolist()
 
 

@@ -59,7 +59,7 @@ def test_to_model_input_does_not_modify_its_argument() -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint16, np.int8])
 def test_to_model_input_refuses_non_uint8_pixels(dtype: type) -> None:
-    images = gradient_images(1).astype(dtype)
+    images: np.ndarray = gradient_images(1).astype(dtype)
     with pytest.raises(TypeError, match="uint8"):
         to_model_input(images)
 

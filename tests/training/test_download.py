@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from model_store.mnist_data import MNIST_FILES, DatasetError, load_split
+from tests.conftest import assert_one_line_error, run_cli
 from training.download import ensure_mnist
 
 ALL_NAMES = sorted(spec.name for spec in MNIST_FILES.values())
 TEST_LABELS = MNIST_FILES["test", "labels"].name
+FIRST_DOWNLOAD = MNIST_FILES["train", "images"].name
 
 
 @dataclass
@@ -62,8 +64,7 @@ def serve() -> Iterator[Callable[[Path], Mirror]]:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         servers.append((server, thread))
-        host, port = server.server_address[:2]
-        return Mirror(url=f"http://{host}:{port}/", requests=requests)
+        return Mirror(url=f"http://127.0.0.1:{server.server_address[1]}/", requests=requests)
 
     yield start
     for server, thread in servers:
@@ -236,3 +237,23 @@ def test_ensure_mnist_downloads_only_the_missing_files(
 
     assert sorted(mirror.requests) == sorted(f"/{n}" for n in ALL_NAMES if n not in present)
     assert sorted(p.name for p in data_dir.iterdir()) == ALL_NAMES
+
+
+def test_mnist_train_offline_ends_in_one_line_naming_mnist_data_dir(
+    tmp_path: Path, serve: Callable[[Path], Mirror]
+) -> None:
+    """The README's first command without internet: every mirror 404s or refuses the connection."""
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    missing = serve(empty)
+    probe = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    refused = f"http://127.0.0.1:{probe.server_address[1]}/"
+    probe.server_close()
+
+    result = run_cli("training.train", "--mirror", missing.url, "--mirror", refused, cwd=tmp_path)
+
+    line = assert_one_line_error(result, "mnist-train", f"{missing.url}{FIRST_DOWNLOAD}: HTTP 404")
+    assert f"{refused}{FIRST_DOWNLOAD}: " in line
+    assert "set MNIST_DATA_DIR or --data-dir to a folder holding the four official MNIST .gz files" in line
+    assert not (tmp_path / "models").exists()
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []  # no partial download left behind

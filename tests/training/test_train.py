@@ -15,12 +15,13 @@ from model_store.metadata import (
     SAVED_MODEL_FILE,
     ModelMetadata,
 )
-from model_store.mnist_data import DatasetError, MnistSplit, load_split
+from model_store.mnist_data import MnistSplit, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.store import LoadedModel, ModelStore
+from training.arguments import hyperparameters_from, parse_args
 from training.presets import PRESETS, Hyperparameters
 from training.report import evaluate
-from training.train import hyperparameters_from, main, parse_args
+from training.train import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -191,10 +192,16 @@ def test_cnn_run_exports_a_savedmodel_into_the_version_folder(tmp_path: Path, mn
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_training_without_data_and_no_download_fails_and_publishes_nothing(tmp_path: Path) -> None:
+def test_training_without_data_and_no_download_fails_and_publishes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store_root = tmp_path / "store"
-    with pytest.raises(DatasetError, match="missing"):
+    with pytest.raises(SystemExit) as exited:
         train(store_root, tmp_path / "no-data", "--preset", "seed", "--epochs", "1")
+    assert exited.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"mnist-train: error: {tmp_path / 'no-data'}/train-images-idx3-ubyte.gz")
+    assert "missing" in line and "set MNIST_DATA_DIR or --data-dir to a folder holding" in line
     assert ModelStore(store_root).versions() == []
 
 

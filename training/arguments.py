@@ -1,0 +1,107 @@
+"""`mnist-train`'s arguments, every one checked before TensorFlow or the data is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from model_store.mnist_data import MNIST_FILES
+from model_store.reporting import load_settings
+from model_store.settings import StoreSettings
+from model_store.store import ModelStore, ModelStoreError, check_model_name
+from training.presets import PRESETS, Hyperparameters
+
+PROG = "mnist-train"
+TRAIN_IMAGES = MNIST_FILES["train", "labels"].count
+N = TypeVar("N", int, float)
+
+
+def _checked(convert: Callable[[str], N], rule: Callable[[N], bool], wanted: str) -> Callable[[str], N]:
+    """An argparse type: `convert` the text, then refuse it unless `rule` holds."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not rule(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {wanted}")
+        return value
+
+    return parse
+
+
+positive_int = _checked(int, lambda v: v >= 1, "a whole number of at least 1")
+seed_int = _checked(int, lambda v: v >= 0, "a whole number of at least 0")
+training_images = _checked(
+    int, lambda v: 1 <= v <= TRAIN_IMAGES, f"a number of images from 1 to {TRAIN_IMAGES}"
+)
+positive_float = _checked(float, lambda v: v > 0, "a number above 0")
+fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1")
+
+
+def model_name(text: str) -> str:
+    try:
+        return check_model_name(text)
+    except ModelStoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Train a preset on MNIST, score it on the test set, and publish it."
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cnn")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=settings.data_dir,
+        help="folder with the four IDX .gz files (env MNIST_DATA_DIR; default data/mnist)",
+    )
+    parser.add_argument(
+        "--store", type=Path, default=settings.model_store, help="model store root (env MNIST_MODEL_STORE)"
+    )
+    parser.add_argument("--name", type=model_name, default=settings.model_name, help="env MNIST_MODEL_NAME")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--learning-rate", type=positive_float)
+    parser.add_argument("--validation-split", type=fraction, help="fraction of training data held out")
+    parser.add_argument("--seed", type=seed_int, help="random seed; the same seed gives the same run")
+    parser.add_argument("--limit", type=training_images, help="train on a random subset of this many images")
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        dest="mirrors",
+        help="base URL to download missing files from (repeatable; default: public mirrors)",
+    )
+    parser.add_argument("--no-download", action="store_true", help="fail if files are missing")
+    parser.add_argument("--download-only", action="store_true", help="fetch missing data files, then stop")
+    parser.add_argument("--no-savedmodel", action="store_true", help="skip the TF SavedModel export")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with defaults from `MNIST_*` variables and `.env`; a bad one exits with one line."""
+    parser = build_parser(load_settings(PROG, StoreSettings))
+    args = parser.parse_args(argv)
+    if not args.download_only:
+        try:
+            ModelStore(args.store, args.name).check_writable()
+        except ModelStoreError as exc:
+            parser.error(f"--store (or MNIST_MODEL_STORE): {exc}")
+    if args.data_dir.exists() and not args.data_dir.is_dir():
+        parser.error(f"--data-dir (or MNIST_DATA_DIR): {args.data_dir} is a file, not a folder")
+    return args
+
+
+def hyperparameters_from(args: argparse.Namespace) -> Hyperparameters:
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Hyperparameters)
+        if getattr(args, field.name) is not None
+    }
+    return dataclasses.replace(PRESETS[args.preset].defaults, **overrides)
