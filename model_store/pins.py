@@ -30,7 +30,9 @@ def read_pin(store: ModelStore) -> Pin | None:
     except FileNotFoundError:
         return None
     except (OSError, ValidationError) as exc:
-        raise ModelStoreError(f"{path}: unreadable pin ({exc}); delete it to follow the newest version") from exc
+        raise ModelStoreError(
+            f"{path}: unreadable pin ({exc}); delete it to follow the newest version"
+        ) from exc
 
 
 def write_pin(store: ModelStore, version: int, pinned_by: str) -> Pin:
