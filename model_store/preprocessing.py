@@ -42,6 +42,9 @@ def to_model_input(images: np.ndarray, spec: InputSpec = DEFAULT_INPUT_SPEC) -> 
     """Turn uint8 images of shape (N, 28, 28) or (N, 28, 28, 1), MNIST polarity, into model input."""
     if images.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixels, got {images.dtype}")
+    height, width, channels = spec.shape
+    if images.shape[1:] not in ((height, width), (height, width, channels)):
+        raise ValueError(f"expected images of shape (N, {height}, {width}[, {channels}]), got {images.shape}")
     batch = images.reshape((-1, *spec.shape))
     if spec.polarity == "dark_on_light":
         batch = 255 - batch

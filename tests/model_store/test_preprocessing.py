@@ -64,6 +64,18 @@ def test_to_model_input_refuses_non_uint8_pixels(dtype: type) -> None:
         to_model_input(images)
 
 
-def test_to_model_input_refuses_wrong_image_size() -> None:
-    with pytest.raises(ValueError):
-        to_model_input(np.zeros((2, 27, 27), dtype=np.uint8))
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 27, 27),
+        (4, 14, 14),  # 784 pixels in all: a reshape alone would pass it as one image
+        (784,),
+        (1, 784),
+        (28, 28),
+        (2, 28, 28, 3),
+        (1, 1, 28, 28),
+    ],
+)
+def test_to_model_input_refuses_anything_but_n_28_28(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="28"):
+        to_model_input(np.zeros(shape, dtype=np.uint8))
