@@ -34,6 +34,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.in_progress = Gauge(
+            "mnist_http_requests_in_progress",
+            "HTTP requests received and not yet answered (a load signal for autoscaling)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.predictions = Counter("mnist_predictions", "Predicted digits", ["digit"], registry=r)
         self.batch_size = Histogram(
             "mnist_batch_size",

@@ -61,9 +61,11 @@ class RequestObserver:
                     headers[MODEL_VERSION_HEADER] = str(state["model_version"])
             await send(message)
 
+        self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_ids)
         finally:
+            self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - started
             route = route_template(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
