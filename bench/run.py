@@ -14,6 +14,7 @@ Absolute numbers depend on the machine and what else runs on it; the ratios are 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -99,20 +100,22 @@ def start_server(
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", *SERVERS[kind], "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    # Info level for uvicorn's "Application startup complete.", which each worker logs once ready.
+    command += ["--workers", str(workers), "--log-level", "info", "--no-access-log"]
     started = time.perf_counter()
-    with (log_dir / f"{kind}.log").open("ab") as log:
+    log_path = log_dir / f"{kind}.log"
+    log_path.write_bytes(b"")
+    with log_path.open("ab") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     while time.perf_counter() - started < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"{kind} server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                # With several workers, wait until every one of them answers /readyz.
-                return Server(process, url, time.perf_counter() - started)
-        except httpx.HTTPError:
-            pass
+        # Ready when every worker has finished its startup (model loaded and warmed), not the first.
+        if log_path.read_text(errors="replace").count("Application startup complete.") >= workers:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return Server(process, url, time.perf_counter() - started)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"{kind} server not ready after {timeout} s")

@@ -200,7 +200,3 @@ def normalise(image: Image.Image) -> Normalised:
         original_mode=image.mode,
         steps=steps,
     )
-
-
-def load_digit(data: bytes, max_pixels: int) -> Normalised:
-    return normalise(open_image(data, max_pixels))

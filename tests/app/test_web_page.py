@@ -81,9 +81,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def screenshot_dir() -> Path:
+def screenshot_dir() -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
 
 
 @dataclass
