@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from model_store.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
+MAX_BATCH = 128  # the default MNIST_BATCH_MAX_SIZE: the most images one forward pass holds
 SERVERS = {
     "empty": ["bench.empty_app:app"],
     "ours": ["app.main:create_app", "--factory"],
@@ -152,6 +154,32 @@ def in_process_images_per_second(
     return count / (time.perf_counter() - started)
 
 
+def under_large_batches(url: str, digit_png: Path, large_npy: Path, seconds: int) -> tuple[Load, int]:
+    """Single-image /predict at 8 connections while two clients keep posting 10,000-image batches:
+    the latency a small request sees beside large ones (the batcher slices them)."""
+    stop, answered = threading.Event(), []
+    body = large_npy.read_bytes()
+
+    def flood() -> None:
+        with httpx.Client(timeout=300) as client:
+            while not stop.is_set():
+                response = client.post(
+                    f"{url}/predict/batch", content=body, headers={"content-type": "application/x-npy"}
+                )
+                answered.append(response.status_code)
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        load = wrk(f"{url}/predict", 8, seconds, digit_png, "multipart")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(300)
+    return load, sum(status == 200 for status in answered)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -178,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     buffer = io.BytesIO()
     np.save(buffer, test.images[: args.batch_images])
     batch_npy.write_bytes(buffer.getvalue())
+    large_npy = work / "large.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, test.images)
+    large_npy.write_bytes(buffer.getvalue())
 
     env = os.environ | {
         "MNIST_MODEL_STORE": str(args.store.resolve()),
@@ -206,11 +238,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 facts["batch_images_per_second"] = batch_load.requests_per_second * args.batch_images
                 facts["batch_errors"] = batch_load.errors
+                facts["alone_c8"] = wrk(f"{server.url}/predict", 8, args.seconds, digit_png, "multipart")
+                facts["beside_large"], facts["large_batches_done"] = under_large_batches(
+                    server.url, digit_png, large_npy, args.seconds
+                )
         finally:
             server.stop()
     # Measured after the servers stopped, so it has the machine to itself as they did.
     facts["in_process_images_per_second"] = in_process_images_per_second(
         args.store, args.version, test.images[: args.batch_images]
+    )
+    facts["max_batch_images_per_second"] = in_process_images_per_second(
+        args.store, args.version, test.images[:MAX_BATCH]
     )
 
     report = render(rows, facts, args)
@@ -253,12 +292,20 @@ def render(rows: dict[str, dict[int, Load]], facts: dict[str, object], args: arg
         "| ours p99 / p50 | " + " | ".join(f"{ours[c].p99_ms / ours[c].p50_ms:.1f}" for c in ours) + " |"
     )
     batch, limit = float(facts["batch_images_per_second"]), float(facts["in_process_images_per_second"])  # type: ignore[arg-type]
+    alone, beside = facts["alone_c8"], facts["beside_large"]
+    assert isinstance(alone, Load) and isinstance(beside, Load)
+    pass_ms = 1000 * MAX_BATCH / float(facts["max_batch_images_per_second"])  # type: ignore[arg-type]
     lines += [
         "",
         f"- batch endpoint ({args.batch_images} images per .npy request, 2 connections): "
         f"{batch:,.0f} images/s = {batch / limit:.2f}x the in-process forward pass ({limit:,.0f} images/s); "
         f"errors {facts['batch_errors']}",
         f"- cold start to ready: {facts['cold_start_seconds']} s",
+        f"- a single image beside 10,000-image batches (c=8, two clients posting them without pause, "
+        f"{facts['large_batches_done']} done): p50 {beside.p50_ms:.2f} ms, p99 {beside.p99_ms:.2f} ms, "
+        f"{beside.errors} errors; alone: p50 {alone.p50_ms:.2f} ms, p99 {alone.p99_ms:.2f} ms; "
+        f"one forward pass of {MAX_BATCH} images takes {pass_ms:.2f} ms in process, so the p99 beside "
+        f"them is {beside.p99_ms / pass_ms:.1f} passes",
         f"- RSS per worker: {facts['rss_mib_per_worker']} MiB",
         "",
     ]
