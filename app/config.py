@@ -39,7 +39,9 @@ class Settings(StoreSettings):
     batching_enabled: bool = True
     batch_max_size: int = Field(128, ge=1)
     batch_max_delay_ms: float = Field(0.0, ge=0.0)
-    batch_queue_size: int = Field(2048, ge=1, description="queued images before 503")
+    batch_queue_size: int = Field(
+        2048, ge=1, description="queued images before 503; a large request weighs as one full batch"
+    )
     # Threads TensorFlow may use per worker; 0 lets it decide.
     tf_threads: int = Field(0, ge=0)
 

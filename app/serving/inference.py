@@ -156,9 +156,16 @@ class Batcher:
         """Images waiting for a forward pass (not counting the one running)."""
         return self._queued_images
 
+    def _weight(self, images: int) -> int:
+        """What a job weighs on the queue: its images, but at most one full pass, since it moves in
+        fair slices and cannot hold up the jobs behind it for longer than that."""
+        return min(images, self._max_batch)
+
     async def predict(self, images: np.ndarray) -> BatchResult:
-        # A request larger than the whole queue is still taken when the queue is empty.
-        if self._queued_images and self._queued_images + len(images) > self._max_queued:
+        # The bound protects latency; a request larger than the bound is still taken when the
+        # queue is empty.
+        waiting = sum(self._weight(job.pending) for job in self._waiting)
+        if waiting and waiting + self._weight(len(images)) > self._max_queued:
             raise OverloadedError(f"{self._queued_images} images are already queued")
         loop = asyncio.get_running_loop()
         if not len(images):

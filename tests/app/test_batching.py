@@ -32,12 +32,14 @@ class GatedModel:
         self.gate.set()
         self.entered = threading.Semaphore(0)  # released once per forward pass started
         self.batch_sizes: list[int] = []
+        self.batches: list[np.ndarray] = []
         self.name, self.version = real.name, real.version
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         self.entered.release()
         self.gate.wait(30)
         self.batch_sizes.append(len(images))
+        self.batches.append(images)
         if (images == 255).all(axis=(1, 2)).any():
             raise ValueError("poisoned input")
         return self.real.forward(images)
@@ -53,6 +55,11 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 async def forward_started(gated: GatedModel) -> None:
     assert await asyncio.to_thread(gated.entered.acquire, True, 30), "no forward pass started"
+
+
+def first_pass_holding(gated: GatedModel, image: np.ndarray) -> int:
+    """The index of the first forward pass whose batch held `image`."""
+    return next(i for i, batch in enumerate(gated.batches) if (batch == image).all(axis=(1, 2)).any())
 
 
 def test_concurrent_requests_each_get_their_own_answer(serving: ServingModel, test_split: MnistSplit) -> None:
@@ -114,7 +121,7 @@ def test_a_failing_item_does_not_poison_the_batch(serving: ServingModel, test_sp
 
 def test_full_queue_is_refused(serving: ServingModel, test_split: MnistSplit) -> None:
     gated = GatedModel(serving)
-    batcher = Batcher(ModelHolder(gated), max_batch=8, max_delay_seconds=0, max_queued_images=20)  # type: ignore[arg-type]
+    batcher = Batcher(ModelHolder(gated), max_batch=8, max_delay_seconds=0, max_queued_images=16)  # type: ignore[arg-type]
 
     async def scenario() -> tuple[int, int]:
         gated.gate.clear()
@@ -165,24 +172,50 @@ def test_a_large_job_is_sliced_and_a_single_image_overtakes_it(
     gated = GatedModel(serving)
     batcher = Batcher(ModelHolder(gated), max_batch=64, max_delay_seconds=0, max_queued_images=20_000)  # type: ignore[arg-type]
 
-    async def scenario() -> tuple[np.ndarray, np.ndarray, int]:
+    async def scenario() -> tuple[np.ndarray, np.ndarray]:
         gated.gate.clear()
         large = asyncio.ensure_future(batcher.predict(test_split.images[:3000]))
         await forward_started(gated)  # the first pass holds part of the large job
         single = asyncio.ensure_future(batcher.predict(test_split.images[5000:5001]))
         await until(lambda: batcher.queued_images == 3000 - 64 + 1)
         gated.gate.set()
-        one = await single
-        passes_until_single = len(gated.batch_sizes)
-        return (await large).probabilities, one.probabilities, passes_until_single
+        return (await large).probabilities, (await single).probabilities
 
-    large, single, passes_until_single = asyncio.run(scenario())
+    large, single = asyncio.run(scenario())
     batcher.close()
     assert max(gated.batch_sizes) == 64, "a forward pass held more than max_batch images"
     assert sum(gated.batch_sizes) == 3001
-    assert passes_until_single <= 2, f"the single image waited for {passes_until_single} passes"
+    # The very next pass after the one in flight takes the single image (47 passes in all).
+    assert first_pass_holding(gated, test_split.images[5000]) == 1
     np.testing.assert_allclose(large, serving.forward(test_split.images[:3000]), atol=1e-5)
     np.testing.assert_allclose(single, serving.forward(test_split.images[5000:5001]), atol=1e-5)
+
+
+def test_a_large_job_does_not_lock_single_images_out_of_the_queue(
+    serving: ServingModel, test_split: MnistSplit
+) -> None:
+    # A 2,000-image job is far over the queue bound, but it moves in fair slices: it weighs on the
+    # queue as one full pass, so single images are still admitted (not answered 503) beside it.
+    gated = GatedModel(serving)
+    batcher = Batcher(ModelHolder(gated), max_batch=8, max_delay_seconds=0, max_queued_images=20)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        gated.gate.clear()
+        large = asyncio.ensure_future(batcher.predict(test_split.images[:2000]))
+        await forward_started(gated)
+        singles = [
+            asyncio.ensure_future(batcher.predict(test_split.images[i : i + 1])) for i in range(5000, 5010)
+        ]
+        await until(lambda: batcher.queued_images == 2000 - 8 + 10)
+        with pytest.raises(OverloadedError):  # 8 for the large job + 10 + 3 > 20
+            await batcher.predict(test_split.images[:3])
+        gated.gate.set()
+        await asyncio.gather(large, *singles)
+
+    asyncio.run(scenario())
+    batcher.close()
+    # Eight images a pass, a fair share each: the ten singles go in passes 1 and 2, not after 250.
+    assert max(first_pass_holding(gated, test_split.images[i]) for i in range(5000, 5010)) <= 2
 
 
 def test_batching_off_slices_large_requests_too(serving: ServingModel, test_split: MnistSplit) -> None:
