@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--validation-split", type=float, help="fraction of training data held out")
+    parser.add_argument("--holdout", type=int, help="training images held out for validation (default 5000)")
     parser.add_argument("--seed", type=int, help="random seed; the same seed gives the same run")
     parser.add_argument("--limit", type=int, help="train on a random subset of this many images")
     parser.add_argument(
@@ -91,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.download_only:
         return 0
     train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
-    order = np.random.default_rng(hp.seed).permutation(len(train.labels))[: args.limit]
-    x_all, y_all = to_model_input(train.images[order]), train.labels[order]
-    n_val = int(len(y_all) * hp.validation_split)
-    x_train, y_train = x_all[n_val:], y_all[n_val:]
-    validation = (x_all[:n_val], y_all[:n_val]) if n_val else None
+    # The held-out images come first in a seeded shuffle of all 60,000, so --limit never reaches them.
+    order = np.random.default_rng(hp.seed).permutation(len(train.labels))
+    held, used = order[: hp.holdout], order[hp.holdout :][: args.limit]
+    x_train, y_train = to_model_input(train.images[used]), train.labels[used]
+    x_val, y_val = to_model_input(train.images[held]), train.labels[held]
+    validation = (x_val, y_val) if hp.holdout else None
     x_test = to_model_input(test.images)
 
     # Build and train.
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         hyperparameters=dataclasses.asdict(hp) | {"limit": args.limit},
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         train_samples=len(y_train),
-        validation_samples=n_val,
+        validation_samples=hp.holdout,
         train_seconds=round(train_seconds, 2),
         evaluate_seconds=round(evaluate_seconds, 2),
         data_sha256={spec.name: spec.sha256 for spec in MNIST_FILES.values()},
