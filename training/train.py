@@ -25,12 +25,14 @@ from model_store.metadata import (
     ModelMetadata,
     TrainingRecord,
 )
-from model_store.mnist_data import MNIST_FILES, load_split
+from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, ModelStore
+from model_store.trust import RELIABILITY_DIAGRAM_FILE, TRUST_STATISTICS_FILE, TRUST_TABLE_FILE
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS, Hyperparameters
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
+from training.trust import compute_trust
 
 log = logging.getLogger("training")
 
@@ -90,13 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
     if args.download_only:
         return 0
-    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
-    # The held-out images come first in a seeded shuffle of all 60,000, so --limit never reaches them.
-    order = np.random.default_rng(hp.seed).permutation(len(train.labels))
-    held, used = order[: hp.holdout], order[hp.holdout :][: args.limit]
-    x_train, y_train = to_model_input(train.images[used]), train.labels[used]
-    x_val, y_val = to_model_input(train.images[held]), train.labels[held]
-    validation = (x_val, y_val) if hp.holdout else None
+    test = load_split(args.data_dir, "test")
+    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
+    x_train, y_train = to_model_input(trained_on.images), trained_on.labels
+    validation = (to_model_input(held_out.images), held_out.labels) if hp.holdout else None
     x_test = to_model_input(test.images)
 
     # Build and train.
@@ -144,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             # TF Serving, Triton and KServe read saved_model.pb from the version folder itself.
             model.export(str(folder), format="tf_saved_model", verbose=False)
             files["savedmodel"] = SAVED_MODEL_FILE
+        trust = None
+        if hp.holdout:
+            trust = compute_trust(model, held_out, trained_on, test, folder)
+            files |= trust_files()
         return ModelMetadata(
             name=args.name,
             version=version,
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             training=record,
             library_versions=library_versions(),
             files=files,
+            trust=trust,
         )
 
     store = ModelStore(args.store, args.name)
@@ -162,6 +166,26 @@ def main(argv: list[str] | None = None) -> int:
         f"trained in {train_seconds:.0f} s; published {store.version_path(version)}"
     )
     return 0
+
+
+def held_out_split(
+    train: MnistSplit, holdout: int, seed: int, limit: int | None
+) -> tuple[MnistSplit, MnistSplit]:
+    """(held out, trained on): the held-out images come first in a seeded shuffle of all 60,000,
+    so --limit never reaches them and they are never trained on."""
+    order = np.random.default_rng(seed).permutation(len(train.labels))
+    held, used = order[:holdout], order[holdout:][:limit]
+    return MnistSplit(train.images[held], train.labels[held]), MnistSplit(
+        train.images[used], train.labels[used]
+    )
+
+
+def trust_files() -> dict[str, str]:
+    return {
+        "reliability_diagram": RELIABILITY_DIAGRAM_FILE,
+        "trust_statistics": TRUST_STATISTICS_FILE,
+        "trust_table": TRUST_TABLE_FILE,
+    }
 
 
 def library_versions() -> dict[str, str]:
