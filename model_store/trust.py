@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,8 +91,12 @@ class ClassStatistics:
 
 @dataclass(frozen=True)
 class Judgement:
-    verdicts: np.ndarray  # (N,) of Verdict strings
+    codes: np.ndarray  # (N,) index of each verdict in VERDICTS
     confidence: np.ndarray  # (N,) calibrated top probability
+
+    @property
+    def verdicts(self) -> np.ndarray:
+        return np.array(VERDICTS)[self.codes]
 
 
 def ink_fraction(images: np.ndarray) -> np.ndarray:
@@ -146,5 +151,12 @@ def judge(
     outside = (ink < rule.min_ink) | (ink > rule.max_ink)
     if math.isfinite(rule.ood_threshold):
         outside |= ood_score(rule.method, logits, features, rule.temperature, statistics) > rule.ood_threshold
-    verdicts = np.where(outside, "not_a_digit", np.where(confidence < rule.confidence_threshold, "unsure", "digit"))
-    return Judgement(verdicts=verdicts, confidence=confidence)
+    # False/True below is index 0/1 in VERDICTS: digit/unsure.
+    codes = np.where(outside, VERDICTS.index("not_a_digit"), (confidence < rule.confidence_threshold).astype(int))
+    return Judgement(codes=codes, confidence=confidence)
+
+
+def penultimate(model: keras.Model) -> tuple[keras.Model, keras.layers.Layer]:
+    """A model giving the last layer's input (the features), and that last (dense softmax) layer."""
+    last = model.layers[-1]
+    return keras.Model(model.inputs[0], last.input), last

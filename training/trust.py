@@ -33,6 +33,7 @@ from model_store.trust import (
     ink_fraction,
     judge,
     ood_score,
+    penultimate,
 )
 from training import negatives
 
@@ -53,12 +54,6 @@ class Outputs:
     images: np.ndarray  # uint8 (N, 28, 28)
     logits: np.ndarray
     features: np.ndarray
-
-
-def penultimate(model: keras.Model) -> tuple[keras.Model, keras.layers.Layer]:
-    """A model giving the last layer's input (the features), and that last (dense softmax) layer."""
-    last = model.layers[-1]
-    return keras.Model(model.inputs, last.input), last
 
 
 class FeatureReader:

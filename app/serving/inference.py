@@ -18,8 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model_store.preprocessing import IMAGE_SIDE, to_model_input
+from model_store.metadata import ModelMetadata
+from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES, to_model_input
 from model_store.store import LoadedModel
+from model_store.trust import (
+    TRUST_STATISTICS_FILE,
+    UNCALIBRATED,
+    VERDICTS,
+    ClassStatistics,
+    TrustRule,
+    Verdict,
+    judge,
+    penultimate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +39,17 @@ class OverloadedError(Exception):
     """The queue is full; the caller should retry later (503 with Retry-After)."""
 
 
+Forward = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+
+
 @dataclass(frozen=True)
 class ServingModel:
-    """A loaded store version with its compiled forward pass."""
+    """A loaded store version with its compiled forward pass and the rule for its verdicts."""
 
     loaded: LoadedModel
-    forward_float: Callable[[tf.Tensor], tf.Tensor]
+    forward_float: Forward  # model input -> (probabilities, logits, penultimate features)
+    rule: TrustRule
+    statistics: ClassStatistics | None
 
     @property
     def name(self) -> str:
@@ -47,21 +63,47 @@ class ServingModel:
     def compile(cls, loaded: LoadedModel, warmup_batch_sizes: tuple[int, ...] = (1, 64)) -> ServingModel:
         model = loaded.model
         shape = [None, *loaded.metadata.input.shape]
+        features_model, last = penultimate(model)
 
-        # One graph for every batch size: the signature's None dimension means no retracing.
+        # One graph for every batch size: the signature's None dimension means no retracing. The
+        # features come out of the same pass; the logits are the last layer before its softmax.
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
-        def forward_float(x: tf.Tensor) -> tf.Tensor:
-            return model(x, training=False)
+        def forward_float(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            features = features_model(x, training=False)
+            logits = tf.matmul(features, last.kernel) + last.bias
+            return tf.nn.softmax(logits), logits, features
 
-        serving = cls(loaded=loaded, forward_float=forward_float)
+        rule, statistics = trust_rule(loaded)
+        serving = cls(loaded=loaded, forward_float=forward_float, rule=rule, statistics=statistics)
         for size in warmup_batch_sizes:
-            serving.forward(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
+            serving.answer(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
         return serving
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28) in MNIST polarity -> softmax probabilities (N, 10), float32."""
         batch = to_model_input(images, self.loaded.metadata.input)
-        return self.forward_float(tf.constant(batch)).numpy()
+        return self.forward_float(tf.constant(batch))[0].numpy()
+
+    def answer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28) -> rows (N, 12): the 10 probabilities, the calibrated confidence
+        and the index of the verdict in VERDICTS. One array, so a batch splits by plain slicing."""
+        batch = to_model_input(images, self.loaded.metadata.input)
+        probabilities, logits, features = (t.numpy() for t in self.forward_float(tf.constant(batch)))
+        judgement = judge(images, logits, features, self.rule, self.statistics)
+        return np.column_stack([probabilities, judgement.confidence, judgement.codes]).astype(np.float32)
+
+
+def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
+    """The version's verdict rule; a version published without one gets `UNCALIBRATED`."""
+    metadata: ModelMetadata = loaded.metadata
+    if metadata.trust is None:
+        return UNCALIBRATED, None
+    statistics = None
+    if metadata.trust.method == "mahalanobis":
+        statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
+    return TrustRule.model_validate(
+        metadata.trust.model_dump(include=set(TrustRule.model_fields))
+    ), statistics
 
 
 class ModelHolder:
@@ -74,8 +116,20 @@ class ModelHolder:
 
 @dataclass(frozen=True)
 class BatchResult:
-    probabilities: np.ndarray  # (N, 10)
+    rows: np.ndarray  # (N, 12), as `ServingModel.answer` returns them
     model: ServingModel
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.rows[:, :NUM_CLASSES]
+
+    @property
+    def calibrated_confidence(self) -> np.ndarray:
+        return self.rows[:, NUM_CLASSES]
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return [VERDICTS[int(code)] for code in self.rows[:, NUM_CLASSES + 1]]
 
 
 @dataclass
@@ -159,7 +213,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
-            probabilities = await loop.run_in_executor(self._forward_thread, model.forward, batch)
+            probabilities = await loop.run_in_executor(self._forward_thread, model.answer, batch)
         except Exception:
             if len(jobs) > 1:
                 # One bad job must not fail its neighbours: run each on its own.
@@ -188,8 +242,8 @@ class DirectPredictor:
 
     async def predict(self, images: np.ndarray) -> BatchResult:
         model = self._holder.current
-        probabilities = await asyncio.to_thread(model.forward, images)
-        return BatchResult(probabilities, model)
+        rows = await asyncio.to_thread(model.answer, images)
+        return BatchResult(rows, model)
 
     def close(self, timeout: float = 0.0) -> None:
         pass
