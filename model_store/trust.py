@@ -58,6 +58,9 @@ class Trust(TrustRule):
     ece_after: float = Field(description="the same after temperature scaling")
     table: str = Field(description="markdown: every method on MNIST test and each negative family")
 
+    def rule(self) -> TrustRule:
+        return TrustRule.model_validate(self.model_dump(include=set(TrustRule.model_fields)))
+
 
 # A version published before trust existed: raw softmax (temperature 1), no feature-space detector,
 # only the ink check can say `not_a_digit`, and below 0.9 top probability the answer is `unsure`.
