@@ -108,6 +108,9 @@ def test_training_writes_png_plots_and_lists_files(seed_model: LoadedModel) -> N
         "model": MODEL_FILE,
         "learning_curves": LEARNING_CURVES_FILE,
         "confusion_matrix": CONFUSION_MATRIX_FILE,
+        "reliability_diagram": "reliability_diagram.png",
+        "trust_statistics": "trust.npz",
+        "trust_table": "trust.md",
     }
     for name in seed_model.metadata.files.values():
         assert (seed_model.path / name).is_file()
