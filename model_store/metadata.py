@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from model_store.preprocessing import NUM_CLASSES, InputSpec
+from model_store.trust import Trust
 
 METADATA_FILE = "metadata.json"
 MODEL_FILE = "model.keras"
@@ -47,3 +48,6 @@ class ModelMetadata(BaseModel):
     training: TrainingRecord
     library_versions: dict[str, str]
     files: dict[str, str] = Field(description="role -> file name inside the version folder")
+    trust: Trust | None = Field(
+        None, description="calibration and verdict thresholds; absent in versions published before them"
+    )

@@ -40,7 +40,9 @@ training_images = _checked(
     int, lambda v: 1 <= v <= TRAIN_IMAGES, f"a number of images from 1 to {TRAIN_IMAGES}"
 )
 positive_float = _checked(float, lambda v: v > 0, "a number above 0")
-fraction = _checked(float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1")
+holdout_images = _checked(
+    int, lambda v: 0 <= v < TRAIN_IMAGES, f"a number of images from 0 to {TRAIN_IMAGES - 1}"
+)
 
 
 def model_name(text: str) -> str:
@@ -68,7 +70,11 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--learning-rate", type=positive_float)
-    parser.add_argument("--validation-split", type=fraction, help="fraction of training data held out")
+    parser.add_argument(
+        "--holdout",
+        type=holdout_images,
+        help="training images held out, never trained on: validation, calibration, thresholds (default 5000)",
+    )
     parser.add_argument("--seed", type=seed_int, help="random seed; the same seed gives the same run")
     parser.add_argument("--limit", type=training_images, help="train on a random subset of this many images")
     parser.add_argument(

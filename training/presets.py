@@ -18,7 +18,9 @@ class Hyperparameters:
     epochs: int
     batch_size: int
     learning_rate: float
-    validation_split: float = 0.0
+    # Training images set aside before anything else (seeded), never trained on: validation curves,
+    # then calibration and the trust thresholds at publish time.
+    holdout: int = 5000
     seed: int = 42
 
 

@@ -22,14 +22,16 @@ from model_store.metadata import (
     ModelMetadata,
     TrainingRecord,
 )
-from model_store.mnist_data import MNIST_FILES, load_split
+from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import one_line_errors
 from model_store.store import ModelStore
+from model_store.trust import RELIABILITY_DIAGRAM_FILE, TRUST_STATISTICS_FILE, TRUST_TABLE_FILE
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
+from training.trust import compute_trust
 
 log = logging.getLogger("training")
 
@@ -48,12 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     import keras  # only now: --help, a bad argument and --download-only never load TensorFlow
 
     keras.utils.set_random_seed(hp.seed)
-    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
-    order = np.random.default_rng(hp.seed).permutation(len(train.labels))[: args.limit]
-    x_all, y_all = to_model_input(train.images[order]), train.labels[order]
-    n_val = int(len(y_all) * hp.validation_split)
-    x_train, y_train = x_all[n_val:], y_all[n_val:]
-    validation = (x_all[:n_val], y_all[:n_val]) if n_val else None
+    test = load_split(args.data_dir, "test")
+    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
+    x_train, y_train = to_model_input(trained_on.images), trained_on.labels
+    validation = (to_model_input(held_out.images), held_out.labels) if hp.holdout else None
     x_test = to_model_input(test.images)
 
     # Build and train.
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         hyperparameters=dataclasses.asdict(hp) | {"limit": args.limit},
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         train_samples=len(y_train),
-        validation_samples=n_val,
+        validation_samples=hp.holdout,
         train_seconds=round(train_seconds, 2),
         evaluate_seconds=round(evaluate_seconds, 2),
         data_sha256={spec.name: spec.sha256 for spec in MNIST_FILES.values()},
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             # TF Serving, Triton and KServe read saved_model.pb from the version folder itself.
             model.export(str(folder), format="tf_saved_model", verbose=False)
             files["savedmodel"] = SAVED_MODEL_FILE
+        trust = None
+        if hp.holdout:
+            trust = compute_trust(model, held_out, trained_on, test, folder)
+            files |= trust_files()
         return ModelMetadata(
             name=args.name,
             version=version,
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             training=record,
             library_versions=library_versions(),
             files=files,
+            trust=trust,
         )
 
     store = ModelStore(args.store, args.name)
@@ -119,6 +124,26 @@ def main(argv: list[str] | None = None) -> int:
         f"trained in {train_seconds:.0f} s; published {store.version_path(version)}"
     )
     return 0
+
+
+def held_out_split(
+    train: MnistSplit, holdout: int, seed: int, limit: int | None
+) -> tuple[MnistSplit, MnistSplit]:
+    """(held out, trained on): the held-out images come first in a seeded shuffle of all 60,000,
+    so --limit never reaches them and they are never trained on."""
+    order = np.random.default_rng(seed).permutation(len(train.labels))
+    held, used = order[:holdout], order[holdout:][:limit]
+    return MnistSplit(train.images[held], train.labels[held]), MnistSplit(
+        train.images[used], train.labels[used]
+    )
+
+
+def trust_files() -> dict[str, str]:
+    return {
+        "reliability_diagram": RELIABILITY_DIAGRAM_FILE,
+        "trust_statistics": TRUST_STATISTICS_FILE,
+        "trust_table": TRUST_TABLE_FILE,
+    }
 
 
 def library_versions() -> dict[str, str]:

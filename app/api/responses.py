@@ -10,7 +10,7 @@ from PIL import Image
 
 from app.api.schemas import ModelRef, Normalisation, Policy, Scores
 from app.inputs.imaging import Normalised
-from app.serving.inference import ServingModel
+from app.serving.inference import BatchResult, ServingModel
 from app.serving.reload import ServingPolicy
 
 
@@ -24,10 +24,17 @@ def policy_of(policy: ServingPolicy) -> Policy:
     )
 
 
-def scores(probabilities: np.ndarray) -> Scores:
-    values = probabilities.tolist()
-    best = int(np.argmax(probabilities))
-    return Scores(prediction=best, confidence=values[best], probabilities=values)
+def scores(result: BatchResult, index: int) -> Scores:
+    """The answer for image `index` of a batch: argmax, probabilities, verdict."""
+    values = result.probabilities[index].tolist()
+    best = int(np.argmax(values))
+    return Scores(
+        prediction=best,
+        confidence=values[best],
+        probabilities=values,
+        verdict=result.verdicts[index],
+        calibrated_confidence=float(result.calibrated_confidence[index]),
+    )
 
 
 def png_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:

@@ -8,6 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from model_store.metadata import ModelMetadata
+from model_store.trust import Verdict
+
+VERDICT_TEXT = (
+    "`digit`: trust the prediction; `unsure`: a digit, but the calibrated confidence is low; "
+    "`not_a_digit`: blank, too much ink, or unlike the digits the model was trained on. "
+    "The prediction and probabilities are the model's, unchanged, whatever the verdict"
+)
 
 
 class ErrorBody(BaseModel):
@@ -25,6 +32,11 @@ class Scores(BaseModel):
     probabilities: list[float] = Field(
         description="softmax output for the digits 0-9, summing to 1",
         examples=[[0.0, 0.0, 0.0001, 0.0031, 0.0, 0.0002, 0.0, 0.0, 0.9964, 0.0001]],
+    )
+    verdict: Verdict = Field(description=VERDICT_TEXT, examples=["digit"])
+    calibrated_confidence: float = Field(
+        description="top probability after the version's temperature scaling (1 if it has none)",
+        examples=[0.9981],
     )
 
 
@@ -56,6 +68,8 @@ class BatchPrediction(BaseModel):
     predictions: list[int] = Field(description="argmax per image, in request order", examples=[[7, 2]])
     confidences: list[float] = Field(description="probability of each predicted digit")
     probabilities: list[list[float]] = Field(description="softmax output per image, shape (count, 10)")
+    verdicts: list[Verdict] = Field(description=VERDICT_TEXT, examples=[["digit", "not_a_digit"]])
+    calibrated_confidences: list[float] = Field(description="calibrated top probability per image")
     inputs: list[BatchInput] | None = Field(
         None, description="per-file normalisation, for multipart uploads (absent for arrays)"
     )

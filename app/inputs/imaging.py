@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model_store.preprocessing import IMAGE_SIDE
+from model_store.preprocessing import IMAGE_SIDE, fit_and_centre
 
-DIGIT_BOX = 20
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 ORIENTATION = 0x0112  # the EXIF tag
-# A pixel darker than this fraction of the brightest one is background when cropping.
-INK_THRESHOLD = 0.1
 # File signatures, to tell a damaged image from something that is not an image at all.
 SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -133,38 +130,6 @@ def remove_background(pixels: np.ndarray, background: float, steps: list[str]) -
         steps.append("background_removed")
         return np.clip(pixels - background, 0, None) * (255.0 / (peak - background))
     return pixels
-
-
-def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
-    """Crop to the digit, fit it into 20x20 keeping the aspect ratio, centre its mass in 28x28."""
-    ink = pixels > INK_THRESHOLD * pixels.max()
-    if not ink.any():
-        steps.append("blank")
-        return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
-    rows, cols = np.nonzero(ink)
-    digit = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    height, width = digit.shape
-    scale = DIGIT_BOX / max(height, width)
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(digit.astype(np.float32), mode="F").resize(new_size, Image.Resampling.LANCZOS)
-    box = np.clip(np.asarray(resized), 0, 255)
-    steps += ["cropped", "scaled_to_20x20"]
-
-    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
-    top, left = (IMAGE_SIDE - box.shape[0]) // 2, (IMAGE_SIDE - box.shape[1]) // 2
-    canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
-    total = canvas.sum()
-    if total > 0:
-        grid_y, grid_x = np.indices(canvas.shape)
-        centre = (IMAGE_SIDE - 1) / 2
-        shift_y = round(centre - float((grid_y * canvas).sum() / total))
-        shift_x = round(centre - float((grid_x * canvas).sum() / total))
-        # The box sits in a 4-pixel margin, so a small shift never cuts the digit.
-        shift_y = int(np.clip(shift_y, -top, IMAGE_SIDE - top - box.shape[0]))
-        shift_x = int(np.clip(shift_x, -left, IMAGE_SIDE - left - box.shape[1]))
-        canvas = np.roll(canvas, (shift_y, shift_x), axis=(0, 1))
-    steps.append("centred_by_mass")
-    return canvas
 
 
 def border_level(pixels: np.ndarray) -> float:

@@ -19,8 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from model_store.metadata import ModelMetadata
 from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES, to_model_input
 from model_store.store import LoadedModel
+from model_store.trust import (
+    TRUST_STATISTICS_FILE,
+    UNCALIBRATED,
+    VERDICTS,
+    ClassStatistics,
+    TrustRule,
+    Verdict,
+    judge,
+    penultimate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +40,17 @@ class OverloadedError(Exception):
     """The queue is full; the caller should retry later (503 with Retry-After)."""
 
 
+Forward = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+
+
 @dataclass(frozen=True)
 class ServingModel:
-    """A loaded store version with its compiled forward pass."""
+    """A loaded store version with its compiled forward pass and the rule for its verdicts."""
 
     loaded: LoadedModel
-    forward_float: Callable[[tf.Tensor], tf.Tensor]
+    forward_float: Forward  # model input -> (probabilities, logits, penultimate features)
+    rule: TrustRule
+    statistics: ClassStatistics | None
 
     @property
     def name(self) -> str:
@@ -48,21 +64,47 @@ class ServingModel:
     def compile(cls, loaded: LoadedModel, warmup_batch_sizes: tuple[int, ...] = (1, 64)) -> ServingModel:
         model = loaded.model
         shape = [None, *loaded.metadata.input.shape]
+        features_model, last = penultimate(model)
 
-        # One graph for every batch size: the signature's None dimension means no retracing.
+        # One graph for every batch size: the signature's None dimension means no retracing. The
+        # features come out of the same pass; the logits are the last layer before its softmax.
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
-        def forward_float(x: tf.Tensor) -> tf.Tensor:
-            return model(x, training=False)
+        def forward_float(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            features = features_model(x, training=False)
+            logits = tf.matmul(features, last.kernel) + last.bias
+            return tf.nn.softmax(logits), logits, features
 
-        serving = cls(loaded=loaded, forward_float=forward_float)
+        rule, statistics = trust_rule(loaded)
+        serving = cls(loaded=loaded, forward_float=forward_float, rule=rule, statistics=statistics)
         for size in warmup_batch_sizes:
-            serving.forward(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
+            serving.answer(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
         return serving
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28) in MNIST polarity -> softmax probabilities (N, 10), float32."""
         batch = to_model_input(images, self.loaded.metadata.input)
-        return self.forward_float(tf.constant(batch)).numpy()
+        return self.forward_float(tf.constant(batch))[0].numpy()
+
+    def answer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28) -> rows (N, 12): the 10 probabilities, the calibrated confidence
+        and the index of the verdict in VERDICTS. One array, so a batch splits by plain slicing."""
+        batch = to_model_input(images, self.loaded.metadata.input)
+        probabilities, logits, features = (t.numpy() for t in self.forward_float(tf.constant(batch)))
+        judgement = judge(images, logits, features, self.rule, self.statistics)
+        return np.column_stack([probabilities, judgement.confidence, judgement.codes]).astype(np.float32)
+
+
+def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
+    """The version's verdict rule; a version published without one gets `UNCALIBRATED`."""
+    metadata: ModelMetadata = loaded.metadata
+    if metadata.trust is None:
+        return UNCALIBRATED, None
+    statistics = None
+    if metadata.trust.method == "mahalanobis":
+        statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
+    return TrustRule.model_validate(
+        metadata.trust.model_dump(include=set(TrustRule.model_fields))
+    ), statistics
 
 
 class ModelHolder:
@@ -75,8 +117,20 @@ class ModelHolder:
 
 @dataclass(frozen=True)
 class BatchResult:
-    probabilities: np.ndarray  # (N, 10)
+    rows: np.ndarray  # (N, 12), as `ServingModel.answer` returns them
     model: ServingModel
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.rows[:, :NUM_CLASSES]
+
+    @property
+    def calibrated_confidence(self) -> np.ndarray:
+        return self.rows[:, NUM_CLASSES]
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return [VERDICTS[int(code)] for code in self.rows[:, NUM_CLASSES + 1]]
 
 
 @dataclass(eq=False)
@@ -90,22 +144,22 @@ class _Job:
     enqueued: float
     dispatched: int = 0  # images handed to forward passes so far
     completed: int = 0
-    probabilities: np.ndarray | None = None
+    rows: np.ndarray | None = None  # what `ServingModel.answer` gives, filled slice by slice
 
     @property
     def pending(self) -> int:
         return len(self.images) - self.dispatched
 
-    def fill(self, start: int, probabilities: np.ndarray) -> None:
-        if len(probabilities) == len(self.images):
-            self.probabilities = probabilities  # the whole job in one pass: no copy
+    def fill(self, start: int, rows: np.ndarray) -> None:
+        if len(rows) == len(self.images):
+            self.rows = rows  # the whole job in one pass: no copy
         else:
-            if self.probabilities is None:
-                self.probabilities = np.empty((len(self.images), probabilities.shape[1]), np.float32)
-            self.probabilities[start : start + len(probabilities)] = probabilities
-        self.completed += len(probabilities)
+            if self.rows is None:
+                self.rows = np.empty((len(self.images), rows.shape[1]), rows.dtype)
+            self.rows[start : start + len(rows)] = rows
+        self.completed += len(rows)
         if self.completed == len(self.images) and not self.future.done():  # the client may be gone
-            self.future.set_result(BatchResult(self.probabilities, self.model))
+            self.future.set_result(BatchResult(self.rows, self.model))
 
 
 @dataclass(frozen=True)
@@ -169,7 +223,7 @@ class Batcher:
             raise OverloadedError(f"{self._queued_images} images are already queued")
         loop = asyncio.get_running_loop()
         if not len(images):
-            return BatchResult(np.empty((0, NUM_CLASSES), np.float32), self._holder.current)
+            return BatchResult(np.empty((0, NUM_CLASSES + 2), np.float32), self._holder.current)
         if self._task is None:
             self._task = loop.create_task(self._run(), name="batcher")
         job = _Job(images, self._holder.current, loop.create_future(), time.perf_counter())
@@ -244,7 +298,7 @@ class Batcher:
         try:
             parts = [piece.images for piece in slices]
             batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            probabilities = await loop.run_in_executor(self._forward_thread, model.forward, batch)
+            rows = await loop.run_in_executor(self._forward_thread, model.answer, batch)
         except Exception:
             if len(slices) > 1:
                 # One bad job must not fail its neighbours: run each on its own.
@@ -260,11 +314,11 @@ class Batcher:
                 job.future.set_exception(RuntimeError("the model failed on this input"))
             return
         if self._observer is not None:
-            self._observer(len(probabilities), started - min(piece.job.enqueued for piece in slices))
+            self._observer(len(rows), started - min(piece.job.enqueued for piece in slices))
         offset = 0
         for piece in slices:
             size = piece.stop - piece.start
-            piece.job.fill(piece.start, probabilities[offset : offset + size])
+            piece.job.fill(piece.start, rows[offset : offset + size])
             offset += size
 
 
@@ -278,12 +332,12 @@ class DirectPredictor:
 
     async def predict(self, images: np.ndarray) -> BatchResult:
         model = self._holder.current
-        probabilities = await asyncio.to_thread(self._forward_in_slices, model, images)
-        return BatchResult(probabilities, model)
+        rows = await asyncio.to_thread(self._answer_in_slices, model, images)
+        return BatchResult(rows, model)
 
-    def _forward_in_slices(self, model: ServingModel, images: np.ndarray) -> np.ndarray:
+    def _answer_in_slices(self, model: ServingModel, images: np.ndarray) -> np.ndarray:
         step = self._max_batch
-        return np.concatenate([model.forward(images[i : i + step]) for i in range(0, len(images), step)])
+        return np.concatenate([model.answer(images[i : i + step]) for i in range(0, len(images), step)])
 
     def close(self) -> None:
         pass

@@ -264,7 +264,13 @@
   function showPrediction(answer, source) {
     prediction.textContent = String(answer.prediction);
     prediction.dataset.source = source;
-    confidence.textContent = `It's a ${answer.prediction}: ${percent(answer.confidence)} sure.`;
+    const verdict = {
+      digit: `It's a ${answer.prediction}: ${percent(answer.calibrated_confidence)} sure.`,
+      unsure: `Maybe a ${answer.prediction}, but not sure (${percent(answer.calibrated_confidence)}).`,
+      not_a_digit: `This does not look like a digit (the network's best guess: ${answer.prediction}).`,
+    };
+    confidence.textContent = verdict[answer.verdict] ?? verdict.digit;
+    confidence.dataset.verdict = answer.verdict ?? "";
     setBars(bars, answer.probabilities);
     const image = answer.normalisation?.image_png;
     seenFigure.hidden = !image;
@@ -378,6 +384,7 @@
   const PLOT_TEXT = {
     learning_curves: ["Learning curves", "Loss and accuracy per training epoch"],
     confusion_matrix: ["Confusion matrix", "True digits (rows) against predicted digits (columns) on the test set"],
+    reliability_diagram: ["Reliability diagram", "Accuracy against confidence on the test set, before and after temperature scaling"],
   };
   let modelVersion = null;
 

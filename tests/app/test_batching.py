@@ -35,14 +35,14 @@ class GatedModel:
         self.batches: list[np.ndarray] = []
         self.name, self.version = real.name, real.version
 
-    def forward(self, images: np.ndarray) -> np.ndarray:
+    def answer(self, images: np.ndarray) -> np.ndarray:
         self.entered.release()
         self.gate.wait(30)
         self.batch_sizes.append(len(images))
         self.batches.append(images)
         if (images == 255).all(axis=(1, 2)).any():
             raise ValueError("poisoned input")
-        return self.real.forward(images)
+        return self.real.answer(images)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -109,6 +109,9 @@ def test_training_writes_png_plots_and_lists_files(seed_model: LoadedModel) -> N
         "model": MODEL_FILE,
         "learning_curves": LEARNING_CURVES_FILE,
         "confusion_matrix": CONFUSION_MATRIX_FILE,
+        "reliability_diagram": "reliability_diagram.png",
+        "trust_statistics": "trust.npz",
+        "trust_table": "trust.md",
     }
     for name in seed_model.metadata.files.values():
         assert (seed_model.path / name).is_file()
@@ -125,12 +128,13 @@ def test_training_records_history_hyperparameters_and_data(seed_metadata: ModelM
         "epochs": 2,
         "batch_size": 100,
         "learning_rate": 0.01,
-        "validation_split": 0.0,
+        "holdout": 5000,
         "seed": 1,
         "limit": 6000,
     }
     assert record.train_samples == 6000
-    assert record.validation_samples == 0
+    assert record.validation_samples == 5000
+    assert len(record.history["val_loss"]) == 2
     assert record.data_sha256 == README_SHA256
     assert seed_metadata.input == DEFAULT_INPUT_SPEC
     assert {"python", "keras", "tensorflow", "numpy"} <= seed_metadata.library_versions.keys()
@@ -224,14 +228,14 @@ def test_hyperparameters_from_applies_every_override() -> None:
             "64",
             "--learning-rate",
             "0.5",
-            "--validation-split",
-            "0.2",
+            "--holdout",
+            "1000",
             "--seed",
             "9",
         ]
     )
     assert hyperparameters_from(args) == Hyperparameters(
-        epochs=3, batch_size=64, learning_rate=0.5, validation_split=0.2, seed=9
+        epochs=3, batch_size=64, learning_rate=0.5, holdout=1000, seed=9
     )
 
 
@@ -239,18 +243,18 @@ def test_hyperparameters_from_keeps_unset_fields_at_preset_defaults() -> None:
     defaults = PRESETS["cnn"].defaults
     hp = hyperparameters_from(parse_args(["--preset", "cnn", "--epochs", "4"]))
     assert hp.epochs == 4
-    assert (hp.batch_size, hp.learning_rate, hp.validation_split, hp.seed) == (
+    assert (hp.batch_size, hp.learning_rate, hp.holdout, hp.seed) == (
         defaults.batch_size,
         defaults.learning_rate,
-        defaults.validation_split,
+        defaults.holdout,
         defaults.seed,
     )
 
 
 def test_hyperparameters_from_keeps_explicit_zero_overrides() -> None:
-    hp = hyperparameters_from(parse_args(["--preset", "cnn", "--seed", "0", "--validation-split", "0"]))
+    hp = hyperparameters_from(parse_args(["--preset", "cnn", "--seed", "0", "--holdout", "0"]))
     assert hp.seed == 0
-    assert hp.validation_split == 0.0
+    assert hp.holdout == 0
 
 
 def test_download_only_stops_before_training(tmp_path: Path, mnist_dir: Path) -> None:

@@ -64,7 +64,7 @@ async def predict(
     digit = await prepare_digit(data, settings.max_image_pixels)
     result = await predictor.predict(digit.pixels[np.newaxis])
     return Prediction(
-        **scores(result.probabilities[0]).model_dump(),
+        **scores(result, 0).model_dump(),
         model=model_ref(result.model),
         normalisation=describe_normalisation(digit, include_image),
     )
@@ -122,5 +122,7 @@ async def predict_batch(
         predictions=predictions.tolist(),
         confidences=probabilities[np.arange(len(images)), predictions].tolist(),
         probabilities=probabilities.tolist(),
+        verdicts=result.verdicts,
+        calibrated_confidences=result.calibrated_confidence.tolist(),
         inputs=inputs,
     )

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Response
 from app.api.deps import PredictorDep, SettingsDep, StateDep, TestSetDep
 from app.api.errors import ApiError
 from app.api.responses import model_ref, png_bytes, scores
-from app.api.schemas import ErrorBody, ModelRef, RandomSamples, TestAccuracy, TestSample
+from app.api.schemas import ErrorBody, RandomSamples, TestAccuracy, TestSample
+from app.serving.inference import BatchResult
 from model_store.mnist_data import MnistSplit
 
 router = APIRouter(
@@ -28,18 +29,16 @@ def check_index(index: int, test_set: MnistSplit) -> int:
     return index
 
 
-def samples(
-    indices: np.ndarray, probabilities: np.ndarray, test_set: MnistSplit, model: ModelRef
-) -> list[TestSample]:
+def samples(indices: np.ndarray, result: BatchResult, test_set: MnistSplit) -> list[TestSample]:
     return [
         TestSample(
             index=int(index),
             label=int(test_set.labels[index]),
-            correct=bool(probs.argmax() == test_set.labels[index]),
-            model=model,
-            **scores(probs).model_dump(),
+            correct=bool(result.probabilities[i].argmax() == test_set.labels[index]),
+            model=model_ref(result.model),
+            **scores(result, i).model_dump(),
         )
-        for index, probs in zip(indices, probabilities, strict=True)
+        for i, index in enumerate(indices)
     ]
 
 
@@ -60,7 +59,7 @@ async def random_samples(
         raise ApiError(413, f"count {count} is over the limit of {settings.max_random_count}")
     indices = np.random.default_rng(seed).choice(len(test_set.labels), size=count, replace=False)
     result = await predictor.predict(test_set.images[indices])
-    items = samples(indices, result.probabilities, test_set, model_ref(result.model))
+    items = samples(indices, result, test_set)
     return RandomSamples(
         model=model_ref(result.model), count=count, correct=sum(s.correct for s in items), samples=items
     )
@@ -90,7 +89,7 @@ async def test_sample(index: int, test_set: TestSetDep, predictor: PredictorDep)
     """Predict test image `index` (0-9999) and compare with its true label."""
     check_index(index, test_set)
     result = await predictor.predict(test_set.images[index : index + 1])
-    return samples(np.array([index]), result.probabilities, test_set, model_ref(result.model))[0]
+    return samples(np.array([index]), result, test_set)[0]
 
 
 @router.get(
