@@ -45,6 +45,9 @@ class Settings(StoreSettings):
     # Threads TensorFlow may use per worker; 0 lets it decide.
     tf_threads: int = Field(0, ge=0)
 
+    # Explanations (integrated gradients) computed at once; more get 503 at once, not a queue.
+    explain_concurrency: int = Field(1, ge=1)
+
     # Follow the store: seconds between looks for a newer version (0 = never; ignored when pinned).
     reload_poll_seconds: float = Field(10.0, ge=0.0)
     # Bearer token for /admin routes; unset means the admin routes are disabled.

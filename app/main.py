@@ -17,13 +17,14 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, health, model, ops, predict, testset, v2
+from app.api.routes import admin, health, model, ops, predict, testset, v1, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.operations.body_limit import BodySizeLimit
 from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.request_observer import RequestObserver
+from app.serving.explain import ExplainService
 from app.serving.inference import Batcher, DirectPredictor, ModelHolder
 from app.serving.reload import ModelManager, load_serving_model, serving_policy
 from app.serving.state import Predictor, ServiceState
@@ -79,7 +80,8 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         serving.loaded.path,
         os.getpid(),
     )
-    return ServiceState(settings, holder, predictor, manager, metrics, test_set, test_set_error)
+    explainer = ExplainService(settings.explain_concurrency)
+    return ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await polling
         state.predictor.close()
+        state.explainer.close()
 
     app = FastAPI(
         title="mnist-serve",
@@ -118,7 +121,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestObserver, metrics=metrics)
-    for router in (predict.router, testset.router, model.router, health.router, ops.router, v2.router):
+    for router in (
+        predict.router,
+        testset.router,
+        model.router,
+        health.router,
+        ops.router,
+        v1.router,
+        v2.router,
+    ):
         app.include_router(router)
     if settings.admin_token is not None:
         app.include_router(admin.router)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import keras
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import keras
 
 Verdict = Literal["digit", "unsure", "not_a_digit"]
 VERDICTS: tuple[Verdict, ...] = ("digit", "unsure", "not_a_digit")
@@ -163,5 +165,7 @@ def judge(
 
 def penultimate(model: keras.Model) -> tuple[keras.Model, keras.layers.Layer]:
     """A model giving the last layer's input (the features), and that last (dense softmax) layer."""
+    import keras  # deferred: reading metadata must not load TensorFlow
+
     last = model.layers[-1]
     return keras.Model(model.inputs[0], last.input), last

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 
 from app.api.errors import ApiError
 from app.config import Settings
-from app.serving.inference import BatchResult, OverloadedError
+from app.serving.explain import ExplainBusyError, Explanation
+from app.serving.inference import BatchResult, OverloadedError, ServingModel
 from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit
 
@@ -46,6 +47,17 @@ class RequestPredictor:
         self._request.state.model_version = result.model.version
         self._state.metrics.count_predictions(result.probabilities.argmax(axis=1))
         return result
+
+    async def explain(self, images: np.ndarray, model: ServingModel) -> list[Explanation]:
+        """Attribution maps from `model` (the version that answered); 503 while explain is busy."""
+        try:
+            return await self._state.explainer.explain(model, images)
+        except ExplainBusyError as exc:
+            raise ApiError(
+                503,
+                "explanations are busy; retry shortly (plain predictions are not affected)",
+                {"Retry-After": "1"},
+            ) from exc
 
 
 async def get_request_predictor(state: StateDep, request: Request) -> RequestPredictor:

@@ -8,8 +8,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from app.api.schemas import ModelRef, Normalisation, Policy, Scores
+from app.api.schemas import Explanation, ModelRef, Normalisation, Policy, Scores
 from app.inputs.imaging import Normalised
+from app.serving import explain
 from app.serving.inference import BatchResult, ServingModel
 from app.serving.reload import ServingPolicy
 
@@ -52,4 +53,32 @@ def describe_normalisation(digit: Normalised, include_image: bool) -> Normalisat
         original_mode=digit.original_mode,
         steps=digit.steps,
         image_png=base64.b64encode(png_bytes(digit.pixels)).decode() if include_image else None,
+    )
+
+
+OVERLAY_SCALE = 8
+
+
+def overlay_png(pixels: np.ndarray, attributions: np.ndarray) -> bytes:
+    """The digit in grey with the map over it: red where a pixel argued for the digit, blue against."""
+    strength = attributions / (np.abs(attributions).max() or 1.0)
+    grey = pixels.astype(np.float32) / 255 * 0.6
+    rgb = np.stack([grey, grey, grey], axis=-1)
+    red, blue = np.clip(strength, 0, 1)[..., None], np.clip(-strength, 0, 1)[..., None]
+    rgb = rgb * (1 - red - blue) + red * np.array([1.0, 0.15, 0.1]) + blue * np.array([0.1, 0.35, 1.0])
+    image = Image.fromarray(np.uint8(np.clip(rgb, 0, 1) * 255), mode="RGB")
+    side = image.width * OVERLAY_SCALE
+    buffer = io.BytesIO()
+    image.resize((side, side), Image.Resampling.NEAREST).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def describe_explanation(pixels: np.ndarray, found: explain.Explanation, steps: int) -> Explanation:
+    return Explanation(
+        steps=steps,
+        digit=found.digit,
+        runner_up=found.runner_up,
+        runner_up_probability=float(found.probabilities[found.runner_up]),
+        attributions=np.round(found.attributions, 6).tolist(),
+        overlay_png=base64.b64encode(overlay_png(pixels, found.attributions)).decode(),
     )

@@ -11,6 +11,7 @@ import numpy as np
 
 from app.config import Settings
 from app.operations.metrics import Metrics
+from app.serving.explain import ExplainService
 from app.serving.inference import BatchResult, ModelHolder
 from app.serving.reload import ModelManager
 from model_store.mnist_data import MnistSplit
@@ -29,6 +30,7 @@ class ServiceState:
     predictor: Predictor
     manager: ModelManager
     metrics: Metrics
+    explainer: ExplainService
     test_set: MnistSplit | None
     test_set_error: str | None = None
     accuracy_runs: AccuracyRuns = field(default_factory=lambda: AccuracyRuns())

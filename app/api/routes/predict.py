@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, Request
 
 from app.api.deps import PredictorDep, SettingsDep
 from app.api.errors import ApiError
-from app.api.responses import describe_normalisation, model_ref, scores
+from app.api.responses import describe_explanation, describe_normalisation, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
 from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
 from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
+from app.serving.explain import STEPS
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
@@ -49,11 +50,22 @@ def _upload_body(multiple: bool) -> dict[str, Any]:
 IncludeImage = Annotated[
     bool, Query(description="also return the normalised 28x28 image the model saw, as base64 PNG")
 ]
+Explain = Annotated[
+    bool,
+    Query(
+        description="also explain the answer: a 28x28 attribution map (integrated gradients) and an "
+        "overlay PNG; costs about 30 forward passes, at most MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)"
+    ),
+]
 
 
 @router.post("", response_model=Prediction, responses=ERRORS, openapi_extra=_upload_body(multiple=False))
 async def predict(
-    request: Request, predictor: PredictorDep, settings: SettingsDep, include_image: IncludeImage = False
+    request: Request,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    include_image: IncludeImage = False,
+    explain: Explain = False,
 ) -> Prediction:
     """Classify one digit image, sent as multipart field `file` or as the raw body.
 
@@ -63,10 +75,15 @@ async def predict(
     data, _ = await read_single_image(request)
     digit = await prepare_digit(data, settings.max_image_pixels)
     result = await predictor.predict(digit.pixels[np.newaxis])
+    explanation = None
+    if explain:
+        found = await predictor.explain(digit.pixels[np.newaxis], result.model)
+        explanation = describe_explanation(digit.pixels, found[0], STEPS)
     return Prediction(
         **scores(result, 0).model_dump(),
         model=model_ref(result.model),
         normalisation=describe_normalisation(digit, include_image),
+        explanation=explanation,
     )
 
 
