@@ -8,6 +8,7 @@ followed by the raw tensors.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,12 @@ from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES
 INPUT_NAME = "images"
 PROBABILITIES = "probabilities"
 DIGIT = "digit"
+VERDICT = "verdict"
 HEADER_LENGTH = "inference-header-content-length"
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
 INPUT_SHAPES = ([PIXELS], [IMAGE_SIDE, IMAGE_SIDE], [IMAGE_SIDE, IMAGE_SIDE, 1])
 DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
-OUTPUT_DTYPES = {PROBABILITIES: ("FP32", np.dtype("<f4")), DIGIT: ("INT64", np.dtype("<i8"))}
+OUTPUT_DTYPES = {PROBABILITIES: "FP32", DIGIT: "INT64", VERDICT: "BYTES"}
 
 
 class InferError(ValueError):
@@ -59,6 +61,7 @@ def tensor_metadata() -> dict[str, list[dict[str, Any]]]:
         "outputs": [
             {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, NUM_CLASSES]},
             {"name": DIGIT, "datatype": "INT64", "shape": [-1]},
+            {"name": VERDICT, "datatype": "BYTES", "shape": [-1]},
         ],
     }
 
@@ -116,11 +119,21 @@ def parse_infer_request(
     return request, values.reshape(shape[0], IMAGE_SIDE, IMAGE_SIDE)
 
 
+def _bytes_tensor(values: Sequence[str]) -> bytes:
+    """Triton's binary BYTES layout: each element as a 4-byte little-endian length, then its bytes."""
+    encoded = [value.encode() for value in values]
+    return b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
+
+
 def build_infer_response(
-    request: InferRequest, model_name: str, version: int, probabilities: np.ndarray
+    request: InferRequest, model_name: str, version: int, probabilities: np.ndarray, verdicts: Sequence[str]
 ) -> tuple[bytes, dict[str, str]]:
     """Response body and headers; outputs asked for with binary_data come as raw bytes."""
-    tensors = {PROBABILITIES: probabilities.astype("<f4"), DIGIT: probabilities.argmax(axis=1).astype("<i8")}
+    tensors: dict[str, np.ndarray | Sequence[str]] = {
+        PROBABILITIES: probabilities.astype("<f4"),
+        DIGIT: probabilities.argmax(axis=1).astype("<i8"),
+        VERDICT: verdicts,
+    }
     all_binary = bool(request.parameters.get("binary_data_output"))
     wanted = request.outputs or [
         RequestedOutput(name=name, parameters={"binary_data": all_binary}) for name in tensors
@@ -129,18 +142,15 @@ def build_infer_response(
     for output in wanted:
         if output.name not in tensors:
             raise InferError(f"unknown output '{output.name}'; outputs are {sorted(tensors)}")
-        array = tensors[output.name]
-        entry: dict[str, Any] = {
-            "name": output.name,
-            "datatype": OUTPUT_DTYPES[output.name][0],
-            "shape": list(array.shape),
-        }
+        tensor = tensors[output.name]
+        shape = list(tensor.shape) if isinstance(tensor, np.ndarray) else [len(tensor)]
+        entry: dict[str, Any] = {"name": output.name, "datatype": OUTPUT_DTYPES[output.name], "shape": shape}
         if output.parameters.get("binary_data"):
-            raw = array.tobytes()
+            raw = tensor.tobytes() if isinstance(tensor, np.ndarray) else _bytes_tensor(tensor)
             entry["parameters"] = {"binary_data_size": len(raw)}
             binary_parts.append(raw)
         else:
-            entry["data"] = array.reshape(-1).tolist()
+            entry["data"] = tensor.reshape(-1).tolist() if isinstance(tensor, np.ndarray) else list(tensor)
         outputs.append(entry)
     body: dict[str, Any] = {"model_name": model_name, "model_version": str(version), "outputs": outputs}
     if request.id is not None:

@@ -81,7 +81,7 @@ def test_binary_outputs_follow_the_json_header() -> None:
         max_images=1,
     )
     probabilities = np.eye(10, dtype=np.float32)[[3]]
-    body, headers = build_infer_response(request, "mnist", 4, probabilities)
+    body, headers = build_infer_response(request, "mnist", 4, probabilities, ["digit"])
     length = int(headers["inference-header-content-length"])
     header = json.loads(body[:length])
     assert header["model_version"] == "4"
@@ -99,7 +99,11 @@ def test_v2_server_and_model_metadata(client: TestClient) -> None:
         body = client.get(path).json()
         assert body["versions"] == ["1"]
         assert body["inputs"][0]["shape"] == [-1, 28, 28, 1]
-        assert {o["name"]: o["shape"] for o in body["outputs"]} == {"probabilities": [-1, 10], "digit": [-1]}
+        assert {o["name"]: o["shape"] for o in body["outputs"]} == {
+            "probabilities": [-1, 10],
+            "digit": [-1],
+            "verdict": [-1],
+        }
     assert client.get("/v2/models/mnist/ready").status_code == 200
 
 
@@ -130,6 +134,8 @@ def test_v2_infer_matches_test_route(client: TestClient, test_split: MnistSplit)
         reference = client.get(f"/test/{index}").json()
         np.testing.assert_allclose(probabilities[row], reference["probabilities"], atol=1e-6)
         assert outputs["digit"]["data"][row] == reference["prediction"]
+        assert outputs["verdict"]["data"][row] == reference["verdict"]
+    assert outputs["verdict"]["datatype"] == "BYTES" and outputs["verdict"]["shape"] == [3]
 
 
 def test_v2_infer_bad_tensor_is_400_with_error_key(client: TestClient) -> None:
@@ -165,3 +171,21 @@ def test_v2_infer_huge_shape_is_4xx_not_500(client: TestClient, shape: list[int]
     assert response.status_code in (400, 413), response.text
     assert "error" in response.json()
     assert client.get("/test/128").json()["prediction"] == 8
+
+
+def test_binary_verdicts_use_tritons_bytes_layout() -> None:
+    request, _ = parse_infer_request(
+        infer_body([0] * 1568, [2, 784]).replace(
+            b'"inputs"', b'"parameters": {"binary_data_output": true}, "inputs"'
+        ),
+        None,
+        max_images=2,
+    )
+    body, headers = build_infer_response(
+        request, "mnist", 1, np.eye(10, dtype=np.float32)[[1, 2]], ["digit", "not_a_digit"]
+    )
+    length = int(headers["inference-header-content-length"])
+    outputs = json.loads(body[:length])["outputs"]
+    assert [o["name"] for o in outputs] == ["probabilities", "digit", "verdict"]
+    verdict = body[length + 80 + 16 :]
+    assert verdict == b"\x05\x00\x00\x00digit\x0b\x00\x00\x00not_a_digit"

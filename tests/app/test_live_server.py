@@ -43,26 +43,26 @@ def test_triton_client_round_trip_matches_predict(
 
     indices = [128, 3, 17, 42, 999]
     images = test_split.images[indices]
-    expected = np.array(
-        [
-            httpx.post(f"{server.url}/predict", files={"file": ("d.png", encode(image))}).json()[
-                "probabilities"
-            ]
-            for image in images
-        ]
-    )
+    answers = [
+        httpx.post(f"{server.url}/predict", files={"file": ("d.png", encode(image))}).json()
+        for image in images
+    ]
+    expected = np.array([answer["probabilities"] for answer in answers])
     binary_fp32 = triton.InferInput("images", [5, 28, 28, 1], "FP32")
     binary_fp32.set_data_from_numpy((images.astype(np.float32) / 255).reshape(5, 28, 28, 1))
     json_uint8 = triton.InferInput("images", [5, 784], "UINT8")
     json_uint8.set_data_from_numpy(images.reshape(5, 784), binary_data=False)
     for tensor, binary in ((binary_fp32, True), (json_uint8, False)):
         outputs = [
-            triton.InferRequestedOutput(name, binary_data=binary) for name in ("probabilities", "digit")
+            triton.InferRequestedOutput(name, binary_data=binary)
+            for name in ("probabilities", "digit", "verdict")
         ]
         result = client.infer("mnist", [tensor], outputs=outputs, model_version="1")
         np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
         assert result.as_numpy("digit").tolist() == expected.argmax(axis=1).tolist()
         assert result.as_numpy("digit")[0] == 8
+        verdicts = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("verdict")]
+        assert verdicts == [answer["verdict"] for answer in answers]
     client.close()
 
 

@@ -55,6 +55,7 @@ INFER_EXAMPLE = {
             "data": [0.0, 0.0, 0.0001, 0.0031, 0.0, 0.0002, 0.0, 0.0, 0.9964, 0.0002],
         },
         {"name": "digit", "datatype": "INT64", "shape": [1], "data": [8]},
+        {"name": "verdict", "datatype": "BYTES", "shape": [1], "data": ["digit"]},
     ],
 }
 
@@ -137,7 +138,8 @@ async def infer(
     request: Request, state: StateDep, predictor: PredictorDep, name: str, version: str | None = None
 ) -> Response:
     """Inference: `images` as FP32 (0-1) or UINT8 (0-255), shape [N,784], [N,28,28] or [N,28,28,1];
-    returns `probabilities` [N,10] FP32 and `digit` [N] INT64."""
+    returns `probabilities` [N,10] FP32, `digit` [N] INT64 and `verdict` [N] BYTES (`digit`,
+    `unsure` or `not_a_digit`)."""
     served_model(state, name, version)
     try:
         infer_request, images = parse_infer_request(
@@ -151,7 +153,7 @@ async def infer(
     result = await predictor.predict(images)
     try:
         body, headers = build_infer_response(
-            infer_request, result.model.name, result.model.version, result.probabilities
+            infer_request, result.model.name, result.model.version, result.probabilities, result.verdicts
         )
     except InferError as exc:
         raise ApiError(400, str(exc)) from exc
