@@ -6,10 +6,10 @@
 #
 # Base image: where no registry of base images can be reached, `python:3.11-slim` is a stand-in made
 # from Debian bookworm packages with debootstrap and committed under that name (docs/deployment.md
-# says how it differs from the official image). The stand-in and the build's layers live in a buildah
-# storage under $MNIST_IMAGE_CACHE (default /var/tmp/mnist-serve-image), so a rebuild reuses both;
-# delete that folder for a cold build. The pip cache mount of the Dockerfile lives in buildah's own
-# cache folder (/var/tmp/buildah-cache-$UID).
+# says how it differs from the official image). The stand-in and the built images live in a buildah
+# storage under $MNIST_IMAGE_CACHE (default /var/tmp/mnist-serve-image), so a rebuild reuses the base;
+# the Dockerfile's pip cache mount lives in buildah's own cache folder (/var/tmp/buildah-cache-$UID),
+# so it downloads nothing again. Delete both folders for a cold build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -77,5 +77,8 @@ mkdir -p "$CACHE"
 if ! buildah "${STORAGE_FLAGS[@]}" inspect --type image "$BASE" >/dev/null 2>&1; then
   make_base
 fi
-buildah "${STORAGE_FLAGS[@]}" bud --isolation chroot --format docker --layers --pull=false \
+# No --layers: buildah 1.28 reuses a cached `RUN --mount=type=bind,from=STAGE` step even when that
+# stage's files changed, so an image built with layer caching can hold stale code. The base image and
+# pip's download cache make a rebuild fast enough without it.
+buildah "${STORAGE_FLAGS[@]}" bud --isolation chroot --format docker --layers=false --pull=false \
   --tag "$TAG" --file Dockerfile .
