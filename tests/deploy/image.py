@@ -86,17 +86,18 @@ class Container:
     name: str
     mounts: list[str]
 
-    def command(self, argv: list[str], env: dict[str, str] | None = None, user: str | None = None) -> list[str]:
-        """`buildah run` of argv in this container, as the image's USER unless `user` is given."""
+    def command(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+        """`buildah run` of argv in this container, as the image's USER, with its ENV plus `env`."""
         flags = ["--isolation", "chroot", "--network", "host"]
         flags += [f"--volume={mount}" for mount in self.mounts]
         flags += [f"--env={key}={value}" for key, value in (env or {}).items()]
-        if user is not None:
-            flags.append(f"--user={user}")
         return ["buildah", *storage_flags(), "run", *flags, self.name, "--", *argv]
 
-    def run(self, argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(argv, env), capture_output=True, text=True, timeout=timeout, check=False)
+    def run(
+        self, argv: list[str], env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        command = self.command(argv, env)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @contextmanager

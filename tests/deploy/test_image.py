@@ -125,9 +125,8 @@ def test_image_command_serves_the_trained_model(
     log_path = tmp_path / "server.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            box.command(image.config["Cmd"], env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        command = box.command(image.config["Cmd"], env)
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_ready(server, url, log_path)
         print(f"\ncold start of the image's CMD to ready: {time.monotonic() - started:.1f} s")
