@@ -112,6 +112,11 @@ def test_core_objects_match_the_kubernetes_schemas(rendered: dict[str, list[Mani
                 pytest.fail(f"{name}: {manifest['kind']} {manifest['metadata']['name']}: {exc.message}")
             checked += 1
     assert checked >= 20
+    # The check can fail: strict validation refuses a field Kubernetes does not know.
+    deployment = find(rendered["overlays/production"], "Deployment")
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 3}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
 def test_kserve_objects_match_the_kserve_sdk_types(rendered: dict[str, list[Manifest]]) -> None:
