@@ -77,8 +77,13 @@ def build_image(log_path: Path) -> Image:
     assert result.returncode == 0, f"build failed:\n{log_path.read_text()[-4000:]}"
     inspected = json.loads(buildah("inspect", "--type", "image", IMAGE_TAG).stdout)
     config = inspected["Docker"]["config"]
-    size = json.loads(buildah("images", "--json", IMAGE_TAG).stdout)[0]["size"]
-    return Image(IMAGE_TAG, seconds, base_was_cached, config, int(size))
+    size = json.loads(buildah("images", "--json", IMAGE_TAG).stdout)[0]["size"]  # e.g. "1.94 GB"
+    return Image(IMAGE_TAG, seconds, base_was_cached, config, decimal_bytes(size))
+
+
+def decimal_bytes(text: str) -> int:
+    number, unit = text.split()
+    return round(float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit])
 
 
 @dataclass
