@@ -296,7 +296,7 @@ def test_model_store_is_shared_by_training_and_every_replica(rendered: dict[str,
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     settings = settings_of(production)
 
-    def store_mount(spec: dict[str, Any], container: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def store_mount(spec: dict[str, Any], container: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == settings["MNIST_MODEL_STORE"]]
         [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
         return mount, volume
