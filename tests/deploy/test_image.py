@@ -46,6 +46,7 @@ READY_TIMEOUT_SECONDS = 180
 # A short real training: the test fixture's recipe (~98 % on the test set), inside the image.
 TRAIN_ARGS = ["--preset", "cnn", "--limit", "12000", "--epochs", "2", "--seed", "7", "--no-download"]
 DIGITS = 20
+SERVE_SCRIPT = "/opt/venv/bin/mnist-serve"
 # Paths a process may write: the store, /tmp, and the base image's other sticky world-writable
 # folders (as in the official image; read-only under Kubernetes' readOnlyRootFilesystem).
 WRITABLE = {"/models", "/tmp", "/var/tmp", "/run/lock"}
@@ -140,8 +141,9 @@ def test_image_command_serves_the_trained_model(
             assert body["prediction"] == int(test.labels[index]), f"test digit {index}: {body}"
             assert body["model"] == {"name": "mnist", "version": 1}
 
-        servers = [p for p in process_tree(server.pid) if "mnist-serve" in cmdline(p)]
-        assert servers, f"no mnist-serve process under {server.pid}"
+        # The server: python running the image's console script (not buildah's own helpers).
+        servers = [p for p in process_tree(server.pid) if is_python_running(cmdline(p), SERVE_SCRIPT)]
+        assert servers, f"no {SERVE_SCRIPT} process under {server.pid}"
         assert {uid_of(pid) for pid in servers} == {APP_UID}
 
         # The HEALTHCHECK command, run in the container like the engine runs it, passes.
@@ -166,6 +168,11 @@ def test_healthcheck_start_period_covers_the_cold_start() -> None:
     [check] = [i.value for i in parse_dockerfile()[-1].instructions if i.name == "HEALTHCHECK"]
     start_period = duration_seconds(check.split("--start-period=")[1].split()[0])
     assert start_period < READY_TIMEOUT_SECONDS
+
+
+def is_python_running(command_line: str, script: str) -> bool:
+    words = command_line.split()
+    return bool(words) and Path(words[0]).name.startswith("python") and script in words
 
 
 def wait_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
