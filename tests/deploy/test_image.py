@@ -128,6 +128,7 @@ def test_image_command_serves_the_trained_model(
     with log_path.open("wb") as log:
         command = box.command(image.config["Cmd"], env)
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    servers: list[int] = []
     try:
         wait_ready(server, url, log_path)
         print(f"\ncold start of the image's CMD to ready: {time.monotonic() - started:.1f} s")
@@ -158,7 +159,7 @@ def test_image_command_serves_the_trained_model(
         assert outside == set(), sorted(outside)[:20]
         assert {"/models", "/tmp"} <= writable
     finally:
-        stop(server)
+        stop(server, servers)
     log_text = log_path.read_text()
     assert "Application shutdown complete" in log_text, log_text[-3000:]
     # ... and fails once nothing answers.
@@ -190,9 +191,11 @@ def wait_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> Non
     pytest.fail(f"not ready after {READY_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-4000:]}")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], servers: list[int]) -> None:
+    """SIGTERM to the server itself, as `docker stop` sends it to the container's first process."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        for pid in servers or [process.pid]:
+            os.kill(pid, signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
