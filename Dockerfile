@@ -30,9 +30,12 @@ FROM python:3.11-slim
 LABEL org.opencontainers.image.title="mnist-serve" \
       org.opencontainers.image.description="Handwritten-digit recognition: FastAPI service and Keras training job"
 
+# Matplotlib (the training job's plots) keeps its cache in /tmp: nothing else is writable for the app
+# user, as under Kubernetes' readOnlyRootFilesystem with an emptyDir on /tmp.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 # A virtual environment without pip: only the project and its runtime dependencies.
 # The wheels are bind-mounted from the first stage, so they never land in a layer of this image.
@@ -44,8 +47,9 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 
 # An unprivileged user owns the model store and data mount points: a named volume mounted there
 # starts with this ownership, so the `train` job (same image, same user) can publish versions into it.
+# No writable home: the service writes only to /models (the train job) and /tmp.
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /home/app --shell /usr/sbin/nologin app \
     && mkdir -p /models /data/mnist \
     && chown app:app /models /data/mnist
 

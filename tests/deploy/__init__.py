@@ -25,6 +25,9 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
+NGINX_PROXY_CONF = REPO_ROOT / "deploy" / "nginx-proxy.conf"
+# Where docker-compose.yml mounts NGINX_PROXY_CONF in the nginx container (nginx.conf includes it).
+NGINX_PROXY_CONF_TARGET = "/etc/nginx/mnist-serve-proxy.conf"
 DEPLOYMENT_DOC = REPO_ROOT / "docs" / "deployment.md"
 
 
@@ -302,6 +305,19 @@ def as_command(value: str | list[str]) -> list[str]:
 
 
 # --- deploy/nginx.conf ------------------------------------------------------------------------------
+
+
+def nginx_text(proxy_conf: Path | None = None) -> str:
+    """deploy/nginx.conf with its `include` of the proxy rules pointing at `proxy_conf` (a path here)."""
+    text = NGINX_CONF.read_text()
+    include = f"include {NGINX_PROXY_CONF_TARGET};"
+    assert text.count(include) == 1, f"deploy/nginx.conf must {include}"
+    return text.replace(include, f"include {proxy_conf or NGINX_PROXY_CONF};")
+
+
+def nginx_inlined() -> str:
+    """deploy/nginx.conf with the proxy rules pasted where it includes them."""
+    return nginx_text().replace(f"include {NGINX_PROXY_CONF};", NGINX_PROXY_CONF.read_text())
 
 
 def nginx_directives(text: str) -> list[tuple[tuple[str, ...], str, list[str]]]:

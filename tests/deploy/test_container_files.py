@@ -31,6 +31,8 @@ from tests.deploy import (
     DEPLOYMENT_DOC,
     DOCKERFILE,
     NGINX_CONF,
+    NGINX_PROXY_CONF,
+    NGINX_PROXY_CONF_TARGET,
     REPO_ROOT,
     Stage,
     as_command,
@@ -42,6 +44,8 @@ from tests.deploy import (
     load_compose,
     load_compose_raw,
     nginx_directives,
+    nginx_inlined,
+    nginx_text,
     parse_dockerfile,
     parse_healthcheck,
     read_dockerignore,
@@ -58,6 +62,7 @@ OTHER_VARIABLES = {
     "PYTHONDONTWRITEBYTECODE": "python",
     "PYTHONUNBUFFERED": "python",
     "PIP_DISABLE_PIP_VERSION_CHECK": "pip",
+    "MPLCONFIGDIR": "matplotlib (its cache, under /tmp)",
     "FORWARDED_ALLOW_IPS": "uvicorn (trusted proxies for X-Forwarded-For)",
 }
 
@@ -594,6 +599,8 @@ def test_load_balancer(services: dict[str, dict[str, Any]]) -> None:
     mounts = {m.target: m for m in service_mounts(lb)}
     conf = mounts["/etc/nginx/nginx.conf"]
     assert conf.read_only and (REPO_ROOT / conf.source).resolve() == NGINX_CONF
+    proxy_conf = mounts[NGINX_PROXY_CONF_TARGET]
+    assert proxy_conf.read_only and (REPO_ROOT / proxy_conf.source).resolve() == NGINX_PROXY_CONF
     [port] = lb["ports"]
     published, _, target = str(port).rpartition(":")
     assert published and int(target) == nginx_listen_port()
@@ -608,7 +615,7 @@ def test_load_balancer(services: dict[str, dict[str, Any]]) -> None:
 
 @cache
 def nginx() -> list[tuple[tuple[str, ...], str, list[str]]]:
-    return nginx_directives(NGINX_CONF.read_text())
+    return nginx_directives(nginx_inlined())
 
 
 def nginx_upstream_port() -> int:
@@ -641,8 +648,23 @@ def test_nginx_resolves_api_through_docker_dns() -> None:
 
 
 def test_nginx_proxies_everything_to_the_upstream() -> None:
-    proxied = [args for block, name, args in nginx() if name == "proxy_pass"]
-    assert proxied == [["http://api"]]
+    proxied = [(block[-1], args) for block, name, args in nginx() if name == "proxy_pass"]
+    assert proxied == [("location /admin/", ["http://api"]), ("location /", ["http://api"])]
+
+
+def test_nginx_retries_predictions_but_not_admin_calls() -> None:
+    retries = {block[-1]: args for block, name, args in nginx() if name == "proxy_next_upstream"}
+    assert "non_idempotent" in retries["location /"], "a POST /predict is retried on another replica"
+    assert "non_idempotent" not in retries["location /admin/"], "POST /admin/reload acts on one replica"
+
+
+def test_nginx_keeps_a_safe_client_request_id() -> None:
+    [header] = [args for _, name, args in nginx() if name == "proxy_set_header" and args[0] == "X-Request-ID"]
+    assert header == ["X-Request-ID", "$mnist_request_id"]
+    from app.observability import _SAFE_REQUEST_ID
+
+    [condition] = [block[-1] for block, _, _ in nginx() if block and block[-1].startswith("if (")]
+    assert f"^{_SAFE_REQUEST_ID.pattern}$" in condition, "nginx keeps the ids the service keeps"
 
 
 def test_nginx_body_limit_leaves_room_for_the_service_limit() -> None:
@@ -662,7 +684,7 @@ def test_nginx_config_syntax(tmp_path: Path) -> None:
         pytest.skip("no nginx binary here")
     version_text = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stderr
     version = tuple(int(p) for p in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version_text).groups())  # type: ignore[union-attr]
-    text = NGINX_CONF.read_text()
+    text = nginx_text()
     text = re.sub(r"^user .*$", "", text, flags=re.M)  # the nginx user exists only in the image
     text = text.replace("/var/run/nginx.pid", str(tmp_path / "nginx.pid"))
     text = text.replace("server api:", "server 127.0.0.1:")  # no Docker DNS here

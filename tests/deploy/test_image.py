@@ -1,0 +1,203 @@
+"""Build the Dockerfile as written and run what it produces.
+
+scripts/build-image.sh builds the image with buildah on a stand-in `python:3.11-slim` (docs/deployment.md).
+Then, in a container of that image: the `train` command publishes a short real training into a
+mounted store; the image's own CMD serves it, and 20 real MNIST test digits POSTed to /predict come
+back with their labels; the server runs as uid 10001; nothing outside /models and /tmp is writable
+for it; and the image's HEALTHCHECK command passes while it serves and fails once it is gone.
+Skipped, with the reason, where buildah cannot run (not root, not Linux, tools not installed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image as PILImage
+
+from model_store.mnist_data import load_split
+from tests.deploy import duration_seconds, parse_dockerfile
+from tests.deploy.image import (
+    Container,
+    Image,
+    build_image,
+    cannot_build_reason,
+    cmdline,
+    container,
+    process_tree,
+    uid_of,
+)
+from tests.servers import free_port
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(cannot_build_reason() is not None, reason=str(cannot_build_reason())),
+]
+
+APP_UID = 10001
+READY_TIMEOUT_SECONDS = 180
+# A short real training: the test fixture's recipe (~98 % on the test set), inside the image.
+TRAIN_ARGS = ["--preset", "cnn", "--limit", "12000", "--epochs", "2", "--seed", "7", "--no-download"]
+DIGITS = 20
+SERVE_SCRIPT = "/opt/venv/bin/mnist-serve"
+# Paths a process may write: the store, /tmp, and the base image's other sticky world-writable
+# folders (as in the official image; read-only under Kubernetes' readOnlyRootFilesystem).
+WRITABLE = {"/models", "/tmp", "/var/tmp", "/run/lock"}
+SCAN = """
+import os
+for root, dirs, files in os.walk("/"):
+    if root in ("/proc", "/sys", "/dev"):
+        dirs[:] = []
+        continue
+    for path in [root] + [os.path.join(root, f) for f in files]:
+        if not os.path.islink(path) and os.access(path, os.W_OK):
+            print(path)
+"""
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    built = build_image(tmp_path_factory.mktemp("image") / "build.log")
+    base = "cached" if built.base_was_cached else "made by debootstrap"
+    print(f"\nimage built in {built.build_seconds:.0f} s (base {base}), {built.size_bytes / 1e9:.2f} GB")
+    return built
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty folder for the `models` volume, owned by the image's user like a fresh named volume."""
+    path = tmp_path_factory.mktemp("models-volume")
+    os.chown(path, APP_UID, APP_UID)
+    return path
+
+
+@pytest.fixture(scope="module")
+def box(image: Image, store: Path, mnist_dir: Path) -> Iterator[Container]:
+    with container(image, [f"{store}:/models", f"{mnist_dir}:/data/mnist:ro"]) as box:
+        yield box
+
+
+def png_of(pixels: object) -> bytes:
+    out = io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format="PNG")  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def test_image_is_the_dockerfile_build(image: Image) -> None:
+    final = parse_dockerfile()[-1]
+    [cmd] = [i.value for i in final.instructions if i.name == "CMD"]
+    assert image.config["Cmd"] == ["mnist-serve"] and cmd == '["mnist-serve"]'
+    assert image.config["User"] == f"{APP_UID}:{APP_UID}"
+    assert "/models" in image.config["Volumes"]
+    # --format docker keeps the HEALTHCHECK (the OCI format has no such field).
+    assert image.config["Healthcheck"]["Test"][:2] == ["CMD", "python"]
+
+
+def test_train_command_publishes_into_the_mounted_store(box: Container, store: Path) -> None:
+    started = time.monotonic()
+    result = box.run(["mnist-train", *TRAIN_ARGS, "--verbose", "0"], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    print(f"\ntraining in the image: {time.monotonic() - started:.0f} s")
+    version = store / "mnist" / "1"
+    assert (version / "model.keras").is_file() and (version / "metadata.json").is_file()
+    assert version.stat().st_uid == APP_UID, "published by the image's user"
+
+
+def test_image_command_serves_the_trained_model(
+    image: Image, box: Container, store: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    if not (store / "mnist" / "1").is_dir():
+        pytest.skip("needs the version that test_train_command_publishes_into_the_mounted_store trains")
+    port = free_port()
+    # As `docker run -e MNIST_PORT=...`: a free port on this host's network (the image binds 0.0.0.0).
+    env = {"MNIST_PORT": str(port)}
+    url = f"http://127.0.0.1:{port}"
+    health = image.config["Healthcheck"]
+    assert health["Test"][0] == "CMD"
+    probe = health["Test"][1:]
+    probe_timeout = health["Timeout"] / 1e9 + 10
+    log_path = tmp_path / "server.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        command = box.command(image.config["Cmd"], env)
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    servers: list[int] = []
+    try:
+        wait_ready(server, url, log_path)
+        print(f"\ncold start of the image's CMD to ready: {time.monotonic() - started:.1f} s")
+
+        test = load_split(mnist_dir, "test")
+        for index in range(DIGITS):
+            files = {"file": (f"digit-{index}.png", png_of(test.images[index]), "image/png")}
+            response = httpx.post(f"{url}/predict", files=files, timeout=30)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["prediction"] == int(test.labels[index]), f"test digit {index}: {body}"
+            assert body["model"] == {"name": "mnist", "version": 1}
+
+        # The server: python running the image's console script (not buildah's own helpers).
+        servers = [p for p in process_tree(server.pid) if is_python_running(cmdline(p), SERVE_SCRIPT)]
+        assert servers, f"no {SERVE_SCRIPT} process under {server.pid}"
+        assert {uid_of(pid) for pid in servers} == {APP_UID}
+
+        # The HEALTHCHECK command, run in the container like the engine runs it, passes.
+        result = box.run(probe, env, timeout=probe_timeout)
+        assert result.returncode == 0, result.stderr
+
+        # Nothing outside the store and /tmp is writable for the image's user (data mounted read-only).
+        scan = box.run(["python", "-c", SCAN], timeout=300)
+        assert scan.returncode == 0, scan.stderr
+        writable = set(scan.stdout.split())
+        outside = {p for p in writable if not any(p == w or p.startswith(f"{w}/") for w in WRITABLE)}
+        assert outside == set(), sorted(outside)[:20]
+        assert {"/models", "/tmp"} <= writable
+    finally:
+        stop(server, servers)
+    log_text = log_path.read_text()
+    assert "Application shutdown complete" in log_text, log_text[-3000:]
+    # ... and fails once nothing answers.
+    assert box.run(probe, env, timeout=probe_timeout).returncode != 0
+
+
+def test_healthcheck_start_period_covers_the_cold_start() -> None:
+    [check] = [i.value for i in parse_dockerfile()[-1].instructions if i.name == "HEALTHCHECK"]
+    start_period = duration_seconds(check.split("--start-period=")[1].split()[0])
+    assert start_period < READY_TIMEOUT_SECONDS
+
+
+def is_python_running(command_line: str, script: str) -> bool:
+    words = command_line.split()
+    return bool(words) and Path(words[0]).name.startswith("python") and script in words
+
+
+def wait_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the image's CMD exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"not ready after {READY_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-4000:]}")
+
+
+def stop(process: subprocess.Popen[bytes], servers: list[int]) -> None:
+    """SIGTERM to the server itself, as `docker stop` sends it to the container's first process."""
+    if process.poll() is None:
+        for pid in servers or [process.pid]:
+            os.kill(pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
