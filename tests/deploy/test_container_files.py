@@ -661,7 +661,7 @@ def test_nginx_retries_predictions_but_not_admin_calls() -> None:
 def test_nginx_keeps_a_safe_client_request_id() -> None:
     [header] = [args for _, name, args in nginx() if name == "proxy_set_header" and args[0] == "X-Request-ID"]
     assert header == ["X-Request-ID", "$mnist_request_id"]
-    from app.observability import _SAFE_REQUEST_ID
+    from app.operations.request_observer import _SAFE_REQUEST_ID
 
     [condition] = [block[-1] for block, _, _ in nginx() if block and block[-1].startswith("if (")]
     assert f"^{_SAFE_REQUEST_ID.pattern}$" in condition, "nginx keeps the ids the service keeps"

@@ -279,7 +279,7 @@ def test_selectors_and_ports_agree(rendered: dict[str, list[Manifest]]) -> None:
 
 
 def test_custom_metric_variant_scales_on_an_exported_metric(rendered: dict[str, list[Manifest]]) -> None:
-    from app.metrics import Metrics
+    from app.operations.metrics import Metrics
 
     exported = {metric.name for metric in Metrics().registry.collect()}
     hpa = find(rendered["components/custom-metrics-hpa"], "HorizontalPodAutoscaler")
