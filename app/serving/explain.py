@@ -87,21 +87,27 @@ class Explainer:
 
 class ExplainService:
     """Explaining beside the fast path: its own threads, at most `concurrency` explanations at a
-    time, and no queue: when every slot is busy the caller hears so at once (ExplainBusyError -> 503),
-    so a flood of explain requests can neither take the forward-pass thread nor pile up work."""
+    time, and a short wait for a slot (`wait_seconds`) instead of a queue: past it the caller hears
+    that explain is busy (ExplainBusyError -> 503), so a flood of explain requests can neither take
+    the forward-pass thread nor pile up work, and plain predictions never wait for them."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, wait_seconds: float = 1.0) -> None:
         self._slots = asyncio.Semaphore(concurrency)
+        self._wait = wait_seconds
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="explain")
         self._latest: tuple[ServingModel, Explainer] | None = None
 
     async def explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
         """uint8 digits (N, 28, 28) in MNIST polarity, explained by `serving`'s network."""
-        if self._slots.locked():
-            raise ExplainBusyError("every explain slot is busy")
-        async with self._slots:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait)
+        except TimeoutError as exc:
+            raise ExplainBusyError(f"every explain slot stayed busy for {self._wait} s") from exc
+        try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._threads, self._explain, serving, pixels)
+        finally:
+            self._slots.release()
 
     def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
         # One traced graph for the version being served, built on its first explanation.

@@ -5,6 +5,7 @@
   const params = new URLSearchParams(window.location.search);
   // Give up on an answer after this long (?timeout_ms=... overrides, for testing a slow server).
   const TIMEOUT_MS = boundedInt(params.get("timeout_ms"), 200, 120000, 15000);
+  const EXPLAIN_AFTER_MS = 250;
   const SLOW_MS = 1000; // after this, say we are still waiting
   const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;
   const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -214,6 +215,9 @@
   const confidence = $("confidence");
   const seenFigure = $("seen-figure");
   const seen = $("seen");
+  const whyFigure = $("why-figure");
+  const why = $("why");
+  const whyCaption = $("why-caption");
   const steps = $("steps");
   const bars = $("bars");
   const drawStatus = statusLine($("draw-status"));
@@ -226,6 +230,7 @@
     prediction.dataset.source = "";
     confidence.textContent = "Draw or upload a digit.";
     seenFigure.hidden = true;
+    whyFigure.hidden = true;
     steps.textContent = "";
     setBars(bars, null);
     drawStatus.clear();
@@ -249,6 +254,10 @@
       showPrediction(answer, source);
       drawStatus.clear();
       result.dataset.state = "done";
+      result.classList.remove("pending");
+      // Explain once the drawing rests, not after every stroke: explanations are costly and few.
+      await new Promise((resolve) => setTimeout(resolve, EXPLAIN_AFTER_MS));
+      if (!controller.signal.aborted) await explain(form, controller);
     } catch (err) {
       if (isSuperseded(err)) return;
       drawStatus.show(err.message, "error");
@@ -258,6 +267,22 @@
         predictController = null;
         result.classList.remove("pending");
       }
+    }
+  }
+
+  // The heat map comes from a second request, so a busy explainer (503) never costs the answer.
+  async function explain(form, controller) {
+    try {
+      const answer = await api("/predict?explain=true", { method: "POST", body: form, signal: controller.signal });
+      const found = answer.explanation;
+      why.src = `data:image/png;base64,${found.overlay_png}`;
+      whyCaption.textContent = `why ${found.digit}: red for, blue against (runner-up: ${found.runner_up})`;
+      whyFigure.dataset.digit = String(found.digit);
+      whyFigure.hidden = false;
+    } catch (err) {
+      if (isSuperseded(err)) return;
+      whyCaption.textContent = `no explanation: ${err.message}`;
+      whyFigure.hidden = true;
     }
   }
 

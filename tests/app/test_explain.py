@@ -155,7 +155,7 @@ class HeldExplainer(ExplainService):
     """The real service, but every explanation waits for the test to release it."""
 
     def __init__(self) -> None:
-        super().__init__(concurrency=1)
+        super().__init__(concurrency=1, wait_seconds=0.5)
         self.started, self.release = threading.Event(), threading.Event()
 
     def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:

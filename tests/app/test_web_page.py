@@ -218,7 +218,7 @@ def test_page_loads_without_errors(desktop: Watched, base_url: str) -> None:
 
     # Both plots really load (they are lazy, so bring them into view first).
     plots = page.locator("#plots img")
-    assert plots.count() == 2
+    assert plots.count() == len(httpx.get(f"{base_url}/model").json()["plots"]) >= 3
     plots.last.scroll_into_view_if_needed()
     page.wait_for_function(
         "[...document.querySelectorAll('#plots img')].every(img => img.complete && img.naturalWidth > 0)"
@@ -249,6 +249,25 @@ def test_drawn_test_digits_are_recognised(desktop: Watched, test_split: MnistSpl
     assert page.locator("#bars li.best").count() == 1
     assert desktop.page_errors == []
     assert desktop.console_errors == []
+
+
+def test_drawing_shows_the_verdict_and_why(desktop: Watched, test_split: MnistSplit) -> None:
+    page = desktop.page
+    page.click("#clear")
+    strokes = digit_strokes(test_split.images[128])
+    draw_with_mouse(page, strokes)
+    shown = shown_prediction(page, len(strokes))
+    assert page.get_attribute("#confidence", "data-verdict") in ("digit", "unsure")
+    page.wait_for_selector("#why-figure:not([hidden])")
+    page.wait_for_function("document.querySelector('#why').complete")
+    assert page.get_attribute("#why-figure", "data-digit") == str(shown)
+    size = page.eval_on_selector("#why", "img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [224, 224]
+    assert f"why {shown}" in (page.text_content("#why-caption") or "")
+    page.screenshot(path=SCREENSHOTS / "desktop-why.png", full_page=True, animations="disabled")
+    page.click("#clear")
+    assert page.is_hidden("#why-figure")
+    assert desktop.page_errors == [] and desktop.console_errors == []
 
 
 def test_clear_resets_the_pad(desktop: Watched, test_split: MnistSplit) -> None:
