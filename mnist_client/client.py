@@ -122,9 +122,11 @@ class _Call:
         }
 
 
-def _predict_call(image: ImageInput, version: int | None) -> _Call:
+def _predict_call(image: ImageInput, version: int | None) -> tuple[_Call, str | None]:
+    """The call, and the file name when the image is a path."""
     name, data = image_file(image)
-    return _Call("POST", "/predict", {"version": version}, files=[("file", (name, data))])
+    call = _Call("POST", "/predict", {"version": version}, files=[("file", (name, data))])
+    return call, name if isinstance(image, str | os.PathLike) else None
 
 
 def _batch_call(
@@ -223,8 +225,8 @@ class Client(_Base):
             attempt += 1
 
     def predict(self, image: ImageInput, version: int | None = None) -> Prediction:
-        name = image_file(image)[0] if isinstance(image, str | os.PathLike) else None
-        return _prediction(self._send(_predict_call(image, version)), name)
+        call, source = _predict_call(image, version)
+        return _prediction(self._send(call), source)
 
     def predict_batch(
         self, images: Sequence[ImageInput] | np.ndarray, version: int | None = None
@@ -269,8 +271,8 @@ class AsyncClient(_Base):
             attempt += 1
 
     async def predict(self, image: ImageInput, version: int | None = None) -> Prediction:
-        name = image_file(image)[0] if isinstance(image, str | os.PathLike) else None
-        return _prediction(await self._send(_predict_call(image, version)), name)
+        call, source = _predict_call(image, version)
+        return _prediction(await self._send(call), source)
 
     async def predict_batch(
         self, images: Sequence[ImageInput] | np.ndarray, version: int | None = None
