@@ -20,6 +20,7 @@ import numpy as np
 from app.operations.metrics import Metrics
 from app.serving.inference import BatchResult, ModelHolder, OverloadedError, ServingModel
 from app.serving.reload import ModelManager
+from model_store.store import InvalidVersionError, parse_version
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ class VersionRouter:
     def choose(self, requested: str | None, client: str) -> ServingModel:
         """The version asked for (must be loaded), else a canary's share, else the default."""
         if requested is not None:
-            model = self._holder.get(int(requested)) if requested.isdigit() else None
+            model = self.loaded(requested)
             if model is None:
                 loaded = ", ".join(map(str, sorted(self._holder.loaded)))
-                raise UnknownVersionError(f"version {requested} is not loaded; loaded versions: {loaded}")
+                raise UnknownVersionError(f"version {requested!r} is not loaded; loaded versions: {loaded}")
             return model
         routing = self._manager.routing
         if routing is not None and routing.mode == "canary" and share_of(client) < routing.percent:
@@ -75,6 +76,13 @@ class VersionRouter:
             if candidate is not None:
                 return candidate
         return self._holder.current
+
+    def loaded(self, requested: str) -> ServingModel | None:
+        """The loaded version a request names (`"3"`), or None: not a version, or not loaded."""
+        try:
+            return self._holder.get(parse_version(requested))
+        except InvalidVersionError:
+            return None
 
     def shadow(self, images: np.ndarray, answered: BatchResult, seconds: float) -> None:
         """Once `answered` is decided: run the shadow candidate, if any, on a copy of `images`."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+from typing import ClassVar
+
 import numpy as np
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
@@ -53,3 +57,37 @@ def test_a_predict_request_is_traced_with_its_version_batch_and_forward_pass(
 def test_no_spans_without_tracing(client: TestClient) -> None:
     assert client.app.state.service.tracer is None  # type: ignore[attr-defined]
     assert np.isclose(client.get("/test/0").json()["probabilities"][7], 1.0, atol=0.2)
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector: it keeps what is posted to it."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(settings: Settings) -> None:
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
+    try:
+        configured = Settings.model_validate(
+            settings.model_copy(update={"otlp_endpoint": endpoint}).model_dump()
+        )
+        with TestClient(create_app(configured)) as client:
+            assert client.get("/test/3", headers={"X-Request-Id": "exported-1"}).status_code == 200
+        # Shutting down flushed the batch: the collector has the request's spans, as protobuf.
+        bodies = b"".join(body for path, kind, body in Collector.received if path == "/v1/traces")
+        assert all(kind == "application/x-protobuf" for _, kind, _ in Collector.received)
+        assert b"GET /test/{index}" in bodies and b"exported-1" in bodies and b"forward" in bodies
+    finally:
+        collector.shutdown()

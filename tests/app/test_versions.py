@@ -64,8 +64,13 @@ def test_predict_upload_and_batch_take_a_version(both_loaded: TestClient, test_s
 def test_a_version_not_loaded_is_404_and_a_bad_one_422(both_loaded: TestClient) -> None:
     missing = both_loaded.get("/test/1", params={"version": 7})
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "version 7 is not loaded; loaded versions: 1, 2"}
+    assert missing.json() == {"detail": "version '7' is not loaded; loaded versions: 1, 2"}
     assert both_loaded.get("/test/1", params={"version": "two"}).status_code == 422
+    # Unicode digits that str.isdigit() accepts and int() refuses (found by schemathesis).
+    for text in ("\u00b9", "\u00b2", "0", "-1"):
+        for path in ("/v2/models/mnist", f"/v2/models/mnist/versions/{text}/ready"):
+            response = both_loaded.get(path, params={"version": text})
+            assert response.status_code == 404, (path, text, response.text)
 
 
 def test_kserve_versioned_routes_serve_each_loaded_version(both_loaded: TestClient) -> None:

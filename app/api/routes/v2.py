@@ -68,7 +68,7 @@ def served_model(state: ServiceState, name: str, version: str | None) -> Serving
         raise ApiError(404, f"unknown model '{name}'; this server serves '{current.name}'")
     if version is None:
         return current
-    model = holder.get(int(version)) if version.isdigit() else None
+    model = state.router.loaded(version)
     if model is None:
         loaded = ", ".join(map(str, sorted(holder.loaded)))
         raise ApiError(404, f"version {version!r} of '{name}' is not loaded; loaded versions: {loaded}")
