@@ -5,21 +5,34 @@ The store, model name and data folder come from `StoreSettings`, which training 
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from model_store.settings import StoreSettings
 from model_store.store import parse_version
 
 MIB = 1024 * 1024
+# scheme://host[:port], no path: what a browser sends in the Origin header.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class Settings(StoreSettings):
     # Serve the newest version of MODEL_NAME in MODEL_STORE, or the pinned MODEL_VERSION. Without the
     # MNIST files in DATA_DIR the /test/... routes answer 503.
     model_version: int | None = None
+
+    # Versions loaded beside the default one, each answering on ?version= and on
+    # /v2/models/<name>/versions/<v>/infer (TF Serving's version policy): the LOADED_VERSIONS listed
+    # (`3,5`), else the newest LOADED_NEWEST. The default (newest, or pinned) is always loaded, so the
+    # defaults load only that one.
+    loaded_newest: int = Field(0, ge=0)
+    loaded_versions: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -55,11 +68,48 @@ class Settings(StoreSettings):
     # One JSON object per log line (for log shippers); plain text otherwise.
     log_json: bool = True
 
+    # API keys for the inference routes: a file of `name:key` lines (or a JSON object), re-read when
+    # it changes. Unset: the API is open. Health, metrics, docs and the web page are always open.
+    api_keys_file: Path | None = None
+    # Per key and per worker: requests per second on average (0 = no limit), and the burst allowed.
+    api_key_rate_per_second: float = Field(0.0, ge=0.0)
+    api_key_rate_burst: int = Field(20, ge=1)
+
+    # OpenTelemetry: export a trace of each request over OTLP/HTTP to this endpoint, e.g.
+    # http://collector:4318/v1/traces. Unset: no tracing.
+    otlp_endpoint: str | None = None
+
+    # Browser origins allowed to call the API (CORS), as `https://app.example.com,http://localhost:3000`
+    # or a JSON list; empty: no cross-origin access. "*" allows any origin.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     @field_validator("admin_token")
     @classmethod
     def _token_must_be_strong(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters (try: openssl rand -hex 24)")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_from_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return (
+                json.loads(text)
+                if text.startswith("[")
+                else [o.strip() for o in text.split(",") if o.strip()]
+            )
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://example.com or http://localhost:3000"
+                )
         return value
 
     @field_validator("log_level", mode="before")

@@ -10,20 +10,27 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.sdk.trace import TracerProvider
 
 from app import __version__
+from app.api.deps import requested_version
 from app.api.errors import install_error_handlers
+from app.api.keys import require_api_key
 from app.api.routes import admin, health, model, ops, predict, testset, v1, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
+from app.operations.api_keys import ApiKeys, RateLimiter
 from app.operations.body_limit import BodySizeLimit
 from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.request_observer import RequestObserver
+from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
 from app.serving.explain import ExplainService
 from app.serving.inference import Batcher, DirectPredictor, ModelHolder
 from app.serving.reload import ModelManager, load_serving_model, serving_policy
@@ -47,6 +54,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
     configure_tensorflow(settings.tf_threads)
     store = ModelStore(settings.model_store, settings.model_name)
+    started = time.perf_counter()
     try:
         policy = serving_policy(store, settings.model_version)
         serving = load_serving_model(store, policy.version, settings.batch_max_size)
@@ -55,7 +63,16 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         raise
     holder = ModelHolder(serving)
     metrics.set_model(serving.name, serving.version)
-    manager = ModelManager(store, holder, metrics, settings.model_version, settings.batch_max_size)
+    manager = ModelManager(
+        store,
+        holder,
+        metrics,
+        settings.model_version,
+        settings.batch_max_size,
+        keep_newest=settings.loaded_newest,
+        keep_versions=tuple(settings.loaded_versions),
+    )
+    manager.note_loaded(serving, time.perf_counter() - started)
     predictor: Predictor
     if settings.batching_enabled:
         predictor = Batcher(
@@ -81,13 +98,22 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         os.getpid(),
     )
     explainer = ExplainService(settings.explain_concurrency)
-    return ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)
+    state = ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)
+    if settings.api_keys_file is not None:
+        state.api_keys = ApiKeys(settings.api_keys_file)
+        if settings.api_key_rate_per_second:
+            state.rate_limiter = RateLimiter(settings.api_key_rate_per_second, settings.api_key_rate_burst)
+    return state
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The app; `tracer_provider` replaces the OTLP export that MNIST_OTLP_ENDPOINT turns on."""
     settings = settings or get_settings()
     configure_logging(settings.log_json, settings.log_level)
     metrics = Metrics()
+    if tracer_provider is None and settings.otlp_endpoint:
+        tracer_provider = otlp_provider(settings.otlp_endpoint)
+    tracer = tracer_of(tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             record_startup_failure(exc)
             raise
+        # The versions loaded beside the default, before the port opens.
+        await state.manager.reconcile()
+        state.tracer = tracer
         app.state.service = state
         # TensorFlow leaves millions of long-lived objects behind; freezing them keeps the garbage
         # collector from walking them all in a full collection (a pause of hundreds of ms).
@@ -111,6 +140,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await polling
         state.predictor.close()
         state.explainer.close()
+        if tracer_provider is not None:
+            tracer_provider.force_flush()
 
     app = FastAPI(
         title="mnist-serve",
@@ -120,16 +151,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if tracer is not None:
+        app.add_middleware(TracingMiddleware, tracer=tracer)  # inside the observer: sees the request id
     app.add_middleware(RequestObserver, metrics=metrics)
-    for router in (
-        predict.router,
-        testset.router,
-        model.router,
-        health.router,
-        ops.router,
-        v1.router,
-        v2.router,
-    ):
+    if settings.cors_origins:
+        # Outermost: preflights are answered before the key check, and errors carry the headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Model-Version", "X-Request-Id", "Retry-After"],
+            max_age=600,
+        )
+    # The inference routes; v2 puts the key check on its infer routes itself.
+    for router in (predict.router, testset.router):
+        app.include_router(router, dependencies=[Depends(require_api_key), Depends(requested_version)])
+    app.include_router(v1.router, dependencies=[Depends(require_api_key)])
+    for router in (model.router, health.router, ops.router, v2.router):
         app.include_router(router)
     if settings.admin_token is not None:
         app.include_router(admin.router)

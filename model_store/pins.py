@@ -1,7 +1,9 @@
-"""An operator's choice of version, kept beside the versions: `<root>/<name>/pin.json`.
+"""An operator's choices, kept beside the versions in `<root>/<name>/`: `pin.json`, the version
+served by default, and `routing.json`, a canary or shadow candidate beside it.
 
-The file is the one place every worker and every restart reads the choice from, so a rollback made
-through one worker holds on all of them and survives restarts. No file means: follow the newest.
+The files are the one place every worker and every restart reads the choices from, so a rollback
+made through one worker holds on all of them and survives restarts. No pin means: follow the
+newest; no routing means: every request goes to the default version.
 """
 
 from __future__ import annotations
@@ -9,12 +11,17 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from model_store.store import ModelStore, ModelStoreError
 
 PIN_FILE = "pin.json"
+ROUTING_FILE = "routing.json"
+
+Choice = TypeVar("Choice", bound=BaseModel)
 
 
 class Pin(BaseModel):
@@ -23,35 +30,72 @@ class Pin(BaseModel):
     pinned_at: datetime
 
 
-def read_pin(store: ModelStore) -> Pin | None:
-    path = store.model_dir / PIN_FILE
+class Routing(BaseModel):
+    """A candidate version beside the default: a canary answers `percent` % of requests (chosen by
+    a hash of the client's key or request id, so one client sees one version); a shadow answers
+    none, it only runs on a copy of the traffic to be compared with the default."""
+
+    mode: Literal["canary", "shadow"]
+    candidate: int = Field(ge=1)
+    percent: float = Field(0.0, ge=0.0, le=100.0, description="canary only: share of requests it answers")
+    set_by: str
+    set_at: datetime
+
+
+def _read(path: Path, kind: type[Choice], what: str) -> Choice | None:
     try:
-        return Pin.model_validate_json(path.read_bytes())
+        return kind.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         return None
     except (OSError, ValidationError) as exc:
-        raise ModelStoreError(
-            f"{path}: unreadable pin ({exc}); delete it to follow the newest version"
-        ) from exc
+        raise ModelStoreError(f"{path}: unreadable {what} ({exc}); delete it to drop the choice") from exc
 
 
-def write_pin(store: ModelStore, version: int, pinned_by: str) -> Pin:
-    """Record the choice atomically (readers see the old file or the new one, never a part)."""
-    pin = Pin(version=version, pinned_by=pinned_by, pinned_at=datetime.now(UTC))
-    path = store.model_dir / PIN_FILE
-    staging = path.with_name(f".{PIN_FILE}.{uuid.uuid4().hex}")
+def _write(path: Path, choice: BaseModel, what: str) -> None:
+    """Record a choice atomically (readers see the old file or the new one, never a part)."""
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
-        staging.write_text(pin.model_dump_json(indent=2))
+        staging.write_text(choice.model_dump_json(indent=2))
         os.replace(staging, path)
     except OSError as exc:
         staging.unlink(missing_ok=True)
-        raise ModelStoreError(f"cannot record the pin in {path}: {exc}") from exc
+        raise ModelStoreError(f"cannot record the {what} in {path}: {exc}") from exc
+
+
+def _clear(path: Path, what: str) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ModelStoreError(f"cannot remove the {what} {path}: {exc}") from exc
+
+
+def read_pin(store: ModelStore) -> Pin | None:
+    return _read(store.model_dir / PIN_FILE, Pin, "pin")
+
+
+def write_pin(store: ModelStore, version: int, pinned_by: str) -> Pin:
+    pin = Pin(version=version, pinned_by=pinned_by, pinned_at=datetime.now(UTC))
+    _write(store.model_dir / PIN_FILE, pin, "pin")
     return pin
 
 
 def clear_pin(store: ModelStore) -> None:
-    path = store.model_dir / PIN_FILE
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ModelStoreError(f"cannot remove the pin {path}: {exc}") from exc
+    _clear(store.model_dir / PIN_FILE, "pin")
+
+
+def read_routing(store: ModelStore) -> Routing | None:
+    return _read(store.model_dir / ROUTING_FILE, Routing, "routing")
+
+
+def write_routing(
+    store: ModelStore, mode: Literal["canary", "shadow"], candidate: int, percent: float, set_by: str
+) -> Routing:
+    routing = Routing(
+        mode=mode, candidate=candidate, percent=percent, set_by=set_by, set_at=datetime.now(UTC)
+    )
+    _write(store.model_dir / ROUTING_FILE, routing, "routing")
+    return routing
+
+
+def clear_routing(store: ModelStore) -> None:
+    _clear(store.model_dir / ROUTING_FILE, "routing")

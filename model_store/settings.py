@@ -17,7 +17,10 @@ ENV_PREFIX = "MNIST_"
 
 
 class StoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    # An empty variable means "not set": compose and ConfigMaps list every setting, most of them blank.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     # Where versions live: <model_store>/<model_name>/<version>/.
     model_store: Path = DEFAULT_STORE_ROOT

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from app.api.errors import ApiError
 from app.config import Settings
+from app.operations.tracing import traced_prediction
 from app.serving.explain import ExplainBusyError, Explanation
 from app.serving.inference import BatchResult, OverloadedError, ServingModel
+from app.serving.router import UnknownVersionError
 from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit
 
@@ -30,21 +33,44 @@ async def get_settings(state: StateDep) -> Settings:
 
 
 class RequestPredictor:
-    """The predictor as one request sees it: 503 when overloaded, and it notes which version
-    answered (for the X-Model-Version header and the log line) and counts the predicted digits."""
+    """The predictor as one request sees it: the version asked for (`?version=`, or the v2 path) or
+    else the default, 503 when overloaded; it notes which version answers (for the X-Model-Version
+    header, the per-version metrics and the log line) and counts the predicted digits."""
 
     def __init__(self, state: ServiceState, request: Request) -> None:
         self._state = state
         self._request = request
+        self._model: ServingModel | None = None
+
+    def model(self) -> ServingModel:
+        """The version that answers this request (chosen once)."""
+        if self._model is None:
+            self._model = self._choose()
+            self._request.state.model_version = self._model.version
+        return self._model
+
+    def _choose(self) -> ServingModel:
+        state = self._request.state
+        requested = self._request.path_params.get("version") or self._request.query_params.get("version")
+        # A canary's share is sticky per client: its API key, else the request id it sends.
+        client = getattr(state, "api_key", None) or state.request_id
+        try:
+            return self._state.router.choose(requested, client)
+        except UnknownVersionError as exc:
+            raise ApiError(404, str(exc)) from exc
 
     async def predict(self, images: np.ndarray) -> BatchResult:
+        model = self.model()
+        started = time.perf_counter()
         try:
-            result = await self._state.predictor.predict(images)
+            result = await traced_prediction(
+                self._state.tracer, model, images, lambda: self._state.predictor.predict(images, model)
+            )
         except OverloadedError as exc:
             raise ApiError(
                 503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
             ) from exc
-        self._request.state.model_version = result.model.version
+        self._state.router.shadow(images, result, time.perf_counter() - started)
         self._state.metrics.count_predictions(result.probabilities.argmax(axis=1))
         return result
 
@@ -62,6 +88,14 @@ class RequestPredictor:
 
 async def get_request_predictor(state: StateDep, request: Request) -> RequestPredictor:
     return RequestPredictor(state, request)
+
+
+async def requested_version(
+    version: Annotated[
+        int | None, Query(ge=1, description="a loaded version to answer (default: the served one)")
+    ] = None,
+) -> None:
+    """Documents and checks `?version=`; RequestPredictor reads it."""
 
 
 async def get_test_set(state: StateDep) -> MnistSplit:

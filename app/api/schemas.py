@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from model_store.metadata import ModelMetadata
+from model_store.pins import Routing
 from model_store.trust import Verdict
 
 VERDICT_TEXT = (
@@ -127,10 +128,34 @@ class Policy(BaseModel):
     pinned_at: datetime | None = None
 
 
+class LoadedVersion(BaseModel):
+    version: int
+    default: bool = Field(description="answers requests that do not ask for a version")
+    weight_bytes: int = Field(description="memory of the version's weights")
+    warmup_seconds: float = Field(description="time to load, compile and warm it up")
+
+
+class ShadowReport(BaseModel):
+    """One worker's comparison of a shadow candidate with the default, on the same live images."""
+
+    candidate: int
+    requests: int
+    images: int
+    agreement: float | None = Field(description="share of images where both predicted the same digit")
+    skipped: int = Field(description="requests not shadowed: queue full or the candidate failed")
+    default_mean_ms: float | None
+    shadow_mean_ms: float | None
+
+
 class ModelInfo(BaseModel):
     metadata: ModelMetadata
     plots: dict[str, str] = Field(description="URLs of the version's plots")
     policy: Policy | None = Field(description="the store's choice; null if it cannot be read just now")
+    loaded: list[LoadedVersion] = Field(
+        default_factory=list, description="every loaded version; each answers on ?version="
+    )
+    routing: Routing | None = Field(None, description="a canary or shadow beside the default")
+    shadow: list[ShadowReport] = Field(default_factory=list)
 
 
 class Health(BaseModel):

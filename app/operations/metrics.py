@@ -6,6 +6,7 @@ With several uvicorn workers, set PROMETHEUS_MULTIPROC_DIR (mnist-serve does it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -40,6 +41,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # Per model version, for the requests a version was chosen for: p99 per version, errors per version.
+        self.version_latency = Histogram(
+            "mnist_model_request_duration_seconds",
+            "Time from request to response, by the model version that answered",
+            ["route", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.version_errors = Counter(
+            "mnist_model_request_errors",
+            "Requests that ended in an error after a model version was chosen for them",
+            ["route", "version", "status"],
+            registry=r,
+        )
         self.predictions = Counter("mnist_predictions", "Predicted digits", ["digit"], registry=r)
         self.batch_size = Histogram(
             "mnist_batch_size",
@@ -64,6 +79,48 @@ class Metrics:
             "mnist_model_load_failures", "Model versions that failed to load or validate", registry=r
         )
         self.reloads = Counter("mnist_model_reloads", "Successful switches to another version", registry=r)
+        self.weight_bytes = Gauge(
+            "mnist_model_weight_bytes",
+            "Memory of a loaded version's weights",
+            ["version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.warmup_seconds = Gauge(
+            "mnist_model_warmup_seconds",
+            "Seconds a loaded version took to load, compile and warm up",
+            ["version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.shadow_images = Counter(
+            "mnist_shadow_images", "Images a shadow candidate ran on", ["candidate"], registry=r
+        )
+        self.shadow_agreeing = Counter(
+            "mnist_shadow_agreeing_images",
+            "Images on which a shadow candidate predicted the default's digit",
+            ["candidate"],
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "mnist_shadow_skipped",
+            "Requests not shadowed: queue full or candidate failed",
+            ["candidate"],
+            registry=r,
+        )
+        self.shadow_latency = Histogram(
+            "mnist_shadow_latency_seconds",
+            "Forward-pass wait of shadowed requests, for the default and the shadow candidate",
+            ["candidate", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.api_key_requests = Counter(
+            "mnist_api_key_requests",
+            "Inference requests by API key name (empty: no key or an unknown one) and outcome",
+            ["key", "outcome"],
+            registry=r,
+        )
 
     def observe_batch(self, images: int, queued_seconds: float) -> None:
         self.batch_size.observe(images)
@@ -78,6 +135,23 @@ class Metrics:
         if previous is not None:
             self.model_loaded.labels(name, str(previous)).set(0)
         self.model_loaded.labels(name, str(version)).set(1)
+
+    def observe_shadow(
+        self, candidate: str, images: int, agreeing: int, default_seconds: float, shadow_seconds: float
+    ) -> None:
+        self.shadow_images.labels(candidate).inc(images)
+        self.shadow_agreeing.labels(candidate).inc(agreeing)
+        self.shadow_latency.labels(candidate, "default").observe(default_seconds)
+        self.shadow_latency.labels(candidate, "shadow").observe(shadow_seconds)
+
+    def describe_version(self, version: int, weight_bytes: int, warmup_seconds: float) -> None:
+        self.weight_bytes.labels(str(version)).set(weight_bytes)
+        self.warmup_seconds.labels(str(version)).set(warmup_seconds)
+
+    def forget_version(self, version: int) -> None:
+        for gauge in (self.weight_bytes, self.warmup_seconds):
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(version))
 
     def exposition(self) -> bytes:
         if multiprocess_mode():

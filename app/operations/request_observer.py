@@ -70,6 +70,11 @@ class RequestObserver:
             route = route_template(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(scope["method"], route).observe(elapsed)
+            version = state.get("model_version")
+            if version is not None:
+                self.metrics.version_latency.labels(route, str(version)).observe(elapsed)
+                if status >= 400:
+                    self.metrics.version_errors.labels(route, str(version), str(status)).inc()
             access_log.info(
                 "request",
                 extra={
@@ -79,6 +84,6 @@ class RequestObserver:
                     "path": scope["path"],
                     "status": status,
                     "latency_ms": round(elapsed * 1000, 3),
-                    "model_version": state.get("model_version"),
+                    "model_version": version,
                 },
             )

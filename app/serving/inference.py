@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -108,17 +108,33 @@ def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
 
 
 class ModelHolder:
-    """The version being served. Swapping it is one reference assignment, so it is atomic:
-    a batch already running finishes on the model it started with."""
+    """The version being served by default, and every version loaded beside it. Swapping either
+    is one reference assignment, so it is atomic: a batch already running finishes on the model
+    it started with."""
 
     def __init__(self, serving: ServingModel) -> None:
         self.current = serving
+        self.loaded: dict[int, ServingModel] = {serving.version: serving}
+
+    def get(self, version: int) -> ServingModel | None:
+        """A loaded version (the default included), or None."""
+        return self.current if version == self.current.version else self.loaded.get(version)
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """One forward pass a request's images took part in (for tracing): its size and wall time."""
+
+    images: int
+    started_ns: int
+    ended_ns: int
 
 
 @dataclass(frozen=True)
 class BatchResult:
     rows: np.ndarray  # (N, 12), as `ServingModel.answer` returns them
     model: ServingModel
+    passes: tuple[ForwardPass, ...] = ()
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -145,6 +161,7 @@ class _Job:
     dispatched: int = 0  # images handed to forward passes so far
     completed: int = 0
     rows: np.ndarray | None = None  # what `ServingModel.answer` gives, filled slice by slice
+    passes: list[ForwardPass] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -159,7 +176,7 @@ class _Job:
             self.rows[start : start + len(rows)] = rows
         self.completed += len(rows)
         if self.completed == len(self.images) and not self.future.done():  # the client may be gone
-            self.future.set_result(BatchResult(self.rows, self.model))
+            self.future.set_result(BatchResult(self.rows, self.model, tuple(self.passes)))
 
 
 @dataclass(frozen=True)
@@ -215,18 +232,20 @@ class Batcher:
         fair slices and cannot hold up the jobs behind it for longer than that."""
         return min(images, self._max_batch)
 
-    async def predict(self, images: np.ndarray) -> BatchResult:
+    async def predict(self, images: np.ndarray, model: ServingModel | None = None) -> BatchResult:
+        """Run `images` through `model` (default: the holder's current one), batched with others'."""
         # The bound protects latency; a request larger than the bound is still taken when the
         # queue is empty.
         waiting = sum(self._weight(job.pending) for job in self._waiting)
         if waiting and waiting + self._weight(len(images)) > self._max_queued:
             raise OverloadedError(f"{self._queued_images} images are already queued")
         loop = asyncio.get_running_loop()
+        model = model or self._holder.current
         if not len(images):
-            return BatchResult(np.empty((0, NUM_CLASSES + 2), np.float32), self._holder.current)
+            return BatchResult(np.empty((0, NUM_CLASSES + 2), np.float32), model)
         if self._task is None:
             self._task = loop.create_task(self._run(), name="batcher")
-        job = _Job(images, self._holder.current, loop.create_future(), time.perf_counter())
+        job = _Job(images, model, loop.create_future(), time.perf_counter())
         self._waiting.append(job)
         self._queued_images += len(images)
         self._work.set()
@@ -298,7 +317,9 @@ class Batcher:
         try:
             parts = [piece.images for piece in slices]
             batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            started_ns = time.time_ns()
             rows = await loop.run_in_executor(self._forward_thread, model.answer, batch)
+            forward_pass = ForwardPass(len(batch), started_ns, time.time_ns())
         except Exception:
             if len(slices) > 1:
                 # One bad job must not fail its neighbours: run each on its own.
@@ -317,6 +338,7 @@ class Batcher:
             self._observer(len(rows), started - min(piece.job.enqueued for piece in slices))
         offset = 0
         for piece in slices:
+            piece.job.passes.append(forward_pass)
             size = piece.stop - piece.start
             piece.job.fill(piece.start, rows[offset : offset + size])
             offset += size
@@ -330,8 +352,8 @@ class DirectPredictor:
         self._holder = holder
         self._max_batch = max_batch
 
-    async def predict(self, images: np.ndarray) -> BatchResult:
-        model = self._holder.current
+    async def predict(self, images: np.ndarray, model: ServingModel | None = None) -> BatchResult:
+        model = model or self._holder.current
         rows = await asyncio.to_thread(self._answer_in_slices, model, images)
         return BatchResult(rows, model)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -18,7 +19,15 @@ import numpy as np
 
 from app.operations.metrics import Metrics
 from app.serving.inference import ModelHolder, ServingModel
-from model_store.pins import clear_pin, read_pin, write_pin
+from model_store.pins import (
+    Routing,
+    clear_pin,
+    clear_routing,
+    read_pin,
+    read_routing,
+    write_pin,
+    write_routing,
+)
 from model_store.preprocessing import IMAGE_SIDE
 from model_store.store import ModelStore, ModelStoreError
 
@@ -36,6 +45,18 @@ def load_serving_model(store: ModelStore, version: int | None, warmup_batch: int
     if probabilities.shape != (2, 10) or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
         raise ModelStoreError(f"{serving.loaded.path}: outputs are not softmax probabilities")
     return serving
+
+
+@dataclass(frozen=True)
+class VersionDetails:
+    """What loading a version cost: its weights' memory and the seconds to load, compile and warm up."""
+
+    weight_bytes: int
+    warmup_seconds: float
+
+
+def weight_bytes(serving: ServingModel) -> int:
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in serving.loaded.model.weights)
 
 
 @dataclass(frozen=True)
@@ -67,12 +88,20 @@ class ModelManager:
         metrics: Metrics,
         setting: int | None,
         warmup_batch: int,
+        keep_newest: int = 0,
+        keep_versions: tuple[int, ...] = (),
     ) -> None:
         self.store = store
         self.holder = holder
         self.metrics = metrics
         self.setting = setting
         self.warmup_batch = warmup_batch
+        # Loaded beside the default (TF Serving's version policy): these versions, else the newest N.
+        self.keep_newest = keep_newest
+        self.keep_versions = keep_versions
+        self.details: dict[int, VersionDetails] = {}
+        # A canary or shadow candidate beside the default, as the store's routing file says.
+        self.routing: Routing | None = None
         self.refused: dict[int, str] = {}
         self.completed_polls = 0
         self._lock = asyncio.Lock()
@@ -84,21 +113,23 @@ class ModelManager:
         """Serve `version` (default: what the policy says). Raises ReloadError, old one kept."""
         async with self._lock:
             target = version if version is not None else (await self.policy()).version
-            if target == self.holder.current.version:
-                return self.holder.current
-            return self._swap(await self._load(target))
+            if target != self.holder.current.version:
+                self._swap(self.holder.loaded.get(target) or await self._load(target))
+            await self._reconcile()
+            return self.holder.current
 
     async def pin(self, version: int, pinned_by: str) -> ServingModel:
         """Serve `version` on every worker until an operator says otherwise, restarts included."""
         self._refuse_over_setting(version)
         async with self._lock:
-            current = self.holder.current
-            candidate = current if version == current.version else await self._load(version)
+            candidate = self.holder.get(version) or await self._load(version)
             try:
                 await asyncio.to_thread(write_pin, self.store, version, pinned_by)
             except ModelStoreError as exc:
                 raise ReloadError(str(exc)) from exc
-            return self._swap(candidate)
+            self._swap(candidate)
+            await self._reconcile()
+            return candidate
 
     async def follow_newest(self) -> ServingModel:
         """Drop an operator's pin: every worker goes back to following the newest version."""
@@ -115,9 +146,80 @@ class ModelManager:
                 f"MNIST_MODEL_VERSION pins version {self.setting}; change that setting to serve another"
             )
 
-    async def _load(self, version: int) -> ServingModel:
+    async def reconcile(self) -> None:
+        """Load the versions kept beside the default, unload the others."""
+        async with self._lock:
+            await self._reconcile()
+
+    def wanted_versions(self) -> set[int]:
+        """Reads the store and its routing file (blocking)."""
         try:
-            return await asyncio.to_thread(load_serving_model, self.store, version, self.warmup_batch)
+            self.routing = read_routing(self.store)
+        except ModelStoreError as exc:
+            log.error("%s; keeping the routing in force", exc)
+        newest = self.store.versions()[-self.keep_newest :] if self.keep_newest else []
+        kept = set(self.keep_versions or newest) | {self.holder.current.version}
+        return kept | ({self.routing.candidate} if self.routing is not None else set())
+
+    async def route(
+        self, mode: Literal["canary", "shadow"], candidate: int, percent: float, by: str
+    ) -> Routing:
+        """Start (or change) a canary or a shadow, on every worker and across restarts."""
+        async with self._lock:
+            if candidate == self.holder.current.version:
+                raise ReloadError(f"version {candidate} is already the default")
+            if self.holder.get(candidate) is None:
+                self.holder.loaded = {**self.holder.loaded, candidate: await self._load(candidate)}
+            try:
+                await asyncio.to_thread(write_routing, self.store, mode, candidate, percent, by)
+            except ModelStoreError as exc:
+                raise ReloadError(str(exc)) from exc
+            await self._reconcile()
+            assert self.routing is not None
+            return self.routing
+
+    async def promote(self, by: str) -> ServingModel:
+        """The candidate becomes the default (pinned), and the routing ends."""
+        routing = self.routing
+        if routing is None:
+            raise ReloadError("no canary or shadow is running")
+        serving = await self.pin(routing.candidate, by)
+        await self.rollback()
+        return serving
+
+    async def rollback(self) -> None:
+        """End the canary or shadow: every request goes to the default again, on every worker."""
+        async with self._lock:
+            try:
+                await asyncio.to_thread(clear_routing, self.store)
+            except ModelStoreError as exc:
+                raise ReloadError(str(exc)) from exc
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        wanted = await asyncio.to_thread(self.wanted_versions)
+        loaded = dict(self.holder.loaded)
+        for version in sorted(wanted - loaded.keys() - self.refused.keys()):
+            with contextlib.suppress(ReloadError):  # logged and counted in _load
+                loaded[version] = await self._load(version)
+        for version in sorted(loaded.keys() - wanted):
+            del loaded[version]
+            self.details.pop(version, None)
+            self.metrics.forget_version(version)
+            log.info("unloaded version %s", version)
+        self.holder.loaded = loaded
+
+    def note_loaded(self, serving: ServingModel, seconds: float) -> None:
+        details = VersionDetails(weight_bytes(serving), seconds)
+        self.details[serving.version] = details
+        self.metrics.describe_version(serving.version, details.weight_bytes, details.warmup_seconds)
+
+    async def _load(self, version: int) -> ServingModel:
+        started = time.perf_counter()
+        try:
+            serving = await asyncio.to_thread(load_serving_model, self.store, version, self.warmup_batch)
+            self.note_loaded(serving, time.perf_counter() - started)
+            return serving
         except ModelStoreError as exc:
             self.refused[version] = str(exc)
             self.metrics.load_failures.inc()
@@ -129,6 +231,7 @@ class ModelManager:
     def _swap(self, candidate: ServingModel) -> ServingModel:
         previous = self.holder.current
         if candidate is not previous:
+            self.holder.loaded = {**self.holder.loaded, candidate.version: candidate}
             self.holder.current = candidate
             self.metrics.reloads.inc()
             self.metrics.set_model(candidate.name, candidate.version, previous=previous.version)
@@ -147,6 +250,7 @@ class ModelManager:
                     # A refusal is logged and counted in _load; the old version keeps serving.
                     with contextlib.suppress(ReloadError):
                         await self.switch_to(wanted)
+                await self.reconcile()
             except ModelStoreError as exc:
                 log.warning(
                     "cannot read the store's policy, still serving %s: %s", self.holder.current.version, exc

@@ -8,17 +8,20 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from opentelemetry.trace import Tracer
 
 from app.config import Settings
+from app.operations.api_keys import ApiKeys, RateLimiter
 from app.operations.metrics import Metrics
 from app.serving.explain import ExplainService
-from app.serving.inference import BatchResult, ModelHolder
+from app.serving.inference import BatchResult, ModelHolder, ServingModel
 from app.serving.reload import ModelManager
+from app.serving.router import VersionRouter
 from model_store.mnist_data import MnistSplit
 
 
 class Predictor(Protocol):
-    async def predict(self, images: np.ndarray) -> BatchResult: ...
+    async def predict(self, images: np.ndarray, model: ServingModel | None = None) -> BatchResult: ...
 
     def close(self) -> None: ...
 
@@ -33,7 +36,14 @@ class ServiceState:
     explainer: ExplainService
     test_set: MnistSplit | None
     test_set_error: str | None = None
+    api_keys: ApiKeys | None = None
+    rate_limiter: RateLimiter | None = None
+    router: VersionRouter = field(init=False)
+    tracer: Tracer | None = None
     accuracy_runs: AccuracyRuns = field(default_factory=lambda: AccuracyRuns())
+
+    def __post_init__(self) -> None:
+        self.router = VersionRouter(self.holder, self.manager, self.predictor, self.metrics)
 
 
 class AccuracyRuns:

@@ -246,7 +246,8 @@
     const form = new FormData();
     form.append("file", blob, fileName);
     try {
-      const answer = await api("/predict?include_image=true", {
+      const picked = $("version-pick").value;
+      const answer = await api(`/predict?include_image=true${picked ? `&version=${picked}` : ""}`, {
         method: "POST",
         body: form,
         signal: controller.signal,
@@ -304,7 +305,11 @@
     steps.textContent = done.length
       ? `Normalised: ${done.map((step) => step.replaceAll("_", " ")).join(" → ")}.`
       : "Used as it is: already a 28×28 MNIST-style image.";
-    if (modelVersion !== null && answer.model?.version !== modelVersion) loadModel();
+    const answeredBy = $("answered-by");
+    answeredBy.hidden = !answer.model;
+    answeredBy.textContent = answer.model ? `Answered by model version ${answer.model.version}.` : "";
+    // A canary's candidate answers some requests: that is no sign the default version changed.
+    if (modelVersion !== null && !servedVersions.includes(answer.model?.version)) loadModel();
   }
 
   $("clear").addEventListener("click", () => {
@@ -412,6 +417,19 @@
     reliability_diagram: ["Reliability diagram", "Accuracy against confidence on the test set, before and after temperature scaling"],
   };
   let modelVersion = null;
+  let servedVersions = [];
+
+  /** While a canary runs, the user may pick which version answers (default: the split decides). */
+  function showVersionChoice(info) {
+    const canary = info.routing?.mode === "canary" ? info.routing.candidate : null;
+    servedVersions = [info.metadata.version, ...(canary === null ? [] : [canary])];
+    const pick = $("version-pick");
+    const kept = pick.value;
+    pick.replaceChildren(new Option("automatic", ""));
+    for (const version of servedVersions) pick.add(new Option(`version ${version}`, String(version)));
+    pick.value = servedVersions.includes(Number(kept)) ? kept : "";
+    $("version-choice").hidden = canary === null;
+  }
 
   async function loadModel() {
     modelStatus.busy("Loading the model's details…");
@@ -428,6 +446,7 @@
       $("model-badge").textContent =
         `${meta.name} v${meta.version} · ${meta.training.preset} · ${percent(evaluation.accuracy, 2)} test accuracy`;
       renderPlots(info.plots ?? {}, meta.version);
+      showVersionChoice(info);
       modelStatus.clear();
     } catch (err) {
       $("model-badge").textContent = "model unavailable";

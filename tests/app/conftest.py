@@ -71,3 +71,28 @@ def publish_copy(store_root: Path, source_version: int = 1, model_bytes: bytes |
 def private_store(trained_store: Path, tmp_path: Path) -> Path:
     """A copy of the trained store that a test may add versions to."""
     return Path(shutil.copytree(trained_store, tmp_path / "store"))
+
+
+def publish_perturbed(store_root: Path, source_version: int = 1, seed: int = 1) -> int:
+    """Publish a new version whose weights are version `source_version`'s with 10 % multiplicative
+    noise: a real, working model whose probabilities differ from the source's for the same digit."""
+    store = ModelStore(store_root)
+    loaded = store.load(source_version)
+    rng = np.random.default_rng(seed)
+    weights = loaded.model.get_weights()
+    loaded.model.set_weights([w * (1 + rng.normal(0, 0.1, w.shape)).astype(w.dtype) for w in weights])
+
+    def write(folder: Path, version: int) -> ModelMetadata:
+        for item in loaded.path.iterdir():
+            if item.is_file() and item.name not in (METADATA_FILE, MODEL_FILE):
+                shutil.copy2(item, folder / item.name)
+        loaded.model.save(folder / MODEL_FILE)
+        return loaded.metadata.model_copy(update={"version": version})
+
+    return store.publish(write)
+
+
+@pytest.fixture
+def two_versions(private_store: Path) -> Path:
+    assert publish_perturbed(private_store) == 2
+    return private_store

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,7 +14,10 @@ from app.api.deps import StateDep
 from app.api.errors import ApiError
 from app.api.responses import model_ref, policy_of
 from app.api.schemas import ErrorBody, ModelRef, Policy
+from app.serving.inference import ServingModel
 from app.serving.reload import ReloadError
+from app.serving.state import ServiceState
+from model_store.pins import Routing
 from model_store.store import ModelStoreError
 
 bearer = HTTPBearer(auto_error=False, description="MNIST_ADMIN_TOKEN")
@@ -72,6 +76,17 @@ def refused(previous: int, exc: Exception) -> ApiError:
     return ApiError(409, f"reload refused, still serving version {previous}: {exc}")
 
 
+async def switched(state: ServiceState, change: Callable[[], Awaitable[ServingModel]]) -> ReloadResult:
+    """Change the default version; refused (409) with the old one still serving if it fails."""
+    previous = state.holder.current.version
+    try:
+        serving = await change()
+        policy = await state.manager.policy()
+    except (ReloadError, ModelStoreError) as exc:
+        raise refused(previous, exc) from exc
+    return ReloadResult(model=model_ref(serving), previous_version=previous, policy=policy_of(policy))
+
+
 @router.post("/reload", response_model=ReloadResult, responses=CONFLICT)
 async def reload(state: StateDep, request: Request, body: ReloadRequest | None = None) -> ReloadResult:
     """With a version: pin it. The pin is kept in the store, so every worker switches to it (within
@@ -79,29 +94,61 @@ async def reload(state: StateDep, request: Request, body: ReloadRequest | None =
     look at the store now and serve what the policy says. In-flight requests finish on the old
     version; one that fails to load or validate is refused (409) and the current one keeps serving.
     """
-    previous = state.holder.current.version
-    try:
-        if body is not None and body.version is not None:
-            pinned_by = f"admin API (request {request.state.request_id})"
-            serving = await state.manager.pin(body.version, pinned_by)
-        else:
-            serving = await state.manager.switch_to()
-        policy = await state.manager.policy()
-    except (ReloadError, ModelStoreError) as exc:
-        raise refused(previous, exc) from exc
-    return ReloadResult(model=model_ref(serving), previous_version=previous, policy=policy_of(policy))
+    version = body.version if body is not None else None
+    if version is not None:
+        pinned_by = f"admin API (request {request.state.request_id})"
+        return await switched(state, lambda: state.manager.pin(version, pinned_by))
+    return await switched(state, state.manager.switch_to)
 
 
 @router.delete("/pin", response_model=ReloadResult, responses=CONFLICT)
 async def unpin(state: StateDep) -> ReloadResult:
     """Drop the pin: every worker follows the newest version again."""
-    previous = state.holder.current.version
+    return await switched(state, state.manager.follow_newest)
+
+
+class RoutingRequest(BaseModel):
+    mode: Literal["canary", "shadow"] = Field(
+        description="canary: the candidate answers a share of clients; shadow: it answers none, "
+        "it runs on a copy of the traffic and is compared with the default"
+    )
+    version: int = Field(ge=1, description="the candidate, loaded beside the default")
+    percent: float = Field(10.0, ge=0.0, le=100.0, description="canary only: share of clients it answers")
+
+
+class RoutingResult(BaseModel):
+    routing: Routing | None = Field(description="the canary or shadow in force; null: none")
+
+
+@router.put("/routing", response_model=RoutingResult, responses=CONFLICT)
+async def start_routing(state: StateDep, request: Request, body: RoutingRequest) -> RoutingResult:
+    """Start or change a canary or a shadow. Kept in the store beside the pin: every worker follows
+    it (within MNIST_RELOAD_POLL_SECONDS), and restarts keep it, until promoted or rolled back."""
+    by = f"admin API (request {request.state.request_id})"
+    percent = body.percent if body.mode == "canary" else 0.0
     try:
-        serving = await state.manager.follow_newest()
-        policy = await state.manager.policy()
+        routing = await state.manager.route(body.mode, body.version, percent, by)
     except (ReloadError, ModelStoreError) as exc:
-        raise refused(previous, exc) from exc
-    return ReloadResult(model=model_ref(serving), previous_version=previous, policy=policy_of(policy))
+        raise ApiError(409, f"routing refused: {exc}") from exc
+    return RoutingResult(routing=routing)
+
+
+@router.post("/routing/promote", response_model=ReloadResult, responses=CONFLICT)
+async def promote(state: StateDep, request: Request) -> ReloadResult:
+    """The candidate becomes the default version (pinned, as POST /admin/reload does) and the
+    canary or shadow ends."""
+    by = f"admin API promote (request {request.state.request_id})"
+    return await switched(state, lambda: state.manager.promote(by))
+
+
+@router.delete("/routing", response_model=RoutingResult, responses=CONFLICT)
+async def rollback(state: StateDep) -> RoutingResult:
+    """Roll back: end the canary or shadow; every request goes to the default version again."""
+    try:
+        await state.manager.rollback()
+    except (ReloadError, ModelStoreError) as exc:
+        raise ApiError(409, f"rollback refused: {exc}") from exc
+    return RoutingResult(routing=state.manager.routing)
 
 
 @router.get("/versions", response_model=StoreVersions)

@@ -8,7 +8,8 @@ from fastapi.responses import FileResponse
 from app.api.deps import StateDep
 from app.api.errors import ApiError
 from app.api.responses import policy_of
-from app.api.schemas import ModelInfo
+from app.api.schemas import LoadedVersion, ModelInfo, ShadowReport
+from app.serving.state import ServiceState
 from model_store.store import ModelStoreError
 
 router = APIRouter(prefix="/model", tags=["model"])
@@ -49,6 +50,38 @@ EXAMPLE = {
 }
 
 
+def loaded_versions(state: ServiceState) -> list[LoadedVersion]:
+    default = state.holder.current.version
+    details = state.manager.details
+    return [
+        LoadedVersion(
+            version=version,
+            default=version == default,
+            weight_bytes=details[version].weight_bytes if version in details else 0,
+            warmup_seconds=details[version].warmup_seconds if version in details else 0.0,
+        )
+        for version in sorted(state.holder.loaded)
+    ]
+
+
+def shadow_reports(state: ServiceState) -> list[ShadowReport]:
+    def mean_ms(seconds: float, count: int) -> float | None:
+        return round(seconds / count * 1000, 3) if count else None
+
+    return [
+        ShadowReport(
+            candidate=candidate,
+            requests=stats.requests,
+            images=stats.images,
+            agreement=stats.agreeing / stats.images if stats.images else None,
+            skipped=stats.skipped,
+            default_mean_ms=mean_ms(stats.default_seconds, stats.requests),
+            shadow_mean_ms=mean_ms(stats.shadow_seconds, stats.requests),
+        )
+        for candidate, stats in sorted(state.router.shadow_stats.items())
+    ]
+
+
 @router.get(
     "", response_model=ModelInfo, responses={200: {"content": {"application/json": {"example": EXAMPLE}}}}
 )
@@ -61,7 +94,12 @@ async def model_info(state: StateDep) -> ModelInfo:
     except ModelStoreError:
         policy = None
     return ModelInfo(
-        metadata=metadata, plots={k: v for k, v in plots.items() if k in metadata.files}, policy=policy
+        metadata=metadata,
+        plots={k: v for k, v in plots.items() if k in metadata.files},
+        policy=policy,
+        loaded=loaded_versions(state),
+        routing=state.manager.routing,
+        shadow=shadow_reports(state),
     )
 
 

@@ -69,7 +69,7 @@ async def random_samples(
 async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDep) -> TestAccuracy:
     """Score the served model on all 10,000 test images (the notebook's 9622 line)."""
     result = await state.accuracy_runs.get(
-        state.holder.current.version, lambda: predictor.predict(test_set.images)
+        predictor.model().version, lambda: predictor.predict(test_set.images)
     )
     predicted = result.probabilities.argmax(axis=1)
     hits = predicted == test_set.labels

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from app import __version__
 from app.api.deps import PredictorDep, StateDep
 from app.api.errors import ApiError
+from app.api.keys import require_api_key
 from app.inputs.kserve import (
     HEADER_LENGTH,
     InferError,
@@ -61,15 +62,18 @@ INFER_EXAMPLE = {
 
 
 def served_model(state: ServiceState, name: str, version: str | None) -> ServingModel:
-    """The served model, if `name` (and `version`, when given) name it; else 404."""
-    current = state.holder.current
+    """The default model, or the loaded `version`, if `name` names it; else 404."""
+    holder = state.holder
+    current = holder.current
     if name != current.name:
         raise ApiError(404, f"unknown model '{name}'; this server serves '{current.name}'")
-    if version is not None and version != str(current.version):
-        raise ApiError(
-            404, f"version {version!r} of '{name}' is not loaded; serving version {current.version}"
-        )
-    return current
+    if version is None:
+        return current
+    model = state.router.loaded(version)
+    if model is None:
+        loaded = ", ".join(map(str, sorted(holder.loaded)))
+        raise ApiError(404, f"version {version!r} of '{name}' is not loaded; loaded versions: {loaded}")
+    return model
 
 
 @router.get(
@@ -100,9 +104,10 @@ async def server_ready(state: StateDep) -> dict[str, bool]:
 async def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
     """Model metadata: versions, inputs and outputs with datatypes and shapes (-1 = batch)."""
     model = served_model(state, name, version)
+    versions = [model.version] if version is not None else sorted(state.holder.loaded)
     return {
         "name": model.name,
-        "versions": [str(model.version)],
+        "versions": [str(v) for v in versions],
         "platform": "tensorflow_keras",
         **tensor_metadata(),
     }
@@ -130,9 +135,17 @@ INFER_BODY = {
 }
 
 
-@router.post("/models/{name}/infer", responses=example(INFER_EXAMPLE), openapi_extra=INFER_BODY)
+KEYED = [Depends(require_api_key)]
+
+
 @router.post(
-    "/models/{name}/versions/{version}/infer", responses=example(INFER_EXAMPLE), openapi_extra=INFER_BODY
+    "/models/{name}/infer", responses=example(INFER_EXAMPLE), openapi_extra=INFER_BODY, dependencies=KEYED
+)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    responses=example(INFER_EXAMPLE),
+    openapi_extra=INFER_BODY,
+    dependencies=KEYED,
 )
 async def infer(
     request: Request, state: StateDep, predictor: PredictorDep, name: str, version: str | None = None
