@@ -3,6 +3,7 @@ under load with zero failed requests."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -149,30 +150,37 @@ def test_two_workers_share_metrics(private_store: Path, mnist_dir: Path, tmp_pat
 def test_full_queue_answers_503_with_retry_after(
     private_store: Path, mnist_dir: Path, tmp_path: Path, test_split: MnistSplit
 ) -> None:
+    # A 10,000-image request moves in 79 passes of 128 and weighs 128 on a queue of 200 meanwhile;
+    # a 1,000-image request beside it would weigh 128 more: refused with 503, not queued.
     env = {
         "MNIST_MODEL_STORE": str(private_store),
         "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_BATCH_QUEUE_SIZE": "1000",
+        "MNIST_BATCH_QUEUE_SIZE": "200",
+        "MNIST_MAX_UPLOAD_BYTES": str(16 * 1024 * 1024),
     }
-    body = test_split.images[:1000].tobytes()
-    statuses: list[tuple[int, str | None]] = []
+    headers = {"Content-Type": "application/octet-stream"}
+    large: list[httpx.Response] = []
 
-    def send() -> None:
-        with httpx.Client(timeout=60) as http:
-            response = http.post(
-                f"{server.url}/predict/batch",
-                content=body,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            statuses.append((response.status_code, response.headers.get("retry-after")))
+    def passes(url: str) -> float:
+        text = httpx.get(f"{url}/metrics").text
+        return float(re.search(r"^mnist_batch_size_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
 
     with uvicorn_server(env, tmp_path / "server.log") as server:
-        threads = [threading.Thread(target=send) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        url = f"{server.url}/predict/batch"
+        before = passes(server.url)
+        sender = threading.Thread(
+            target=lambda: large.append(
+                httpx.post(url, content=test_split.images.tobytes(), headers=headers, timeout=120)
+            )
+        )
+        sender.start()
+        deadline = time.monotonic() + 60
+        while passes(server.url) == before:  # the large request is in its first passes
+            assert time.monotonic() < deadline, "the large request never reached the model"
+        refused = httpx.post(url, content=test_split.images[:1000].tobytes(), headers=headers, timeout=60)
+        sender.join(120)
+        taken = httpx.post(url, content=test_split.images[:1000].tobytes(), headers=headers, timeout=60)
         assert httpx.get(f"{server.url}/test/128").json()["prediction"] == 8
-    codes = Counter(code for code, _ in statuses)
-    assert set(codes) <= {200, 503} and codes[200] >= 2 and codes[503] >= 1, codes
-    assert all(retry == "1" for code, retry in statuses if code == 503)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+    assert large[0].status_code == 200 and large[0].json()["count"] == 10_000
+    assert taken.status_code == 200 and taken.json()["count"] == 1000
