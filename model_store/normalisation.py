@@ -10,9 +10,10 @@ ratio, then centred by centre of mass in 28x28.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from model_store.preprocessing import IMAGE_SIDE
 
@@ -20,6 +21,12 @@ DIGIT_BOX = 20
 ORIENTATION = 0x0112  # the EXIF tag
 # A pixel darker than this fraction of the brightest one is background when cropping.
 INK_THRESHOLD = 0.1
+# "border": one paper level, the border's median. "flat": the paper's level around every pixel, so
+# that shadows and uneven light are not read as ink, and faint marks (ruled lines) are dropped.
+Background = Literal["border", "flat"]
+FLAT_SIDE = 64  # the paper's level is estimated on a copy this many pixels on its longer side
+FLAT_WINDOW = 0.25  # wider than any stroke: a quarter of that copy's shorter side
+FAINT = 0.35  # after flattening, marks fainter than this fraction of the darkest ink are paper
 
 
 @dataclass
@@ -70,6 +77,27 @@ def remove_background(pixels: np.ndarray, background: float, steps: list[str]) -
     return pixels
 
 
+def paper_level(pixels: np.ndarray) -> np.ndarray:
+    """Light-on-dark pixels' background around each point: a grey opening wider than any stroke."""
+    image = Image.fromarray(pixels.astype(np.float32), mode="F")
+    factor = min(1.0, FLAT_SIDE / max(image.size))
+    small = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))))
+    window = max(3, int(FLAT_WINDOW * min(small.size)) | 1)
+    opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    return np.asarray(opened.resize(image.size, Image.Resampling.BILINEAR))
+
+
+def flatten_background(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
+    """Ink as the fraction of the local paper's light it absorbs, faint marks removed, 0-255."""
+    background = np.clip(paper_level(pixels), 0, 254)
+    ink = np.clip(pixels - background, 0, None) / (255 - background)
+    peak = float(ink.max())
+    if peak <= 0:
+        return np.zeros_like(pixels)
+    steps.append("background_flattened")
+    return np.clip(ink / peak - FAINT, 0, None) * (255 / (1 - FAINT))
+
+
 def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
     """Crop to the digit, fit it into 20x20 keeping the aspect ratio, centre its mass in 28x28."""
     ink = pixels > INK_THRESHOLD * pixels.max()
@@ -114,7 +142,7 @@ def is_native(image: Image.Image) -> bool:
     )
 
 
-def normalise_decoded(image: Image.Image) -> Normalised:
+def normalise_decoded(image: Image.Image, background: Background = "border") -> Normalised:
     """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken."""
     steps: list[str] = []
     if is_native(image):
@@ -125,9 +153,13 @@ def normalise_decoded(image: Image.Image) -> Normalised:
             pixels = 255 - pixels
         return Normalised(pixels=pixels, original_size=image.size, original_mode=image.mode, steps=steps)
     grey = to_grayscale(image, steps)
-    grey, background = to_light_on_dark(grey, steps)
+    grey, level = to_light_on_dark(grey, steps)
     if grey.shape != (IMAGE_SIDE, IMAGE_SIDE):
-        grey = fit_and_centre(remove_background(grey, background, steps), steps)
+        if background == "flat":
+            grey = flatten_background(grey, steps)
+        else:
+            grey = remove_background(grey, level, steps)
+        grey = fit_and_centre(grey, steps)
     return Normalised(
         pixels=np.clip(np.rint(grey), 0, 255).astype(np.uint8),
         original_size=image.size,

@@ -30,6 +30,7 @@ from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
+from training.robustness import benchmark, classifier, write_report
 
 log = logging.getLogger("training")
 
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             # TF Serving, Triton and KServe read saved_model.pb from the version folder itself.
             model.export(str(folder), format="tf_saved_model", verbose=False)
             files["savedmodel"] = SAVED_MODEL_FILE
+        robustness = None
+        if args.robustness:
+            robustness = benchmark(classifier(model, DEFAULT_INPUT_SPEC), test.images, test.labels, hp.seed)
+            files |= write_report(folder, robustness, f"{args.name} ({args.preset}, seed {hp.seed})")
         return ModelMetadata(
             name=args.name,
             version=version,
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             training=record,
             library_versions=library_versions(),
             files=files,
+            robustness=robustness,
         )
 
     store = ModelStore(args.store, args.name)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
@@ -13,7 +13,7 @@ from model_store.store import ModelStoreError
 
 router = APIRouter(prefix="/model", tags=["model"])
 
-PlotName = Literal["learning_curves", "confusion_matrix"]
+PlotName = Literal["learning_curves", "confusion_matrix", "robustness"]
 
 
 EXAMPLE = {
@@ -55,7 +55,7 @@ EXAMPLE = {
 async def model_info(state: StateDep) -> ModelInfo:
     """Metadata of the version being served: preset, hyperparameters, test scores, history."""
     metadata = state.holder.current.loaded.metadata
-    plots = {role: f"/model/plots/{role}" for role in ("learning_curves", "confusion_matrix")}
+    plots = {role: f"/model/plots/{role}" for role in get_args(PlotName)}
     try:
         policy = policy_of(await state.manager.policy())
     except ModelStoreError:
@@ -71,7 +71,7 @@ async def model_info(state: StateDep) -> ModelInfo:
     responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such plot"}},
 )
 def model_plot(name: PlotName, state: StateDep) -> FileResponse:
-    """A PNG plot saved with the served version: learning curves or the confusion matrix."""
+    """A PNG plot saved with the served version: learning curves, confusion matrix or robustness."""
     loaded = state.holder.current.loaded
     file_name = loaded.metadata.files.get(name)
     if file_name is None or not (loaded.path / file_name).is_file():
