@@ -13,13 +13,15 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
 from model_store.metadata import ROBUSTNESS_CHART_FILE, ROBUSTNESS_TABLE_FILE, Robustness
 from model_store.mnist_data import load_split
+from model_store.normalisation import Background, normalise_decoded
 from model_store.preprocessing import InputSpec, to_model_input
 from model_store.reporting import load_settings, one_line_errors
 from model_store.settings import StoreSettings
@@ -73,23 +75,40 @@ def classifier(model: keras.Model, spec: InputSpec) -> Classifier:
 def benchmark(classify: Classifier, images: np.ndarray, labels: np.ndarray, seed: int) -> Robustness:
     """Accuracy on the clean images and on every family; each family draws from its own seeded stream."""
     started = time.perf_counter()
-    clean = float(np.mean(classify(images) == labels))
+    clean = accuracy(classify, images, labels)
     scores: dict[str, float] = {}
     for index, (name, corrupt) in enumerate(families().items(), start=1):
         # [seed, index]: a family's images do not change when another family is added or changed.
         corrupted = corrupt(images, np.random.default_rng([seed, index]))
-        scores[name] = round(float(np.mean(classify(corrupted) == labels)), 6)
+        scores[name] = accuracy(classify, corrupted, labels)
         log.info(f"{name}: {scores[name]:.2%}")
     mnist_c = {name: acc for name, acc in scores.items() if name != UPLOAD_FAMILY}
     return Robustness(
         seed=seed,
         images=len(labels),
-        clean=round(clean, 6),
+        clean=clean,
         families=scores,
         mnist_c_mean=round(float(np.mean(list(mnist_c.values()))), 6),
         worst_family=min(mnist_c, key=lambda name: mnist_c[name]),
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def accuracy(classify: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    return round(float(np.mean(classify(images) == labels)), 6)
+
+
+def upload_experiment(
+    classify: Classifier, images: np.ndarray, labels: np.ndarray, seed: int, background: Background
+) -> dict[str, float]:
+    """Uploads read back with one background method: the benchmark's renderings, and plain PNGs."""
+    from training.uploads import clean_upload, read_back, upload
+
+    normaliser = partial(normalise_decoded, background=background)
+    stream = list(families()).index(UPLOAD_FAMILY) + 1  # the benchmark's own upload images
+    rendered = upload(images, np.random.default_rng([seed, stream]), normaliser)
+    plain = np.stack([read_back(clean_upload(digit), normaliser) for digit in images])
+    return {"upload": accuracy(classify, rendered, labels), "clean_upload": accuracy(classify, plain, labels)}
 
 
 def write_report(folder: Path, robustness: Robustness, title: str) -> dict[str, str]:
@@ -105,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=settings.model_store, help="env MNIST_MODEL_STORE")
     parser.add_argument("--name", type=model_name, default=settings.model_name, help="env MNIST_MODEL_NAME")
-    parser.add_argument("--version", type=parse_version, help="default: the newest version")
+    parser.add_argument("--version", type=version_number, help="default: the newest version")
     parser.add_argument("--seed", type=seed_int, default=0, help="the same seed gives the same images")
     parser.add_argument("--limit", type=positive_int, help="only the first LIMIT test images")
     parser.add_argument("--data-dir", type=Path, default=settings.data_dir, help="env MNIST_DATA_DIR")
@@ -115,7 +134,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="V1,V2,...",
         help="print one table of these versions' recorded results instead of running the benchmark",
     )
+    parser.add_argument(
+        "--uploads-only",
+        action="store_true",
+        help="only score uploads (rendered and plain) and print the scores; nothing is written",
+    )
+    parser.add_argument(
+        "--background",
+        choices=get_args(Background),
+        default="border",
+        help="with --uploads-only: the normalisation's background method to try (default: the service's)",
+    )
     args = parser.parse_args(argv)
+    if args.background != "border" and not args.uploads_only:
+        parser.error("--background needs --uploads-only: the recorded benchmark uses the service's method")
     try:
         store = ModelStore(args.store, args.name)
         args.version = store.resolve(args.version)
@@ -128,11 +160,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def versions_list(text: str) -> list[int]:
+def version_number(text: str) -> int:
     try:
-        return [parse_version(part) for part in text.split(",")]
+        return parse_version(text)
     except ModelStoreError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def versions_list(text: str) -> list[int]:
+    return [version_number(part) for part in text.split(",")]
 
 
 def compare(store: ModelStore, versions: list[int]) -> str:
@@ -153,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     test = load_split(args.data_dir, "test")
     images, labels = test.images[: args.limit], test.labels[: args.limit]
     loaded = store.load(args.version)
-    robustness = benchmark(classifier(loaded.model, loaded.metadata.input), images, labels, args.seed)
+    classify = classifier(loaded.model, loaded.metadata.input)
+    if args.uploads_only:
+        scores = upload_experiment(classify, images, labels, args.seed, args.background)
+        shown = " ".join(f"{name}={score:.2%}" for name, score in scores.items())
+        sys.stdout.write(f"v{loaded.version} background={args.background} {shown}\n")
+        return 0
+    robustness = benchmark(classify, images, labels, args.seed)
     title = f"{loaded.name} v{loaded.version} ({loaded.metadata.training.preset})"
     files = loaded.metadata.files | write_report(loaded.path, robustness, title)
     store.update_metadata(loaded.metadata.model_copy(update={"robustness": robustness, "files": files}))

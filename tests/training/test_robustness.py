@@ -95,3 +95,30 @@ def test_user_errors_are_one_line(
     assert exit_info.value.code != 0
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error and "Traceback" not in error
+
+
+def test_compare_prints_one_table_of_recorded_results(
+    scored_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--store", str(scored_store), "--compare", "1,1"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| family | v1 cnn | v1 cnn |")
+    assert len(table.strip().splitlines()) == 2 + 1 + 15 + 1 + 1  # header, clean, families, mean, upload
+
+
+def test_compare_refuses_a_version_without_results(
+    trained_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--store", str(trained_store), "--compare", "1"])
+    assert "version 1 has no robustness results" in capsys.readouterr().err
+
+
+def test_uploads_only_scores_uploads_and_writes_nothing(
+    trained_store: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in ModelStore(trained_store).version_path(1).iterdir())
+    args = ["--store", str(trained_store), "--uploads-only", "--background", "flat", "--limit", "60"]
+    assert main([*args, "--data-dir", str(mnist_dir)]) == 0
+    assert capsys.readouterr().out.startswith("v1 background=flat upload=")
+    assert sorted(p.name for p in ModelStore(trained_store).version_path(1).iterdir()) == before
