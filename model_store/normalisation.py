@@ -88,14 +88,15 @@ def paper_level(pixels: np.ndarray) -> np.ndarray:
 
 
 def flatten_background(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
-    """Ink as the fraction of the local paper's light it absorbs, faint marks removed, 0-255."""
+    """Ink as the fraction of the local paper's light it absorbs, faint marks dropped, 0-255."""
     background = np.clip(paper_level(pixels), 0, 254)
     ink = np.clip(pixels - background, 0, None) / (255 - background)
     peak = float(ink.max())
     if peak <= 0:
         return np.zeros_like(pixels)
     steps.append("background_flattened")
-    return np.clip(ink / peak - FAINT, 0, None) * (255 / (1 - FAINT))
+    ink /= peak
+    return np.where(ink >= FAINT, ink, 0) * 255
 
 
 def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
-from model_store.metadata import ROBUSTNESS_CHART_FILE, ROBUSTNESS_TABLE_FILE, Robustness
+from model_store.metadata import ROBUSTNESS_CHART_FILE, ROBUSTNESS_TABLE_FILE, ModelMetadata, Robustness
 from model_store.mnist_data import load_split
 from model_store.normalisation import Background, normalise_decoded
 from model_store.preprocessing import InputSpec, to_model_input
@@ -171,11 +171,14 @@ def versions_list(text: str) -> list[int]:
     return [version_number(part) for part in text.split(",")]
 
 
+def column_title(metadata: ModelMetadata) -> str:
+    epochs = metadata.training.hyperparameters.get("epochs")
+    return f"v{metadata.version} {metadata.training.preset}" + (f", {epochs} epochs" if epochs else "")
+
+
 def compare(store: ModelStore, versions: list[int]) -> str:
     found = [store.read_metadata(version) for version in versions]
-    return comparison_table(
-        [(f"v{m.version} {m.training.preset}", m.robustness) for m in found if m.robustness is not None]
-    )
+    return comparison_table([(column_title(m), m.robustness) for m in found if m.robustness is not None])
 
 
 @one_line_errors(PROG)

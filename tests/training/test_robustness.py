@@ -102,7 +102,7 @@ def test_compare_prints_one_table_of_recorded_results(
 ) -> None:
     assert main(["--store", str(scored_store), "--compare", "1,1"]) == 0
     table = capsys.readouterr().out
-    assert table.startswith("| family | v1 cnn | v1 cnn |")
+    assert table.startswith("| family | v1 cnn, 2 epochs | v1 cnn, 2 epochs |")
     assert len(table.strip().splitlines()) == 2 + 1 + 15 + 1 + 1  # header, clean, families, mean, upload
 
 

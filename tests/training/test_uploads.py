@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from model_store.mnist_data import MnistSplit, load_split
+from model_store.normalisation import normalise_decoded
 from training.uploads import clean_upload, read_back, render_upload, upload
 
 
@@ -53,3 +55,16 @@ def test_the_upload_family_is_seeded_and_still_looks_like_the_digits(digits: Mni
     assert not np.array_equal(first, upload(images, np.random.default_rng(4)))
     correlations = [aligned_correlation(d, u) for d, u in zip(images, first, strict=True)]
     assert np.median(correlations) > 0.4, correlations
+
+
+def test_flat_background_reads_photographed_uploads_closer_to_the_digit(digits: MnistSplit) -> None:
+    images = digits.images[:40]
+    flat = partial(normalise_decoded, background="flat")
+    border_read = upload(images, np.random.default_rng(8))
+    flat_read = upload(images, np.random.default_rng(8), flat)
+    border_score = np.mean([aligned_correlation(d, u) for d, u in zip(images, border_read, strict=True)])
+    flat_score = np.mean([aligned_correlation(d, u) for d, u in zip(images, flat_read, strict=True)])
+    assert flat_score > border_score + 0.05, (border_score, flat_score)
+    # and a clean upload still comes back as the digit
+    for digit in images[:20]:
+        assert aligned_correlation(digit, read_back(clean_upload(digit, side=280), flat)) > 0.8
