@@ -3,8 +3,9 @@
 The service runs every upload through it, and training renders benchmark uploads through it too, so
 what the model is measured on is what it is served. A 28x28 grayscale light-on-dark image is MNIST's
 own format and is used as it is. Anything else is normalised the way MNIST itself was made:
-grayscale, light digit on dark, cropped to the digit, scaled to fit a 20x20 box keeping its aspect
-ratio, then centred by centre of mass in 28x28.
+grayscale, light digit on dark, the paper's local level removed (shadows, uneven light, faint ruled
+lines), cropped to the digit, scaled to fit a 20x20 box keeping its aspect ratio, then centred by
+centre of mass in 28x28.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def is_native(image: Image.Image) -> bool:
     )
 
 
-def normalise_decoded(image: Image.Image, background: Background = "border") -> Normalised:
+def normalise_decoded(image: Image.Image, background: Background = "flat") -> Normalised:
     """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken."""
     steps: list[str] = []
     if is_native(image):
