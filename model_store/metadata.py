@@ -15,6 +15,8 @@ MODEL_FILE = "model.keras"
 LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 SAVED_MODEL_FILE = "saved_model.pb"
+ROBUSTNESS_TABLE_FILE = "robustness.md"
+ROBUSTNESS_CHART_FILE = "robustness.png"
 
 
 class Evaluation(BaseModel):
@@ -38,6 +40,18 @@ class TrainingRecord(BaseModel):
     data_sha256: dict[str, str] = Field(description="SHA-256 of each decompressed IDX file")
 
 
+class Robustness(BaseModel):
+    """Accuracy on corrupted MNIST test images: MNIST-C's fifteen families and rendered uploads."""
+
+    seed: int = Field(ge=0)
+    images: int = Field(gt=0, description="test images per family")
+    clean: float = Field(ge=0.0, le=1.0)
+    families: dict[str, float] = Field(description="family -> accuracy, MNIST-C's and 'upload'")
+    mnist_c_mean: float = Field(ge=0.0, le=1.0, description="mean accuracy over the MNIST-C families")
+    worst_family: str
+    seconds: float = Field(ge=0.0)
+
+
 class ModelMetadata(BaseModel):
     name: str
     version: int = Field(ge=1)
@@ -51,3 +65,5 @@ class ModelMetadata(BaseModel):
     trust: Trust | None = Field(
         None, description="calibration and verdict thresholds; absent in versions published before them"
     )
+    # Optional: versions published before the benchmark existed, or without it, have none.
+    robustness: Robustness | None = None

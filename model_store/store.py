@@ -126,6 +126,13 @@ class ModelStore:
             )
         return metadata
 
+    def update_metadata(self, metadata: ModelMetadata) -> None:
+        """Replace a published version's metadata.json atomically (a reader sees old or new, whole)."""
+        self.read_metadata(metadata.version)  # the version exists and is this model's
+        _write_json_atomically(
+            self.version_path(metadata.version) / METADATA_FILE, metadata.model_dump(mode="json")
+        )
+
     def load(self, version: int | str | None = None) -> LoadedModel:
         """Load and validate a version: metadata parses, the model loads, shapes agree."""
         import keras  # deferred: listing versions should not pay for importing TensorFlow
@@ -200,6 +207,6 @@ def validate_model_shapes(model: keras.Model, metadata: ModelMetadata, source: P
 
 
 def _write_json_atomically(path: Path, content: object) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     tmp.write_text(json.dumps(content, indent=2))
     os.replace(tmp, path)

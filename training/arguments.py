@@ -86,6 +86,11 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
     parser.add_argument("--no-download", action="store_true", help="fail if files are missing")
     parser.add_argument("--download-only", action="store_true", help="fetch missing data files, then stop")
     parser.add_argument("--no-savedmodel", action="store_true", help="skip the TF SavedModel export")
+    parser.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also score MNIST-C's corruptions and rendered uploads before publishing (a few minutes)",
+    )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
     return parser
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model_store.preprocessing import IMAGE_SIDE, fit_and_centre
+from model_store.normalisation import fit_and_centre
+from model_store.preprocessing import IMAGE_SIDE
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 # O, o, I and l are left out: in these fonts they are drawn like 0 and 1.

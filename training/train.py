@@ -31,6 +31,7 @@ from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
+from training.robustness import benchmark, classifier, write_report
 from training.trust import compute_trust
 
 log = logging.getLogger("training")
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         if hp.holdout:
             trust = compute_trust(model, held_out, trained_on, test, folder)
             files |= trust_files()
+        robustness = None
+        if args.robustness:
+            robustness = benchmark(classifier(model, DEFAULT_INPUT_SPEC), test.images, test.labels, hp.seed)
+            files |= write_report(folder, robustness, f"{args.name} ({args.preset}, seed {hp.seed})")
         return ModelMetadata(
             name=args.name,
             version=version,
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             library_versions=library_versions(),
             files=files,
             trust=trust,
+            robustness=robustness,
         )
 
     store = ModelStore(args.store, args.name)

@@ -415,6 +415,7 @@
     learning_curves: ["Learning curves", "Loss and accuracy per training epoch"],
     confusion_matrix: ["Confusion matrix", "True digits (rows) against predicted digits (columns) on the test set"],
     reliability_diagram: ["Reliability diagram", "Accuracy against confidence on the test set, before and after temperature scaling"],
+    robustness: ["Robustness", "Accuracy on corrupted test digits: MNIST-C's fifteen families and rendered uploads"],
   };
   let modelVersion = null;
   let servedVersions = [];
@@ -443,6 +444,7 @@
       $("model-accuracy").textContent =
         `${percent(evaluation.accuracy, 2)} (${evaluation.correct.toLocaleString("en")} of ${evaluation.total.toLocaleString("en")})`;
       $("model-created").textContent = new Date(meta.created_at).toLocaleString();
+      $("model-robustness").textContent = describeRobustness(meta.robustness);
       $("model-badge").textContent =
         `${meta.name} v${meta.version} · ${meta.training.preset} · ${percent(evaluation.accuracy, 2)} test accuracy`;
       renderPlots(info.plots ?? {}, meta.version);
@@ -452,6 +454,15 @@
       $("model-badge").textContent = "model unavailable";
       modelStatus.show(err.message, "error");
     }
+  }
+
+  function describeRobustness(robustness) {
+    if (!robustness) return "not measured";
+    const upload = robustness.families.upload;
+    const parts = [`MNIST-C mean ${percent(robustness.mnist_c_mean, 1)}`,
+      `worst ${robustness.worst_family.replaceAll("_", " ")} ${percent(robustness.families[robustness.worst_family], 1)}`];
+    if (upload !== undefined) parts.push(`uploads ${percent(upload, 1)}`);
+    return parts.join(" · ");
   }
 
   function renderPlots(plots, version) {

@@ -14,7 +14,7 @@ from model_store.store import ModelStoreError
 
 router = APIRouter(prefix="/model", tags=["model"])
 
-PlotName = Literal["learning_curves", "confusion_matrix", "reliability_diagram"]
+PlotName = Literal["learning_curves", "confusion_matrix", "reliability_diagram", "robustness"]
 
 
 EXAMPLE = {
@@ -109,7 +109,8 @@ async def model_info(state: StateDep) -> ModelInfo:
     responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such plot"}},
 )
 def model_plot(name: PlotName, state: StateDep) -> FileResponse:
-    """A PNG plot saved with the served version: learning curves, confusion matrix or reliability diagram."""
+    """A PNG plot saved with the served version: learning curves, confusion matrix, reliability
+    diagram or robustness."""
     loaded = state.holder.current.loaded
     file_name = loaded.metadata.files.get(name)
     if file_name is None or not (loaded.path / file_name).is_file():

@@ -1,0 +1,170 @@
+"""Turn a decoded picture into a 28x28 MNIST-style digit: the one normalisation of uploads.
+
+The service runs every upload through it, and training renders benchmark uploads through it too, so
+what the model is measured on is what it is served. A 28x28 grayscale light-on-dark image is MNIST's
+own format and is used as it is. Anything else is normalised the way MNIST itself was made:
+grayscale, light digit on dark, the paper's local level removed (shadows, uneven light, faint ruled
+lines), cropped to the digit, scaled to fit a 20x20 box keeping its aspect ratio, then centred by
+centre of mass in 28x28.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from model_store.preprocessing import IMAGE_SIDE
+
+DIGIT_BOX = 20
+ORIENTATION = 0x0112  # the EXIF tag
+# A pixel darker than this fraction of the brightest one is background when cropping.
+INK_THRESHOLD = 0.1
+# "border": one paper level, the border's median. "flat": the paper's level around every pixel, so
+# that shadows and uneven light are not read as ink, and faint marks (ruled lines) are dropped.
+Background = Literal["border", "flat"]
+FLAT_SIDE = 64  # the paper's level is estimated on a copy this many pixels on its longer side
+FLAT_WINDOW = 0.25  # wider than any stroke: a quarter of that copy's shorter side
+FAINT = 0.35  # after flattening, marks fainter than this fraction of the darkest ink are paper
+
+
+@dataclass
+class Normalised:
+    pixels: np.ndarray  # (28, 28) uint8, light digit on dark
+    original_size: tuple[int, int]
+    original_mode: str
+    steps: list[str] = field(default_factory=list)
+
+
+def to_grayscale(image: Image.Image, steps: list[str]) -> np.ndarray:
+    """Grayscale float pixels 0-255. A transparent background makes the alpha channel the digit."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32)
+        if alpha.min() < 255:
+            steps.append("alpha_as_ink")
+            return alpha
+        image = image.convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        steps.append("rescaled_high_bit_depth")
+        return (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    if image.mode != "L":
+        steps.append("grayscale")
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.float32)
+
+
+def to_light_on_dark(pixels: np.ndarray, steps: list[str]) -> tuple[np.ndarray, float]:
+    """Invert when the border (the paper) is lighter than 50 % grey; returns the background level."""
+    background = border_level(pixels)
+    if background > 127.5:
+        steps.append("inverted")
+        return 255.0 - pixels, 255.0 - background
+    return pixels, background
+
+
+def remove_background(pixels: np.ndarray, background: float, steps: list[str]) -> np.ndarray:
+    """Bring grey paper to black and the strongest ink to white, as in MNIST's scans."""
+    peak = float(pixels.max())
+    if background > 0 and peak > background:
+        steps.append("background_removed")
+        return np.clip(pixels - background, 0, None) * (255.0 / (peak - background))
+    return pixels
+
+
+def paper_level(pixels: np.ndarray) -> np.ndarray:
+    """Light-on-dark pixels' background around each point: a grey opening wider than any stroke."""
+    image = Image.fromarray(pixels.astype(np.float32), mode="F")
+    factor = min(1.0, FLAT_SIDE / max(image.size))
+    small = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))))
+    window = max(3, int(FLAT_WINDOW * min(small.size)) | 1)
+    opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    return np.asarray(opened.resize(image.size, Image.Resampling.BILINEAR))
+
+
+def flatten_background(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
+    """Ink as the fraction of the local paper's light it absorbs, faint marks dropped, 0-255."""
+    background = np.clip(paper_level(pixels), 0, 254)
+    ink = np.clip(pixels - background, 0, None) / (255 - background)
+    peak = float(ink.max())
+    if peak <= 0:
+        return np.zeros_like(pixels)
+    steps.append("background_flattened")
+    ink /= peak
+    return np.where(ink >= FAINT, ink, 0) * 255
+
+
+def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
+    """Crop to the digit, fit it into 20x20 keeping the aspect ratio, centre its mass in 28x28."""
+    ink = pixels > INK_THRESHOLD * pixels.max()
+    if not ink.any():
+        steps.append("blank")
+        return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    rows, cols = np.nonzero(ink)
+    digit = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = digit.shape
+    scale = DIGIT_BOX / max(height, width)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit.astype(np.float32), mode="F").resize(new_size, Image.Resampling.LANCZOS)
+    box = np.clip(np.asarray(resized), 0, 255)
+    steps += ["cropped", "scaled_to_20x20"]
+
+    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    top, left = (IMAGE_SIDE - box.shape[0]) // 2, (IMAGE_SIDE - box.shape[1]) // 2
+    canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
+    total = canvas.sum()
+    if total > 0:
+        grid_y, grid_x = np.indices(canvas.shape)
+        centre = (IMAGE_SIDE - 1) / 2
+        shift_y = round(centre - float((grid_y * canvas).sum() / total))
+        shift_x = round(centre - float((grid_x * canvas).sum() / total))
+        # The box sits in a 4-pixel margin, so a small shift never cuts the digit.
+        shift_y = int(np.clip(shift_y, -top, IMAGE_SIDE - top - box.shape[0]))
+        shift_x = int(np.clip(shift_x, -left, IMAGE_SIDE - left - box.shape[1]))
+        canvas = np.roll(canvas, (shift_y, shift_x), axis=(0, 1))
+    steps.append("centred_by_mass")
+    return canvas
+
+
+def border_level(pixels: np.ndarray) -> float:
+    """Median of the outermost ring of pixels: the paper, for any reasonably framed digit."""
+    return float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
+
+
+def is_native(image: Image.Image) -> bool:
+    """A 28x28 8-bit grayscale image with no EXIF rotation: MNIST's own format."""
+    return (
+        image.mode == "L" and image.size == (IMAGE_SIDE, IMAGE_SIDE) and not image.getexif().get(ORIENTATION)
+    )
+
+
+def normalise_decoded(image: Image.Image, background: Background = "flat") -> Normalised:
+    """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken."""
+    steps: list[str] = []
+    if is_native(image):
+        # MNIST's own format is used as it is; only a dark-on-light one is turned around.
+        pixels = np.asarray(image)
+        if border_level(pixels) > 127.5:
+            steps.append("inverted")
+            pixels = 255 - pixels
+        return Normalised(pixels=pixels, original_size=image.size, original_mode=image.mode, steps=steps)
+    grey = to_grayscale(image, steps)
+    grey, level = to_light_on_dark(grey, steps)
+    if grey.shape != (IMAGE_SIDE, IMAGE_SIDE):
+        if background == "flat":
+            grey = flatten_background(grey, steps)
+        else:
+            grey = remove_background(grey, level, steps)
+        grey = fit_and_centre(grey, steps)
+    return Normalised(
+        pixels=np.clip(np.rint(grey), 0, 255).astype(np.uint8),
+        original_size=image.size,
+        original_mode=image.mode,
+        steps=steps,
+    )
