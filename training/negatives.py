@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from model_store.normalisation import fit_and_centre
 from model_store.preprocessing import IMAGE_SIDE
 
-FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+# The DejaVu fonts that matplotlib (a dependency) ships, so the draw is the same on every machine
+# and in the container, with no system fonts needed: the six faces of Debian's fonts-dejavu-core.
+FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+FONTS = tuple(
+    f"DejaVu{family}{weight}.ttf" for family in ("Sans", "SansMono", "Serif") for weight in ("", "-Bold")
+)
 # O, o, I and l are left out: in these fonts they are drawn like 0 and 1.
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz"
 CANVAS = 96
@@ -37,11 +43,7 @@ def _points(rng: np.random.Generator, count: int) -> list[tuple[float, float]]:
 
 
 def letters(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
-    fonts = sorted(p for p in FONT_DIR.glob("DejaVu*.ttf") if "Math" not in p.name)
-    if not fonts:
-        raise FileNotFoundError(
-            f"no DejaVu fonts in {FONT_DIR}; install the Debian package fonts-dejavu-core"
-        )
+    fonts = [FONT_DIR / name for name in FONTS]
     out = []
     for _ in range(n):
         font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), int(rng.integers(48, 72)))

@@ -31,8 +31,6 @@ from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
-from training.robustness import benchmark, classifier, write_report
-from training.trust import compute_trust
 
 log = logging.getLogger("training")
 
@@ -48,11 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
     if args.download_only:
         return 0
-    import keras  # only now: --help, a bad argument and --download-only never load TensorFlow
+    # Only now: --help, a bad argument and --download-only never load TensorFlow.
+    import keras
+
+    from training.robustness import benchmark, classifier, write_report
+    from training.trust import compute_trust
 
     keras.utils.set_random_seed(hp.seed)
-    test = load_split(args.data_dir, "test")
     held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
+    test = load_split(args.data_dir, "test")
     x_train, y_train = to_model_input(trained_on.images), trained_on.labels
     validation = (to_model_input(held_out.images), held_out.labels) if hp.holdout else None
     x_test = to_model_input(test.images)

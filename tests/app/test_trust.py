@@ -11,8 +11,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode
+from training.negatives import FONT_DIR
 
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+FONT = str(FONT_DIR / "DejaVuSans-Bold.ttf")
 
 
 def letter_on_paper(letter: str) -> bytes:
