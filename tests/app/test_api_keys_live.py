@@ -20,11 +20,15 @@ def test_keys_rotate_under_load_with_zero_failed_requests(
     trained_store: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
     key_file = tmp_path / "keys"
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
     write_keys(key_file, {"old": ALICE})
     env = {
         "MNIST_MODEL_STORE": str(trained_store),
         "MNIST_DATA_DIR": str(mnist_dir),
         "MNIST_API_KEYS_FILE": str(key_file),
+        # Both workers' counters in one /metrics, whichever worker answers it (as mnist-serve does).
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     with uvicorn_server(env, tmp_path / "server.log", workers=2) as server:
         key = [ALICE]  # the key clients use now; the main thread moves them over
