@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -40,6 +41,15 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", **save_args: object) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **save_args)
     return buffer.getvalue()
+
+
+def post_npy(client: TestClient, images: np.ndarray) -> httpx.Response:
+    """POST uint8 images (N, 28, 28) to /predict/batch as one .npy body."""
+    buffer = io.BytesIO()
+    np.save(buffer, images)
+    return client.post(
+        "/predict/batch", content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
+    )
 
 
 def paper_scan(pixels: np.ndarray, side: int = 112) -> np.ndarray:

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model_store.mnist_data import MnistSplit
-from tests.app.conftest import encode, paper_scan
+from tests.app.conftest import encode, paper_scan, post_npy
 
 
 def test_predict_native_png_matches_test_route(client: TestClient, test_split: MnistSplit) -> None:
@@ -94,11 +94,7 @@ def test_batch_of_files_keeps_order(client: TestClient, test_split: MnistSplit) 
 
 def test_batch_npy_upload_scores_like_the_test_route(client: TestClient, test_split: MnistSplit) -> None:
     images = test_split.images[:500]
-    buffer = io.BytesIO()
-    np.save(buffer, images)
-    response = client.post(
-        "/predict/batch", content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
-    )
+    response = post_npy(client, images)
     assert response.status_code == 200
     body = response.json()
     assert body["count"] == 500 and body["inputs"] is None

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageFont
 
 from model_store.mnist_data import MnistSplit
-from tests.app.conftest import encode
+from tests.app.conftest import encode, post_npy
 from training.negatives import FONT_DIR
 
 FONT = str(FONT_DIR / "DejaVuSans-Bold.ttf")
@@ -55,11 +55,7 @@ def test_test_digit_128_stays_a_digit_8(client: TestClient) -> None:
 
 def test_batch_answers_carry_a_verdict_per_image(client: TestClient, test_split: MnistSplit) -> None:
     images = np.concatenate([test_split.images[:200], np.zeros((1, 28, 28), np.uint8)])
-    buffer = io.BytesIO()
-    np.save(buffer, images)
-    response = client.post(
-        "/predict/batch", content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"}
-    )
+    response = post_npy(client, images)
     assert response.status_code == 200
     body = response.json()
     assert len(body["verdicts"]) == len(body["calibrated_confidences"]) == 201
