@@ -134,7 +134,10 @@ def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
 
 def border_level(pixels: np.ndarray) -> float:
     """Median of the outermost ring of pixels: the paper, for any reasonably framed digit."""
-    return float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
+    ring = np.sort(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=None)
+    middle = len(ring) // 2
+    # The median by hand: np.median's generality costs a 28x28 upload more than its decoding.
+    return float(ring[middle]) if len(ring) % 2 else (float(ring[middle - 1]) + float(ring[middle])) / 2
 
 
 def is_native(image: Image.Image) -> bool:
