@@ -101,6 +101,7 @@ def onnx_bytes(model: keras.Model, input_shape: tuple[int, ...]) -> bytes:
     """The forward pass as an ONNX model with input `images` and outputs named as in OUTPUTS."""
     import tf2onnx
 
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # a dozen INFO lines per conversion
     forward = forward_function(model, input_shape)
     proto, _ = tf2onnx.convert.from_function(
         forward, input_signature=forward.input_signature, opset=ONNX_OPSET
