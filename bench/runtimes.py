@@ -3,11 +3,13 @@
 python -m bench.runtimes --store models --version 1,2 --threads 1
 
 Each runtime runs the serving forward pass (probabilities, logits and penultimate features from one
-pass, `model_store.runtimes.forward_function`), converted from the same tf.function. For batch 1, 8,
-32 and 128 it reports the median wall time of one call and the images per second that gives, and
-over the 10,000 MNIST test images the largest |probability difference| from the Keras model and how
-many argmaxes differ. A runtime whose package is missing is listed as skipped, with the reason.
-ONNX Runtime and OpenVINO come from the `runtimes` extra (`pip install -e '.[runtimes]'`).
+pass, `model_store.runtimes.forward_function`), converted from the same tf.function: ONNX Runtime as
+the service runs it (tf2onnx, as at publish time), LiteRT from a TFLite flatbuffer, OpenVINO reading
+that flatbuffer. For batch 1, 8, 32 and 128 it reports the median wall time of one call and the
+images per second that gives, the runtimes taking turns so that load from other processes falls on
+all of them alike; and over the 10,000 MNIST test images the largest |probability difference| from
+the Keras model and how many argmaxes differ. LiteRT and OpenVINO come from the `runtimes` extra
+(`pip install -e '.[runtimes]'`); a runtime whose package is missing is listed as skipped.
 """
 
 from __future__ import annotations

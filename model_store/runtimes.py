@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,10 @@ def export_onnx(model: keras.Model, model_file: Path, input_shape: tuple[int, ..
     difference = float(np.abs(OnnxForward(content, threads=1)(images)[0] - expected).max())
     if not difference <= ONNX_TOLERANCE:
         raise ValueError(f"the ONNX export differs from Keras by {difference:.2g} in probability")
-    (model_file.parent / ONNX_FILE).write_bytes(content)
+    # Renamed into place: a version being served may get its export later (`export-onnx`).
+    staging = model_file.parent / f".tmp-{ONNX_FILE}"
+    staging.write_bytes(content)
+    os.replace(staging, model_file.parent / ONNX_FILE)
     return OnnxExport(
         model_sha256=file_sha256(model_file),
         converter=f"tf2onnx {tf2onnx.__version__}, opset {ONNX_OPSET}",

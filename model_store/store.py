@@ -137,6 +137,17 @@ class ModelStore:
             self.version_path(metadata.version) / METADATA_FILE, metadata.model_dump(mode="json")
         )
 
+    def export_onnx(self, version: int) -> ModelMetadata:
+        """Give a published version (one from before the export existed) its model.onnx, in place:
+        the file first, then the metadata naming it, so a reader never finds the one without the other."""
+        metadata = self.read_metadata(version)
+        updated = with_onnx_export(self.version_path(version), metadata)
+        if updated.onnx is None:
+            raise ModelStoreError(f"{self.version_path(version) / MODEL_FILE}: the ONNX export failed")
+        if updated != metadata:
+            self.update_metadata(updated)
+        return updated
+
     def load(self, version: int | str | None = None) -> LoadedModel:
         """Load and validate a version: metadata parses, the model loads, shapes agree."""
         import keras  # deferred: listing versions should not pay for importing TensorFlow

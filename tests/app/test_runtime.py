@@ -21,6 +21,7 @@ from model_store.runtimes import ONNX_FILE, RuntimeChoice, file_sha256
 from model_store.store import ModelStore
 from tests.app.conftest import publish_copy, publish_perturbed
 from tests.app.test_versions import service, versions_app
+from tests.conftest import run_cli
 
 ONNX = RuntimeChoice("onnxruntime", threads=1)
 TENSORFLOW = RuntimeChoice("tensorflow")
@@ -161,3 +162,17 @@ def test_damaged_model_is_published_without_export(private_store: Path) -> None:
     assert metadata.onnx is None
     assert "onnx" not in metadata.files
     assert not (store.version_path(version) / ONNX_FILE).exists()
+
+
+def test_export_onnx_command_gives_an_older_version_its_export(private_store: Path) -> None:
+    store = ModelStore(private_store)
+    metadata = store.read_metadata(1)
+    files = {role: name for role, name in metadata.files.items() if role != "onnx"}
+    store.update_metadata(metadata.model_copy(update={"onnx": None, "files": files}))
+    (store.version_path(1) / ONNX_FILE).unlink()
+    assert compile_version(private_store).runtime == "tensorflow"
+
+    result = run_cli("model_store", "--store", str(private_store), "export-onnx", "1", cwd=private_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert store.read_metadata(1).files["onnx"] == ONNX_FILE
+    assert compile_version(private_store).runtime == "onnxruntime"
