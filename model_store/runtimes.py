@@ -2,8 +2,9 @@
 
 Serving needs three outputs from one pass: the probabilities, the logits and the penultimate
 features (the trust verdict reads the last two). `forward_function` builds that pass as one
-`tf.function`; `onnx_bytes` converts the same function to ONNX (tf2onnx), which ONNX Runtime runs
-2-5x faster than TensorFlow's eager call path on a CPU (`python -m bench.runtimes`). The store writes
+`tf.function`; `onnx_bytes` converts the same function to ONNX (tf2onnx). ONNX Runtime runs it 4-5x
+faster than TensorFlow at batch 1 and 1.5x faster at batch 128, ahead of LiteRT and OpenVINO from
+batch 8 up (`python -m bench.runtimes`, bench/results/runtimes.md). The store writes
 the export at publish time (`export_onnx`), next to the SavedModel, with the SHA-256 of the
 `model.keras` it came from, so a stale copy is never served for other weights.
 """
@@ -24,8 +25,6 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
-
-log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
@@ -119,8 +118,8 @@ def file_sha256(path: Path) -> str:
 
 
 class OnnxForward:
-    """An ONNX Runtime session. `run` is safe to call from several threads at once, so the
-    batcher's thread, direct predictions and version checks need no lock around it."""
+    """An ONNX Runtime session. A session may run from several threads at once, so the batcher's
+    thread, direct (unbatched) predictions and version checks need no lock around it."""
 
     def __init__(self, content: bytes, threads: int = 0) -> None:
         import onnxruntime
