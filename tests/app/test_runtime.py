@@ -5,6 +5,7 @@ Speed is measured by bench/runtimes.py, not here."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -176,3 +177,11 @@ def test_export_onnx_command_gives_an_older_version_its_export(private_store: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert store.read_metadata(1).files["onnx"] == ONNX_FILE
     assert compile_version(private_store).runtime == "onnxruntime"
+
+
+def test_runtime_threads_default_to_the_cores_shared_among_workers(settings: Settings) -> None:
+    cores = len(os.sched_getaffinity(0))
+    for workers in (1, 2, 64):
+        choice = settings.model_copy(update={"workers": workers}).runtime_choice()
+        assert choice == RuntimeChoice("onnxruntime", max(1, cores // workers))
+    assert settings.model_copy(update={"runtime_threads": 3}).runtime_choice().threads == 3
