@@ -56,7 +56,9 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     started = time.perf_counter()
     try:
         policy = serving_policy(store, settings.model_version)
-        serving = load_serving_model(store, policy.version, settings.batch_max_size)
+        serving = load_serving_model(
+            store, policy.version, settings.batch_max_size, settings.runtime_choice()
+        )
     except ModelStoreError:
         metrics.load_failures.inc()
         raise
@@ -70,6 +72,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         settings.batch_max_size,
         keep_newest=settings.loaded_newest,
         keep_versions=tuple(settings.loaded_versions),
+        runtime=settings.runtime_choice(),
     )
     manager.note_loaded(serving, time.perf_counter() - started)
     predictor: Predictor
