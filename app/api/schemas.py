@@ -133,6 +133,11 @@ class LoadedVersion(BaseModel):
     default: bool = Field(description="answers requests that do not ask for a version")
     weight_bytes: int = Field(description="memory of the version's weights")
     warmup_seconds: float = Field(description="time to load, compile and warm it up")
+    runtime: str = Field(
+        description="what runs its forward pass: onnxruntime, or tensorflow (MNIST_RUNTIME, or the "
+        "fallback for a version without a usable model.onnx)",
+        examples=["onnxruntime"],
+    )
 
 
 class ShadowReport(BaseModel):

@@ -105,6 +105,7 @@ def test_setting_picks_the_runtime(settings: Settings, trained_store: Path) -> N
         with versions_app(settings, trained_store, runtime=runtime) as client:
             assert service(client).holder.current.runtime == runtime
             assert client.get("/test/0").status_code == 200
+            assert [v["runtime"] for v in client.get("/model").json()["loaded"]] == [runtime]
 
 
 def test_version_without_export_falls_back_to_tensorflow(

@@ -59,8 +59,9 @@ def loaded_versions(state: ServiceState) -> list[LoadedVersion]:
             default=version == default,
             weight_bytes=details[version].weight_bytes if version in details else 0,
             warmup_seconds=details[version].warmup_seconds if version in details else 0.0,
+            runtime=serving.runtime,
         )
-        for version in sorted(state.holder.loaded)
+        for version, serving in sorted(state.holder.loaded.items())
     ]
 
 
