@@ -127,6 +127,10 @@ class OnnxForward:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per physical core
         options.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
+        # ONNX Runtime's pool threads spin for a while after each run, waiting for the next: with
+        # small passes that is most of the CPU they use, taken from the event loop and the other
+        # workers on the same cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(content, options, providers=["CPUExecutionProvider"])
         names = [output.name for output in self._session.get_outputs()]
         if sorted(names) != sorted(OUTPUTS):

@@ -186,3 +186,13 @@ def test_runtime_threads_default_to_the_cores_shared_among_workers(settings: Set
         choice = settings.model_copy(update={"workers": workers}).runtime_choice()
         assert choice == RuntimeChoice("onnxruntime", max(1, cores // workers))
     assert settings.model_copy(update={"runtime_threads": 3}).runtime_choice().threads == 3
+
+
+def test_onnx_pool_threads_sleep_between_passes(trained_store: Path) -> None:
+    """Spinning pool threads burnt about as much CPU per request as the rest of the service at one
+    connection, taken from the event loop and the other workers on the same cores."""
+    from model_store.runtimes import OnnxForward
+
+    content = (ModelStore(trained_store).version_path(1) / ONNX_FILE).read_bytes()
+    options = OnnxForward(content, threads=2)._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
