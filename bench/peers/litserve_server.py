@@ -1,0 +1,54 @@
+"""LitServe serving the bench's model file, with LitServe's own batching.
+
+BENCH_MODEL_PATH=models/mnist/1/model.keras BENCH_PORT=8000 BENCH_WORKERS=1 \
+    python -m bench.peers.litserve_server
+
+POST /predict takes the multipart upload (field `file`, a PNG) and answers the softmax vector and
+its argmax. LitServe decodes each request in the inference worker, stacks up to MAX_BATCH of them
+(waiting at most BATCH_TIMEOUT for more) and calls `predict` once per batch.
+"""
+
+from __future__ import annotations
+
+import litserve as ls
+import numpy as np
+
+from bench.peers.model import MAX_BATCH, PORT_ENV, answer, decode_png, load_forward, workers
+
+# LitServe's examples wait 5-50 ms; the shortest keeps single requests fast and batches still fill
+# under load, because requests queue while a batch computes.
+BATCH_TIMEOUT = 0.005
+
+
+class DigitAPI(ls.LitAPI):  # type: ignore[misc]
+    def setup(self, device: str) -> None:
+        self.forward = load_forward()
+
+    # Unannotated on purpose: LitServe reads this parameter's annotation to pick the request type,
+    # and without one hands over the parsed form.
+    def decode_request(self, request) -> np.ndarray:  # type: ignore[no-untyped-def]
+        return decode_png(request["file"].file.read())
+
+    def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return np.stack(inputs)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
+        return list(output)
+
+    def encode_response(self, output: np.ndarray) -> dict[str, object]:
+        return answer(output)
+
+
+def main() -> None:
+    import os
+
+    api = DigitAPI(max_batch_size=MAX_BATCH, batch_timeout=BATCH_TIMEOUT)
+    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers())
+    server.run(host="127.0.0.1", port=int(os.environ[PORT_ENV]), generate_client_file=False)
+
+
+if __name__ == "__main__":
+    main()
