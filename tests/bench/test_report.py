@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bench.peers.model import MODEL_PATH_ENV, answer, decode_png, load_forward
+from bench.peers.setup import bench_extra, find_interpreter, pinned_service_packages
 from bench.report import ModelRun, best_workers, combined_limit, dump, load, plot, ratios, render_run, targets
 from bench.servers import Load
 from model_store.metadata import MODEL_FILE
@@ -147,3 +148,21 @@ def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
     result = run_cli("bench.run", "--seconds", "0", "--version", "1", cwd=tmp_path)
 
     assert_one_line_error(result, "bench.run", "--seconds", "at least 1", status=2)
+
+
+def test_a_peer_without_an_interpreter_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    missing = find_interpreter("not_a_serving_framework", tmp_path / "no-venv")
+
+    assert missing.python is None
+    assert "not_a_serving_framework is not installed" in missing.problem
+    assert "python -m bench.peers.setup" in missing.problem
+
+
+def test_the_peers_venv_gets_the_bench_extra_and_the_services_tensorflow() -> None:
+    extra = bench_extra()
+    pins = pinned_service_packages()
+
+    assert any(requirement.startswith("bentoml") for requirement in extra)
+    assert any(requirement.startswith("litserve") for requirement in extra)
+    assert f"keras=={keras.__version__}" in pins
+    assert f"numpy=={np.__version__}" in pins
