@@ -311,10 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def plot(runs: list[ModelRun], path: Path) -> None:
     """Throughput against connections, one line per server at its best worker count, a panel per model."""
     import matplotlib
@@ -346,3 +342,7 @@ def plot(runs: list[ModelRun], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -111,6 +111,17 @@ def test_report_round_trips_through_json_and_draws_the_plot(tmp_path: Path) -> N
         assert image.format == "PNG" and image.width > image.height
 
 
+def test_report_renders_again_from_the_json(tmp_path: Path) -> None:
+    (tmp_path / "latest.json").write_text(dump([issue_14_cnn_run()], "# header"))
+
+    result = run_cli("bench.report", str(tmp_path / "latest.json"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "latest.md").read_text() == result.stdout.removesuffix("\n")
+    assert "| ours | 2* | 64 | 1,513 |" in result.stdout
+    assert (tmp_path / "throughput.png").stat().st_size > 0
+
+
 def test_peers_answer_what_the_keras_model_answers(
     trained_store: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
