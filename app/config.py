@@ -6,6 +6,7 @@ The store, model name and data folder come from `StoreSettings`, which training 
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from model_store.runtimes import Runtime, RuntimeChoice
 from model_store.settings import StoreSettings
 from model_store.store import parse_version
 
@@ -55,8 +57,14 @@ class Settings(StoreSettings):
     batch_queue_size: int = Field(
         2048, ge=1, description="queued images before 503; a large request weighs as one full batch"
     )
-    # Threads TensorFlow may use per worker; 0 lets it decide.
+    # Threads TensorFlow may use per worker (explanations, and predictions on the tensorflow runtime);
+    # 0 lets it decide.
     tf_threads: int = Field(0, ge=0)
+    # What runs predictions: ONNX Runtime on the version's model.onnx (written at publish time), or
+    # TensorFlow. A version without a usable model.onnx is served by TensorFlow, logged.
+    runtime: Runtime = "onnxruntime"
+    # ONNX Runtime's threads per worker; 0: the cores this process may use, shared among the workers.
+    runtime_threads: int = Field(0, ge=0)
 
     # Explanations (integrated gradients) computed at once; more get 503 at once, not a queue.
     explain_concurrency: int = Field(1, ge=1)
@@ -82,6 +90,10 @@ class Settings(StoreSettings):
     # Browser origins allowed to call the API (CORS), as `https://app.example.com,http://localhost:3000`
     # or a JSON list; empty: no cross-origin access. "*" allows any origin.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    def runtime_choice(self) -> RuntimeChoice:
+        threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
+        return RuntimeChoice(self.runtime, threads)
 
     @field_validator("admin_token")
     @classmethod
@@ -112,7 +124,7 @@ class Settings(StoreSettings):
                 )
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "runtime", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -19,7 +19,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 
 from app import __version__
-from app.api.deps import requested_version
 from app.api.errors import install_error_handlers
 from app.api.keys import require_api_key
 from app.api.routes import admin, health, model, ops, predict, testset, v1, v2
@@ -57,7 +56,9 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     started = time.perf_counter()
     try:
         policy = serving_policy(store, settings.model_version)
-        serving = load_serving_model(store, policy.version, settings.batch_max_size)
+        serving = load_serving_model(
+            store, policy.version, settings.batch_max_size, settings.runtime_choice()
+        )
     except ModelStoreError:
         metrics.load_failures.inc()
         raise
@@ -71,6 +72,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         settings.batch_max_size,
         keep_newest=settings.loaded_newest,
         keep_versions=tuple(settings.loaded_versions),
+        runtime=settings.runtime_choice(),
     )
     manager.note_loaded(serving, time.perf_counter() - started)
     predictor: Predictor
@@ -164,10 +166,11 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
             expose_headers=["X-Model-Version", "X-Request-Id", "Retry-After"],
             max_age=600,
         )
-    # The inference routes; v2 puts the key check on its infer routes itself.
-    for router in (predict.router, testset.router):
-        app.include_router(router, dependencies=[Depends(require_api_key), Depends(requested_version)])
-    app.include_router(v1.router, dependencies=[Depends(require_api_key)])
+    # The inference routes; v2 puts the key check on its infer routes itself. Without a keys file
+    # there is nothing to check, and the hot routes are spared the dependency.
+    keyed = [Depends(require_api_key)] if settings.api_keys_file is not None else []
+    for router in (predict.router, testset.router, v1.router):
+        app.include_router(router, dependencies=keyed)
     for router in (model.router, health.router, ops.router, v2.router):
         app.include_router(router)
     if settings.admin_token is not None:

@@ -1,4 +1,5 @@
-"""`python -m model_store [versions|show [VERSION]]`: look into a store without starting anything."""
+"""`python -m model_store [versions|show [VERSION]|export-onnx VERSION]`: look into a store; give an
+older version the model.onnx the service runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("versions", help="print the published versions, one a line, oldest first")
     show = commands.add_parser("show", help="print a version's metadata.json (default: newest)")
     show.add_argument("version", nargs="?")
+    commands.add_parser(
+        "export-onnx", help="write model.onnx into a version published before the export existed"
+    ).add_argument("version")
     args = parser.parse_args(argv)
 
     with one_line_errors(PROG):
@@ -31,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "versions":
             for version in store.versions():
                 sys.stdout.write(f"{version}\n")
+        elif args.command == "export-onnx":
+            version = store.resolve(args.version)
+            onnx = store.export_onnx(version).onnx
+            sys.stdout.write(f"{store.version_path(version)}: {onnx}\n")
         else:
             metadata = store.read_metadata(store.resolve(args.version))
             sys.stdout.write(metadata.model_dump_json(indent=2) + "\n")

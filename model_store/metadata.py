@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from model_store.preprocessing import NUM_CLASSES, InputSpec
+from model_store.runtimes import OnnxExport
 from model_store.trust import Trust
 
 METADATA_FILE = "metadata.json"
@@ -67,3 +68,5 @@ class ModelMetadata(BaseModel):
     )
     # Optional: versions published before the benchmark existed, or without it, have none.
     robustness: Robustness | None = None
+    # Optional: versions published before the ONNX export, or whose export failed, have none.
+    onnx: OnnxExport | None = None

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
+from scipy import ndimage
 
 from model_store.preprocessing import IMAGE_SIDE
 
@@ -80,12 +81,14 @@ def remove_background(pixels: np.ndarray, background: float, steps: list[str]) -
 
 def paper_level(pixels: np.ndarray) -> np.ndarray:
     """Light-on-dark pixels' background around each point: a grey opening wider than any stroke."""
-    image = Image.fromarray(pixels.astype(np.float32), mode="F")
+    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
     factor = min(1.0, FLAT_SIDE / max(image.size))
     small = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))))
     window = max(3, int(FLAT_WINDOW * min(small.size)) | 1)
-    opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
-    return np.asarray(opened.resize(image.size, Image.Resampling.BILINEAR))
+    # SciPy's separable min/max filters give exactly Pillow's MinFilter-then-MaxFilter (edges
+    # replicated), in a hundredth of the time: Pillow sorts the whole window at every pixel.
+    opened = ndimage.grey_opening(np.asarray(small), size=window, mode="nearest")
+    return np.asarray(Image.fromarray(opened, mode="F").resize(image.size, Image.Resampling.BILINEAR))
 
 
 def flatten_background(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
@@ -106,8 +109,8 @@ def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
     if not ink.any():
         steps.append("blank")
         return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
-    rows, cols = np.nonzero(ink)
-    digit = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    digit = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = digit.shape
     scale = DIGIT_BOX / max(height, width)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -134,7 +137,10 @@ def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
 
 def border_level(pixels: np.ndarray) -> float:
     """Median of the outermost ring of pixels: the paper, for any reasonably framed digit."""
-    return float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
+    ring = np.sort(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=None)
+    middle = len(ring) // 2
+    # The median by hand: np.median's generality costs a 28x28 upload more than its decoding.
+    return float(ring[middle]) if len(ring) % 2 else (float(ring[middle - 1]) + float(ring[middle])) / 2
 
 
 def is_native(image: Image.Image) -> bool:

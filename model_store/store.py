@@ -7,6 +7,7 @@ either no version or a whole one. The newest integer is the default version.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -19,9 +20,12 @@ from pydantic import ValidationError
 
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.preprocessing import NUM_CLASSES
+from model_store.runtimes import ONNX_FILE, export_onnx, file_sha256
 
 if TYPE_CHECKING:
     import keras
+
+log = logging.getLogger(__name__)
 
 # Relative to the working directory, like data/mnist: models never land inside installed code.
 DEFAULT_STORE_ROOT = Path("models")
@@ -133,6 +137,17 @@ class ModelStore:
             self.version_path(metadata.version) / METADATA_FILE, metadata.model_dump(mode="json")
         )
 
+    def export_onnx(self, version: int) -> ModelMetadata:
+        """Give a published version (one from before the export existed) its model.onnx, in place:
+        the file first, then the metadata naming it, so a reader never finds the one without the other."""
+        metadata = self.read_metadata(version)
+        updated = with_onnx_export(self.version_path(version), metadata)
+        if updated.onnx is None:
+            raise ModelStoreError(f"{self.version_path(version) / MODEL_FILE}: the ONNX export failed")
+        if updated != metadata:
+            self.update_metadata(updated)
+        return updated
+
     def load(self, version: int | str | None = None) -> LoadedModel:
         """Load and validate a version: metadata parses, the model loads, shapes agree."""
         import keras  # deferred: listing versions should not pay for importing TensorFlow
@@ -169,13 +184,14 @@ class ModelStore:
 
         `write` fills the folder and returns the metadata it wrote. If another publisher takes the
         version number first, the folder is renamed to the next free number and its metadata fixed.
+        A folder holding a model.keras also gets its ONNX export (`model_store.runtimes`).
         """
         self.model_dir.mkdir(parents=True, exist_ok=True)
         staging = self.model_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             version = max(self.versions(), default=0) + 1
-            metadata = write(staging, version)
+            metadata = with_onnx_export(staging, write(staging, version))
             while True:
                 metadata = metadata.model_copy(update={"version": version})
                 _write_json_atomically(staging / METADATA_FILE, metadata.model_dump(mode="json"))
@@ -190,6 +206,41 @@ class ModelStore:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def with_onnx_export(folder: Path, metadata: ModelMetadata) -> ModelMetadata:
+    """Write the ONNX export of the folder's model.keras unless the folder already holds the one
+    made from these very weights (a copied version). Serving falls back to TensorFlow without it, so
+    a failed export is logged, not fatal."""
+    model_file, export_file = folder / MODEL_FILE, folder / ONNX_FILE
+    if not model_file.is_file():
+        return metadata
+    current = metadata.onnx
+    if current is not None and export_file.is_file() and current.model_sha256 == file_sha256(model_file):
+        return metadata
+    export_file.unlink(missing_ok=True)  # a copy made from other weights must never be served
+    files = {role: name for role, name in metadata.files.items() if role != "onnx"}
+    try:
+        import keras
+
+        model = keras.saving.load_model(model_file, compile=False)
+        onnx = export_onnx(model, model_file, tuple(metadata.input.shape))
+    except Exception as exc:  # a damaged model, an op the converter lacks, tf2onnx missing
+        log.warning("%s: no ONNX export, serving will use TensorFlow: %s", model_file, exc)
+        return metadata.model_copy(update={"files": files, "onnx": None})
+    return metadata.model_copy(update={"files": files | {"onnx": ONNX_FILE}, "onnx": onnx})
+
+
+def read_onnx(loaded: LoadedModel) -> bytes:
+    """The version's ONNX export. LookupError says why there is none to serve."""
+    export, path = loaded.metadata.onnx, loaded.path / ONNX_FILE
+    if export is None:
+        raise LookupError("its metadata records no ONNX export (published before it, or it failed)")
+    if not path.is_file():
+        raise LookupError(f"{path} is missing")
+    if file_sha256(loaded.path / MODEL_FILE) != export.model_sha256:
+        raise LookupError(f"{path} was converted from other weights than {MODEL_FILE}'s")
+    return path.read_bytes()
 
 
 def _is_version_name(name: str) -> bool:

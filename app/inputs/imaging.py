@@ -17,6 +17,8 @@ from model_store.normalisation import Normalised, normalise_decoded
 
 __all__ = ["ImageError", "ImageTooLargeError", "Normalised", "normalise", "open_image", "sniff_format"]
 
+# Large JPEGs are decoded at a reduced scale, keeping at least this many pixels on each side.
+JPEG_DRAFT_SIDE = 512
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # File signatures, to tell a damaged image from something that is not an image at all.
 SIGNATURES = {
@@ -85,4 +87,13 @@ def load_pixels(image: Image.Image) -> Image.Image:
 
 def normalise(image: Image.Image) -> Normalised:
     """Decode an opened upload and make it an MNIST-style 28x28 uint8 digit, recording each step."""
-    return normalise_decoded(load_pixels(image))
+    size = image.size
+    if image.format == "JPEG" and image.mode in ("L", "RGB") and max(size) > 2 * JPEG_DRAFT_SIDE:
+        # libjpeg scales by 1/2, 1/4 or 1/8 while decoding: a phone photo is decoded in a fraction
+        # of the time and memory, still far larger than the 20-pixel box the digit ends in.
+        image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
+    normalised = normalise_decoded(load_pixels(image))
+    if image.size != size:
+        normalised.original_size = size
+        normalised.steps.insert(0, f"decoded_at_{image.size[0]}x{image.size[1]}")
+    return normalised

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import sys
 from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -22,24 +24,73 @@ class _DeferredQueueHandler(QueueHandler):
         return record
 
 
+class _BurstWriter(logging.StreamHandler):  # type: ignore[type-arg]
+    """Formats each record as it comes but writes only on flush: one write for a whole burst.
+    Under load the listener wakes to many waiting records; a write (a system call, and a GIL
+    hand-off) per line would make the log thread compete with the event loop once per request."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                self.stream.write("".join(self._pending))
+                self._pending.clear()
+            super().flush()
+
+
+class _BurstListener(QueueListener):
+    """Flushes its handlers when the queue runs dry, and so once per burst of records."""
+
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+        if self.queue.empty():  # type: ignore[attr-defined]
+            for handler in self.handlers:
+                handler.flush()
+
+    def stop(self) -> None:
+        super().stop()
+        for handler in self.handlers:
+            # As logging.shutdown does: at exit the stream may be closed already.
+            with contextlib.suppress(OSError, ValueError):
+                handler.flush()
+
+
+def start_listener(
+    queue: SimpleQueue[logging.LogRecord], formatter: logging.Formatter, stream: TextIO
+) -> QueueListener:
+    output = _BurstWriter(stream)
+    output.setFormatter(formatter)
+    listener = _BurstListener(queue, output)
+    listener.start()
+    return listener
+
+
 def configure_logging(json_lines: bool, level: str) -> None:
     """Idempotent: whether uvicorn was started by mnist-serve or directly, `app.*` logs the same way."""
     logger = logging.getLogger("app")
     logger.setLevel(level.upper())
     if any(handler.get_name() == _HANDLER_NAME for handler in logger.handlers):
         return
-    output = logging.StreamHandler(sys.stderr)
-    output.setFormatter(
+    formatter = (
         JsonFormatter(_FORMAT, rename_fields={"levelname": "level"})
         if json_lines
         else logging.Formatter(_FORMAT)
     )
     # Formatting and writing happen on the listener's thread: a request pays only for the queue.
-    handler = _DeferredQueueHandler(SimpleQueue())
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    handler = _DeferredQueueHandler(queue)
     handler.set_name(_HANDLER_NAME)
-    listener = QueueListener(handler.queue, output)
+    listener = start_listener(queue, formatter, sys.stderr)
     handler.listener = listener  # type: ignore[attr-defined]  # as Python 3.12 does
-    listener.start()
     atexit.register(listener.stop)
     logger.addHandler(handler)
     logger.propagate = False

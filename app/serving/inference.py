@@ -17,11 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
 from model_store.metadata import ModelMetadata
 from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES, to_model_input
-from model_store.store import LoadedModel
+from model_store.runtimes import (
+    DEFAULT_RUNTIME,
+    NumpyForward,
+    OnnxForward,
+    Runtime,
+    RuntimeChoice,
+    tensorflow_forward,
+)
+from model_store.store import LoadedModel, read_onnx
 from model_store.trust import (
     TRUST_STATISTICS_FILE,
     UNCALIBRATED,
@@ -30,7 +37,6 @@ from model_store.trust import (
     TrustRule,
     Verdict,
     judge,
-    penultimate,
 )
 
 log = logging.getLogger(__name__)
@@ -40,17 +46,15 @@ class OverloadedError(Exception):
     """The queue is full; the caller should retry later (503 with Retry-After)."""
 
 
-Forward = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
-
-
 @dataclass(frozen=True)
 class ServingModel:
     """A loaded store version with its compiled forward pass and the rule for its verdicts."""
 
     loaded: LoadedModel
-    forward_float: Forward  # model input -> (probabilities, logits, penultimate features)
+    forward_float: NumpyForward  # model input -> (probabilities, logits, penultimate features)
     rule: TrustRule
     statistics: ClassStatistics | None
+    runtime: Runtime = "tensorflow"  # what runs `forward_float`, as chosen or fallen back to
 
     @property
     def name(self) -> str:
@@ -61,37 +65,46 @@ class ServingModel:
         return self.loaded.version
 
     @classmethod
-    def compile(cls, loaded: LoadedModel, warmup_batch_sizes: tuple[int, ...] = (1, 64)) -> ServingModel:
-        model = loaded.model
-        shape = [None, *loaded.metadata.input.shape]
-        features_model, last = penultimate(model)
-
-        # One graph for every batch size: the signature's None dimension means no retracing. The
-        # features come out of the same pass; the logits are the last layer before its softmax.
-        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
-        def forward_float(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            features = features_model(x, training=False)
-            logits = tf.matmul(features, last.kernel) + last.bias
-            return tf.nn.softmax(logits), logits, features
-
+    def compile(
+        cls,
+        loaded: LoadedModel,
+        warmup_batch_sizes: tuple[int, ...] = (1, 64),
+        runtime: RuntimeChoice = DEFAULT_RUNTIME,
+    ) -> ServingModel:
+        """ONNX Runtime if chosen and the version has a usable export; otherwise TensorFlow, and
+        the log says why."""
+        forward, used = runtime_forward(loaded, runtime)
         rule, statistics = trust_rule(loaded)
-        serving = cls(loaded=loaded, forward_float=forward_float, rule=rule, statistics=statistics)
+        serving = cls(loaded, forward, rule, statistics, used)
         for size in warmup_batch_sizes:
             serving.answer(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
         return serving
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28) in MNIST polarity -> softmax probabilities (N, 10), float32."""
-        batch = to_model_input(images, self.loaded.metadata.input)
-        return self.forward_float(tf.constant(batch))[0].numpy()
+        return self.forward_float(to_model_input(images, self.loaded.metadata.input))[0]
 
     def answer(self, images: np.ndarray) -> np.ndarray:
         """uint8 digits (N, 28, 28) -> rows (N, 12): the 10 probabilities, the calibrated confidence
         and the index of the verdict in VERDICTS. One array, so a batch splits by plain slicing."""
-        batch = to_model_input(images, self.loaded.metadata.input)
-        probabilities, logits, features = (t.numpy() for t in self.forward_float(tf.constant(batch)))
+        probabilities, logits, features = self.forward_float(
+            to_model_input(images, self.loaded.metadata.input)
+        )
         judgement = judge(images, logits, features, self.rule, self.statistics)
         return np.column_stack([probabilities, judgement.confidence, judgement.codes]).astype(np.float32)
+
+
+def runtime_forward(loaded: LoadedModel, choice: RuntimeChoice) -> tuple[NumpyForward, Runtime]:
+    """The forward pass on the chosen runtime, or on TensorFlow when the version has no usable export."""
+    if choice.name == "onnxruntime":
+        try:
+            forward = OnnxForward(read_onnx(loaded), choice.threads)
+            log.info("version %s: forward pass on ONNX Runtime", loaded.version)
+            return forward, "onnxruntime"
+        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail) are plain Exceptions
+            # A version published before the export, or a damaged file: slower, never wrong.
+            log.warning("version %s: forward pass on TensorFlow, not ONNX Runtime: %s", loaded.version, exc)
+    return tensorflow_forward(loaded.model, tuple(loaded.metadata.input.shape)), "tensorflow"
 
 
 def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:

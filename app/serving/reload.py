@@ -29,6 +29,7 @@ from model_store.pins import (
     write_routing,
 )
 from model_store.preprocessing import IMAGE_SIDE
+from model_store.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,11 @@ class ReloadError(Exception):
     pass
 
 
-def load_serving_model(store: ModelStore, version: int | None, warmup_batch: int) -> ServingModel:
+def load_serving_model(
+    store: ModelStore, version: int | None, warmup_batch: int, runtime: RuntimeChoice = DEFAULT_RUNTIME
+) -> ServingModel:
     """Load, compile and check a version: it must turn a blank image into 10 probabilities."""
-    serving = ServingModel.compile(store.load(version), warmup_batch_sizes=(1, warmup_batch))
+    serving = ServingModel.compile(store.load(version), warmup_batch_sizes=(1, warmup_batch), runtime=runtime)
     probabilities = serving.forward(np.zeros((2, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
     if probabilities.shape != (2, 10) or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
         raise ModelStoreError(f"{serving.loaded.path}: outputs are not softmax probabilities")
@@ -90,6 +93,7 @@ class ModelManager:
         warmup_batch: int,
         keep_newest: int = 0,
         keep_versions: tuple[int, ...] = (),
+        runtime: RuntimeChoice = DEFAULT_RUNTIME,
     ) -> None:
         self.store = store
         self.holder = holder
@@ -99,6 +103,7 @@ class ModelManager:
         # Loaded beside the default (TF Serving's version policy): these versions, else the newest N.
         self.keep_newest = keep_newest
         self.keep_versions = keep_versions
+        self.runtime = runtime
         self.details: dict[int, VersionDetails] = {}
         # A canary or shadow candidate beside the default, as the store's routing file says.
         self.routing: Routing | None = None
@@ -217,7 +222,9 @@ class ModelManager:
     async def _load(self, version: int) -> ServingModel:
         started = time.perf_counter()
         try:
-            serving = await asyncio.to_thread(load_serving_model, self.store, version, self.warmup_batch)
+            serving = await asyncio.to_thread(
+                load_serving_model, self.store, version, self.warmup_batch, self.runtime
+            )
             self.note_loaded(serving, time.perf_counter() - started)
             return serving
         except ModelStoreError as exc:

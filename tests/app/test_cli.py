@@ -18,6 +18,7 @@ SHORT_TOKEN = "short-secret"
         ("MNIST_ADMIN_TOKEN", SHORT_TOKEN, "MNIST_ADMIN_TOKEN: must be at least 16 characters"),
         ("MNIST_LOG_LEVEL", "verbose", "MNIST_LOG_LEVEL: Input should be 'critical', 'error'"),
         ("MNIST_PORT", "eighty", "MNIST_PORT: Input should be a valid integer"),
+        ("MNIST_RUNTIME", "tflite", "MNIST_RUNTIME: Input should be 'onnxruntime' or 'tensorflow'"),
         ("MNIST_WORKERS", "0", "MNIST_WORKERS: Input should be greater than or equal to 1"),
         ("MNIST_MODEL_VERSION", "../1", "MNIST_MODEL_VERSION: version must be a positive integer"),
         ("MNIST_MODEL_NAME", "a/b", "MNIST_MODEL_NAME: invalid model name 'a/b'"),

@@ -128,3 +128,27 @@ def test_log_messages_are_built_off_the_calling_thread(client: TestClient) -> No
     queued.handle(logging.LogRecord("app.test", logging.WARNING, __file__, 1, "from %s", (Argument(),), None))
     assert built.wait(30), "the message was never built"
     assert built_on[0] is queued.listener._thread  # type: ignore[attr-defined]
+
+
+def test_a_burst_of_log_records_is_written_at_once() -> None:
+    """Records waiting in the queue go out in one write, not a system call (and GIL hand-off) each."""
+    import io
+    from queue import SimpleQueue
+
+    from app.operations.logs import start_listener
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    for i in range(100):
+        queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO"}))
+    stream = CountingStream()
+    listener = start_listener(queue, logging.Formatter("%(message)s"), stream)
+    listener.stop()
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(100)]
+    assert stream.writes < 10

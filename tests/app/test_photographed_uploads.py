@@ -27,3 +27,23 @@ def test_photographed_digits_are_read_despite_shadows_and_ruled_lines(
     # half of these; flattening the background brings it near its clean accuracy.
     assert correct >= 0.85 * PHOTOS, correct
     assert all("background_flattened" in taken for taken in steps)
+
+
+def test_a_phone_sized_photo_is_decoded_at_a_reduced_scale(
+    client: TestClient, test_split: MnistSplit
+) -> None:
+    """A 12-megapixel JPEG is decoded by libjpeg at 1/4 scale and still read; the response names the
+    original size and the size decoded."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    page = Image.fromarray(255 - test_split.images[128]).resize((3000, 4000), Image.Resampling.BILINEAR)
+    buffer = BytesIO()
+    page.convert("RGB").save(buffer, "JPEG", quality=85)
+    response = client.post("/predict", files={"file": ("photo.jpg", buffer.getvalue(), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["prediction"] == 8
+    assert body["normalisation"]["original_size"] == [3000, 4000]
+    assert body["normalisation"]["steps"][0] == "decoded_at_750x1000"

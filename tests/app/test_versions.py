@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -103,7 +102,7 @@ def test_latency_and_errors_are_counted_per_version(both_loaded: TestClient) -> 
     holder = service(both_loaded).holder
     healthy = holder.loaded[1]
 
-    def broken(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def broken(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError("weights gone")
 
     holder.loaded = {**holder.loaded, 1: dataclasses.replace(healthy, forward_float=broken)}

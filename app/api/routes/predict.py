@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from app.api.deps import PredictorDep, SettingsDep
+from app.api.deps import SettingsDep, VersionedPredictorDep
 from app.api.errors import ApiError
 from app.api.responses import describe_explanation, describe_normalisation, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
@@ -62,7 +62,7 @@ Explain = Annotated[
 @router.post("", response_model=Prediction, responses=ERRORS, openapi_extra=_upload_body(multiple=False))
 async def predict(
     request: Request,
-    predictor: PredictorDep,
+    predictor: VersionedPredictorDep,
     settings: SettingsDep,
     include_image: IncludeImage = False,
     explain: Explain = False,
@@ -91,7 +91,10 @@ async def predict(
     "/batch", response_model=BatchPrediction, responses=ERRORS, openapi_extra=_upload_body(multiple=True)
 )
 async def predict_batch(
-    request: Request, predictor: PredictorDep, settings: SettingsDep, include_image: IncludeImage = False
+    request: Request,
+    predictor: VersionedPredictorDep,
+    settings: SettingsDep,
+    include_image: IncludeImage = False,
 ) -> BatchPrediction:
     """Classify many digits at once: several multipart `file` fields, or one binary array.
 

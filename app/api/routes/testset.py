@@ -5,7 +5,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import PredictorDep, SettingsDep, StateDep, TestSetDep
+from app.api.deps import SettingsDep, StateDep, TestSetDep, VersionedPredictorDep
 from app.api.errors import ApiError
 from app.api.responses import model_ref, png_bytes, scores
 from app.api.schemas import ErrorBody, RandomSamples, TestAccuracy, TestSample
@@ -49,7 +49,7 @@ def samples(indices: np.ndarray, result: BatchResult, test_set: MnistSplit) -> l
 )
 async def random_samples(
     test_set: TestSetDep,
-    predictor: PredictorDep,
+    predictor: VersionedPredictorDep,
     settings: SettingsDep,
     count: Annotated[int, Query(ge=1, description="how many samples (at most MNIST_MAX_RANDOM_COUNT)")] = 20,
     seed: Annotated[int | None, Query(ge=0, description="repeatable choice of samples")] = None,
@@ -66,7 +66,7 @@ async def random_samples(
 
 
 @router.get("/accuracy", response_model=TestAccuracy)
-async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDep) -> TestAccuracy:
+async def accuracy(state: StateDep, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestAccuracy:
     """Score the served model on all 10,000 test images (the notebook's 9622 line)."""
     result = await state.accuracy_runs.get(
         predictor.model().version, lambda: predictor.predict(test_set.images)
@@ -85,7 +85,7 @@ async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDe
 
 
 @router.get("/{index}", response_model=TestSample, responses=NOT_FOUND)
-async def test_sample(index: int, test_set: TestSetDep, predictor: PredictorDep) -> TestSample:
+async def test_sample(index: int, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestSample:
     """Predict test image `index` (0-9999) and compare with its true label."""
     check_index(index, test_set)
     result = await predictor.predict(test_set.images[index : index + 1])
