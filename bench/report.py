@@ -53,6 +53,7 @@ class ModelRun:
     answer: dict[int, float]  # batch size -> images/s of ServingModel.answer (forward + verdicts)
     skipped: dict[str, str] = field(default_factory=dict)  # server -> why it did not run
     scenarios: Scenarios | None = None
+    runtime: str = ""  # what ran ServingModel's forward pass (onnxruntime, tensorflow)
 
 
 @dataclass
@@ -205,7 +206,8 @@ def _ratio_lines(run: ModelRun, found: Ratios) -> list[str]:
     )
     lines += [
         "",
-        f"- forward: the best in-process images/s of `ServingModel.forward` over batch sizes 1-{MAX_BATCH}: "
+        f"- forward: the best in-process images/s of `ServingModel.forward` on "
+        f"{run.runtime or 'its runtime'} over batch sizes 1-{MAX_BATCH}: "
         f"{found.forward_images_per_second:,.0f} at batch {found.forward_batch}",
         f"- combined limit at c={found.top}: 1 / (1/empty + 1/forward) = {found.combined_limit:,.0f} "
         f"req/s; ours / combined limit = {found.ours_over_combined:.2f}x; ours / empty = "
@@ -277,10 +279,19 @@ def load(text: str) -> tuple[list[ModelRun], str]:
             server: {int(workers): loads(by_c) for workers, by_c in sweep.items()}
             for server, sweep in run["sweeps"].items()
         }
-        curves = {key: {int(size): rate for size, rate in run[key].items()} for key in ("forward", "answer")}
+        forward, answer = (
+            {int(size): rate for size, rate in run[key].items()} for key in ("forward", "answer")
+        )
         runs.append(
             ModelRun(
-                run["model"], run["preset"], sweeps, **curves, skipped=run["skipped"], scenarios=scenarios
+                run["model"],
+                run["preset"],
+                sweeps,
+                forward,
+                answer,
+                skipped=run["skipped"],
+                scenarios=scenarios,
+                runtime=run.get("runtime", ""),
             )
         )
     return runs, raw["header"]

@@ -66,16 +66,19 @@ def in_process_rate(
 
 def in_process(
     store: ModelStore, version: int, images: np.ndarray, seconds: float, large: int
-) -> tuple[dict[int, float], dict[int, float], float]:
-    """The compute limit of whatever runtime the service serves with: the same `ServingModel`,
-    called directly. Its forward pass and its whole answer (with the verdicts) at each batch size,
-    and the forward pass on the batch endpoint's `large` images."""
+) -> tuple[dict[int, float], dict[int, float], float, str]:
+    """The compute limit of whatever runtime the service serves with: the same `ServingModel`, on
+    the runtime the settings choose, with every core (one process), called directly. Its forward
+    pass and its whole answer (with the verdicts) at each batch size, the forward pass on the batch
+    endpoint's `large` images, and the runtime's name."""
+    from app.config import Settings
     from app.serving.inference import ServingModel
 
-    serving = ServingModel.compile(store.load(version))
+    runtime = Settings().model_copy(update={"workers": 1}).runtime_choice()
+    serving = ServingModel.compile(store.load(version), runtime=runtime)
     forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
     answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}
-    return forward, answer, in_process_rate(serving.forward, images[:large], seconds)
+    return forward, answer, in_process_rate(serving.forward, images[:large], seconds), serving.runtime
 
 
 def under_large_batches(url: str, digit_png: Path, large_npy: Path, seconds: int) -> tuple[Load, int]:
@@ -203,7 +206,7 @@ def run_model(
             continue
         run.scenarios = scenarios or run.scenarios
     # Measured after the servers stopped, so it has the machine to itself as they did.
-    run.forward, run.answer, large = in_process(
+    run.forward, run.answer, large, run.runtime = in_process(
         store, version, test_images, args.in_process_seconds, args.batch_images
     )
     if run.scenarios is not None:

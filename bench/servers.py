@@ -133,7 +133,8 @@ def start_server(
     spec = SERVERS[kind]
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     port = free_port()
-    env = env | {"BENCH_PORT": str(port), "BENCH_WORKERS": str(workers)}
+    # MNIST_WORKERS as `mnist-serve --workers` sets it: the service shares the cores among them.
+    env = env | {"BENCH_PORT": str(port), "BENCH_WORKERS": str(workers), "MNIST_WORKERS": str(workers)}
     started = time.perf_counter()
     log_path = log_dir / f"{kind}-{workers}.log"
     log_path.write_bytes(b"")
