@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench.run import ROOT, start_server
+from bench.servers import ROOT, start_server
 from model_store.mnist_data import load_split
 
 

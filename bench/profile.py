@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import Load, start_server, wrk
+from bench.servers import Load, start_server, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 # (row, substrings of a frame's file) in the order they are tried, innermost frame first.

@@ -1,30 +1,33 @@
-"""Benchmark the service against its ceiling and a naive baseline, side by side in one run.
+"""Benchmark the service against its ceiling, a naive baseline and two serving frameworks, side by side.
 
-    python -m bench.run --store model_store --data-dir ../shared/mnist
+    python -m bench.run --store models --data-dir ../shared/mnist --preset seed cnn
+    python -m bench.run --store models --version 3 --quick
 
-Starts three servers with the same uvicorn settings on 127.0.0.1 and drives each with wrk:
-  empty  - FastAPI receiving the same upload and answering a constant (the ceiling)
-  ours   - app.main:create_app
-  naive  - keras `model.predict` per request (the baseline)
-It reports req/s, p50, p99 and errors at each concurrency, batch-endpoint images/s against the
-in-process forward pass, cold start to ready and RSS per worker, as a markdown table and ratios.
+For each model version (the newest of each --preset, or --version, or the newest), starts each
+server on 127.0.0.1 at 1 and 2 workers and drives it with wrk at each concurrency:
+  empty    - FastAPI receiving the same upload and answering a constant (the HTTP ceiling)
+  ours     - app.main:create_app
+  naive    - keras `model.predict` per request (the baseline)
+  bentoml  - BentoML 1.4, adaptive batching (bench/peers/bentoml_service.py)
+  litserve - LitServe, its batching on (bench/peers/litserve_server.py)
+The peers run from an interpreter that has them (`python -m bench.peers.setup` makes one); without
+it they are skipped, with the reason in the report. Then the forward pass in process at batch sizes
+1-128, and ours' batch endpoint, cold start, RSS and latency beside 10,000-image batches. Writes
+bench/results/latest.md (tables, issue 14's ratios and targets), latest.json and throughput.png.
 Absolute numbers depend on the machine and what else runs on it; the ratios are the result.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
-import json
 import os
-import socket
-import subprocess
+import shutil
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,126 +35,50 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.peers.model import MODEL_PATH_ENV
+from bench.report import MAX_BATCH, PEERS, RESULTS, ModelRun, Scenarios, Sweep, write
+from bench.servers import ROOT, SERVERS, Load, Server, start_server, wrk
+from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
+from model_store.reporting import fail, one_line_errors
 from model_store.store import ModelStore
 
-ROOT = Path(__file__).resolve().parents[1]
-WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
-MAX_BATCH = 128  # the default MNIST_BATCH_MAX_SIZE: the most images one forward pass holds
-SERVERS = {
-    "empty": ["bench.empty_app:app"],
-    "ours": ["app.main:create_app", "--factory"],
-    "naive": ["bench.naive_app:app"],
-}
+PROG = "bench.run"
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, MAX_BATCH)
+OPTIONAL = ("naive", *PEERS)
 
 
-@dataclass
-class Load:
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    cold_start_seconds: float
-
-    def rss_mib(self) -> list[float]:
-        """Resident memory of each process serving requests (the workers, or the lone process)."""
-        workers = [pid for pid in _children(self.process.pid) if "spawn_main" in _cmdline(pid)]
-        pids = workers or [self.process.pid]
-        return [round(_rss_kib(pid) / 1024, 1) for pid in pids]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(
-    kind: str, workers: int, env: dict[str, str], log_dir: Path | None = None, timeout: float = 180
-) -> Server:
-    """Start one of SERVERS under uvicorn and wait for /readyz; its output goes to log_dir."""
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", *SERVERS[kind], "--host", "127.0.0.1", "--port", str(port)]
-    # Info level for uvicorn's "Application startup complete.", which each worker logs once ready.
-    command += ["--workers", str(workers), "--log-level", "info", "--no-access-log"]
-    started = time.perf_counter()
-    log_path = log_dir / f"{kind}.log"
-    log_path.write_bytes(b"")
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    while time.perf_counter() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"{kind} server exited with {process.returncode}")
-        # Ready when every worker has finished its startup (model loaded and warmed), not the first.
-        if log_path.read_text(errors="replace").count("Application startup complete.") >= workers:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    return Server(process, url, time.perf_counter() - started)
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{kind} server not ready after {timeout} s")
-
-
-def wrk(url: str, connections: int, seconds: int, body: Path, mode: str, content_type: str = "") -> Load:
-    env = os.environ | {"BENCH_BODY": str(body), "BENCH_MODE": mode, "BENCH_TYPE": content_type}
-    threads = min(connections, 2)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
-    command += ["-s", str(WRK_SCRIPT), url]
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in output.splitlines() if line.startswith("BENCH_JSON"))
-    result = json.loads(line.removeprefix("BENCH_JSON "))
-    return Load(
-        requests_per_second=result["requests"] / result["seconds"],
-        p50_ms=result["p50_ms"],
-        p99_ms=result["p99_ms"],
-        errors=result["errors"],
-    )
-
-
-def in_process_images_per_second(
-    store: Path, version: int | None, batch: np.ndarray, seconds: float = 5
+def in_process_rate(
+    run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float, windows: int = 3
 ) -> float:
-    """The compute limit: the same compiled forward pass, called directly on a batch."""
+    """Images per second of `run` called on `batch` over and over, after one warm-up call: the best
+    of a few windows, so a moment when another process has the cores does not count as the limit."""
+    run(batch)
+    rates = []
+    for _ in range(windows):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / windows:
+            run(batch)
+            count += len(batch)
+        rates.append(count / (time.perf_counter() - started))
+    return max(rates)
+
+
+def in_process(
+    store: ModelStore, version: int, images: np.ndarray, seconds: float, large: int
+) -> tuple[dict[int, float], dict[int, float], float, str]:
+    """The compute limit of whatever runtime the service serves with: the same `ServingModel`, on
+    the runtime the settings choose, with every core (one process), called directly. Its forward
+    pass and its whole answer (with the verdicts) at each batch size, the forward pass on the batch
+    endpoint's `large` images, and the runtime's name."""
+    from app.config import Settings
     from app.serving.inference import ServingModel
 
-    serving = ServingModel.compile(ModelStore(store).load(version))
-    serving.forward(batch)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        serving.forward(batch)
-        count += len(batch)
-    return count / (time.perf_counter() - started)
+    runtime = Settings().model_copy(update={"workers": 1}).runtime_choice()
+    serving = ServingModel.compile(store.load(version), runtime=runtime)
+    forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
+    answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}
+    return forward, answer, in_process_rate(serving.forward, images[:large], seconds), serving.runtime
 
 
 def under_large_batches(url: str, digit_png: Path, large_npy: Path, seconds: int) -> tuple[Load, int]:
@@ -180,136 +107,189 @@ def under_large_batches(url: str, digit_png: Path, large_npy: Path, seconds: int
     return load, sum(status == 200 for status in answered)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "models"))
+def npy_file(path: Path, images: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.save(buffer, images)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def ours_scenarios(
+    server: Server, workers: int, files: dict[str, Path], args: argparse.Namespace
+) -> Scenarios:
+    batch = wrk(f"{server.url}/predict/batch", 2, args.seconds, files["batch"], "raw", "application/x-npy")
+    beside, done = under_large_batches(server.url, files["digit"], files["large"], args.seconds)
+    return Scenarios(
+        workers=workers,
+        cold_start_seconds=server.cold_start_seconds,
+        rss_mib_per_worker=server.rss_mib(),
+        batch_images=args.batch_images,
+        batch_images_per_second=batch.requests_per_second * args.batch_images,
+        batch_errors=batch.errors,
+        batch_in_process_images_per_second=0.0,  # filled in once the servers are down
+        alone_c8=wrk(f"{server.url}/predict", 8, args.seconds, files["digit"], "multipart"),
+        beside_large=beside,
+        large_batches_done=done,
     )
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")))
-    parser.add_argument("--version", type=int, help="model version to serve (default: newest)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--batch-images", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = parser.parse_args(argv)
-    facts: dict[str, object] = {}
 
-    test = load_split(args.data_dir, "test")
-    store = ModelStore(args.store)
-    metadata = store.read_metadata(store.resolve(args.version))
-    facts["model"] = f"{metadata.name} v{metadata.version} ({metadata.training.preset} preset)"
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    digit_png = work / "digit.png"
-    Image.fromarray(test.images[128]).save(digit_png)
-    batch_npy = work / "batch.npy"
-    buffer = io.BytesIO()
-    np.save(buffer, test.images[: args.batch_images])
-    batch_npy.write_bytes(buffer.getvalue())
-    large_npy = work / "large.npy"
-    buffer = io.BytesIO()
-    np.save(buffer, test.images)
-    large_npy.write_bytes(buffer.getvalue())
 
+def check_answers(server: Server, digit_png: Path) -> None:
+    """One upload before the load: a server that cannot answer it is not benchmarked."""
+    files = {server.spec.field: ("digit.png", digit_png.read_bytes(), "image/png")}
+    response = httpx.post(f"{server.url}/predict", files=files, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST /predict answered {response.status_code}: {response.text[:200]}")
+
+
+def sweep_server(
+    kind: str, env: dict[str, str], python: str, files: dict[str, Path], args: argparse.Namespace
+) -> tuple[Sweep, Scenarios | None]:
+    sweep: Sweep = {}
+    scenarios = None
+    spec = SERVERS[kind]
+    for workers in args.workers:
+        server = start_server(kind, workers, env, args.logs, python=python)
+        try:
+            check_answers(server, files["digit"])
+            url = f"{server.url}/predict"
+            # Every worker traced, warmed and reached (and the peers' batchers trained) before timing.
+            wrk(url, max(args.connections), args.warmup, files["digit"], "multipart", field=spec.field)
+            sweep[workers] = {
+                c: wrk(url, c, args.seconds, files["digit"], "multipart", field=spec.field)
+                for c in args.connections
+            }
+            print(kind, workers, {c: load.__dict__ for c, load in sweep[workers].items()}, flush=True)
+            if kind == "ours" and workers == max(args.workers):
+                scenarios = ours_scenarios(server, workers, files, args)
+        finally:
+            server.stop()
+    return sweep, scenarios
+
+
+def run_model(
+    store: ModelStore, version: int, files: dict[str, Path], test_images: np.ndarray, args: argparse.Namespace
+) -> ModelRun:
+    metadata = store.read_metadata(version)
     env = os.environ | {
         "MNIST_MODEL_STORE": str(args.store.resolve()),
         "MNIST_DATA_DIR": str(args.data_dir.resolve()),
         "MNIST_MAX_ARRAY_IMAGES": str(max(args.batch_images, 10_000)),
         "MNIST_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
-        "MNIST_MODEL_VERSION": str(args.version or ""),
+        "MNIST_MODEL_VERSION": str(version),
+        MODEL_PATH_ENV: str((store.version_path(version) / MODEL_FILE).resolve()),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(ROOT),
     }
-    rows: dict[str, dict[int, Load]] = {}
-    for kind in ("empty", "ours", "naive"):
-        server = start_server(kind, args.workers, env, work)
+    run = ModelRun(
+        model=f"{metadata.name} v{metadata.version} ({metadata.training.preset} preset)",
+        preset=metadata.training.preset,
+        sweeps={},
+        forward={},
+        answer={},
+    )
+    for kind in ("empty", "ours", *(kind for kind in OPTIONAL if kind not in args.skip)):
+        python = sys.executable
+        if SERVERS[kind].peer:
+            interpreter = args.peers[kind]
+            if interpreter.python is None:
+                run.skipped[kind] = interpreter.problem
+                print(f"{kind}: skipped, {interpreter.problem}", flush=True)
+                continue
+            python = interpreter.python
         try:
-            httpx.post(f"{server.url}/predict", files={"file": digit_png.read_bytes()}, timeout=30)
-            rows[kind] = {
-                c: wrk(f"{server.url}/predict", c, args.seconds, digit_png, "multipart")
-                for c in args.connections
-            }
-            print(kind, {c: load.__dict__ for c, load in rows[kind].items()}, flush=True)
-            if kind == "ours":
-                facts["cold_start_seconds"] = round(server.cold_start_seconds, 2)
-                facts["rss_mib_per_worker"] = server.rss_mib()
-                batch_load = wrk(
-                    f"{server.url}/predict/batch", 2, args.seconds, batch_npy, "raw", "application/x-npy"
-                )
-                facts["batch_images_per_second"] = batch_load.requests_per_second * args.batch_images
-                facts["batch_errors"] = batch_load.errors
-                facts["alone_c8"] = wrk(f"{server.url}/predict", 8, args.seconds, digit_png, "multipart")
-                facts["beside_large"], facts["large_batches_done"] = under_large_batches(
-                    server.url, digit_png, large_npy, args.seconds
-                )
-        finally:
-            server.stop()
+            run.sweeps[kind], scenarios = sweep_server(kind, env, python, files, args)
+        except (RuntimeError, OSError) as exc:
+            if not SERVERS[kind].peer:
+                raise
+            run.skipped[kind] = str(exc)
+            print(f"{kind}: skipped, {exc}", flush=True)
+            continue
+        run.scenarios = scenarios or run.scenarios
     # Measured after the servers stopped, so it has the machine to itself as they did.
-    facts["in_process_images_per_second"] = in_process_images_per_second(
-        args.store, args.version, test.images[: args.batch_images]
+    run.forward, run.answer, large, run.runtime = in_process(
+        store, version, test_images, args.in_process_seconds, args.batch_images
     )
-    facts["max_batch_images_per_second"] = in_process_images_per_second(
-        args.store, args.version, test.images[:MAX_BATCH]
+    if run.scenarios is not None:
+        run.scenarios.batch_in_process_images_per_second = large
+    return run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--store", type=Path, default=Path(os.environ.get("MNIST_MODEL_STORE", ROOT / "models"))
     )
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")))
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="model version to serve (default: newest)")
+    which.add_argument("--preset", nargs="+", help="the newest version of each preset, one after another")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="each server at each count")
+    parser.add_argument("--seconds", type=int, help="duration of each wrk run (default 10, --quick 2)")
+    parser.add_argument("--connections", type=int, nargs="+", help="default 1 8 32 64 (--quick: 1 8 64)")
+    parser.add_argument("--skip", nargs="+", default=[], choices=OPTIONAL, help="servers to leave out")
+    parser.add_argument("--quick", action="store_true", help="short runs: a rough picture in minutes")
+    parser.add_argument("--batch-images", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.seconds is None:
+        args.seconds = 2 if args.quick else 10
+    args.connections = args.connections or ([1, 8, 64] if args.quick else [1, 8, 32, 64])
+    args.warmup = 1 if args.quick else 3
+    args.in_process_seconds = 0.3 if args.quick else 1.0
+    numbers = [args.seconds, *args.workers, *args.connections, args.batch_images]
+    if min(numbers) < 1 or (args.version is not None and args.version < 1):
+        parser.error("--seconds, --workers, --connections, --batch-images and --version must be at least 1")
+    if shutil.which("wrk") is None:
+        fail(PROG, "wrk is not installed (apt-get install wrk)")
+    return args
 
-    report = render(rows, facts, args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (args.out / f"{stamp}.md").write_text(report)
-    (args.out / "latest.md").write_text(report)
-    print(report)
-    return 0
 
-
-def render(rows: dict[str, dict[int, Load]], facts: dict[str, object], args: argparse.Namespace) -> str:
-    lines = [
-        f"Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, model {facts['model']}: "
-        f"{args.workers} uvicorn workers, wrk {args.seconds} s per cell, {os.cpu_count()} CPUs, "
-        "one PNG of test digit 128 per request.",
-        "",
-        "| server | connections | req/s | p50 ms | p99 ms | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for kind, by_connections in rows.items():
-        for c, load in by_connections.items():
-            lines.append(
-                f"| {kind} | {c} | {load.requests_per_second:,.0f} | {load.p50_ms:.2f} | "
-                f"{load.p99_ms:.2f} | {load.errors} |"
+def versions_to_run(store: ModelStore, args: argparse.Namespace) -> list[int]:
+    if not args.preset:
+        return [store.resolve(args.version)]
+    newest_first = sorted(store.versions(), reverse=True)
+    chosen = []
+    for preset in args.preset:
+        match = next((v for v in newest_first if store.read_metadata(v).training.preset == preset), None)
+        if match is None:
+            fail(
+                PROG,
+                f"no version of preset {preset!r} in {store.root}; "
+                f"train one with mnist-train --preset {preset}",
             )
-    ours, empty, naive = rows["ours"], rows["empty"], rows["naive"]
-    lines += ["", "| ratio | " + " | ".join(f"c={c}" for c in ours) + " |", "| --- |" + " ---: |" * len(ours)]
-    lines.append(
-        "| ours / empty | "
-        + " | ".join(f"{ours[c].requests_per_second / empty[c].requests_per_second:.2f}x" for c in ours)
-        + " |"
+        chosen.append(match)
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with one_line_errors(PROG):
+        store = ModelStore(args.store)
+        versions = versions_to_run(store, args)
+        test = load_split(args.data_dir, "test")
+    from bench.peers.setup import find_interpreter
+
+    args.peers = {peer: find_interpreter(peer) for peer in PEERS if peer not in args.skip}
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    args.logs = work
+    digit_png = work / "digit.png"
+    Image.fromarray(test.images[128]).save(digit_png)
+    files = {
+        "digit": digit_png,
+        "batch": npy_file(work / "batch.npy", test.images[: args.batch_images]),
+        "large": npy_file(work / "large.npy", test.images),
+    }
+    runs = [run_model(store, version, files, test.images, args) for version in versions]
+
+    peers = ", ".join(f"{p} {i.version}" for p, i in args.peers.items() if i.python) or "none"
+    header = (
+        f"# Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"wrk {args.seconds} s per cell after a {args.warmup} s warm-up at {max(args.connections)} "
+        f"connections, {os.cpu_count()} CPUs, one multipart PNG of test digit 128 per request, "
+        f"the same `.keras` version behind every server; peers: {peers}. Server logs: {work}."
     )
-    lines.append(
-        "| ours / naive | "
-        + " | ".join(f"{ours[c].requests_per_second / naive[c].requests_per_second:.0f}x" for c in ours)
-        + " |"
-    )
-    lines.append(
-        "| ours p99 / p50 | " + " | ".join(f"{ours[c].p99_ms / ours[c].p50_ms:.1f}" for c in ours) + " |"
-    )
-    batch, limit = float(facts["batch_images_per_second"]), float(facts["in_process_images_per_second"])  # type: ignore[arg-type]
-    alone, beside = facts["alone_c8"], facts["beside_large"]
-    assert isinstance(alone, Load) and isinstance(beside, Load)
-    pass_ms = 1000 * MAX_BATCH / float(facts["max_batch_images_per_second"])  # type: ignore[arg-type]
-    lines += [
-        "",
-        f"- batch endpoint ({args.batch_images} images per .npy request, 2 connections): "
-        f"{batch:,.0f} images/s = {batch / limit:.2f}x the in-process forward pass ({limit:,.0f} images/s); "
-        f"errors {facts['batch_errors']}",
-        f"- cold start to ready: {facts['cold_start_seconds']} s",
-        f"- a single image beside 10,000-image batches (c=8, two clients posting them without pause, "
-        f"{facts['large_batches_done']} done): p50 {beside.p50_ms:.2f} ms, p99 {beside.p99_ms:.2f} ms, "
-        f"{beside.errors} errors; alone: p50 {alone.p50_ms:.2f} ms, p99 {alone.p99_ms:.2f} ms; "
-        f"one forward pass of {MAX_BATCH} images takes {pass_ms:.2f} ms in process, so the p99 beside "
-        f"them is {beside.p99_ms / pass_ms:.1f} passes",
-        f"- RSS per worker: {facts['rss_mib_per_worker']} MiB",
-        "",
-    ]
-    return "\n".join(lines)
+    print(write(runs, header, args.out, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")))
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.run import ROOT, Load, Server, _children, _cmdline, _rss_kib, start_server, wrk
+from bench.servers import ROOT, Load, Server, _children, _cmdline, _rss_kib, start_server, wrk
 from model_store.mnist_data import load_split
 
 DIGIT_INDEX = 128  # an 8, the digit the README's examples use

@@ -1,5 +1,6 @@
--- wrk script: POST the file BENCH_BODY, as multipart field "file" (BENCH_MODE=multipart) or as the
--- raw body with content type BENCH_TYPE (BENCH_MODE=raw). Prints one JSON line of results at the end.
+-- wrk script: POST the file BENCH_BODY, as multipart field BENCH_FIELD (default "file") with
+-- BENCH_MODE=multipart, or as the raw body with content type BENCH_TYPE (BENCH_MODE=raw).
+-- Prints one JSON line of results at the end.
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 local payload = f:read("*all")
 f:close()
@@ -10,7 +11,8 @@ if os.getenv("BENCH_MODE") == "raw" then
 else
   local boundary = "wrkbenchboundary7d93"
   wrk.body = "--" .. boundary .. "\r\n"
-    .. 'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+    .. 'Content-Disposition: form-data; name="' .. (os.getenv("BENCH_FIELD") or "file")
+    .. '"; filename="digit.png"\r\n'
     .. "Content-Type: image/png\r\n\r\n" .. payload .. "\r\n--" .. boundary .. "--\r\n"
   wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
 end

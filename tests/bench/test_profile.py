@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bench.profile import NATIVE, OUTSIDE, Profile, category, table
-from bench.run import Load
+from bench.servers import Load
 
 
 def test_a_sample_belongs_to_its_innermost_known_package() -> None:

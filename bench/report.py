@@ -1,0 +1,359 @@
+"""What bench/run.py measured, turned into issue 14's ratios and targets, a markdown report and a plot.
+
+Plain functions of the measurements (no timing, no servers), so tests can run them on real data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.servers import ROOT, Load
+
+RESULTS = ROOT / "bench" / "results"
+
+MAX_BATCH = 128  # the default MNIST_BATCH_MAX_SIZE: the most images one forward pass holds
+PEERS = ("bentoml", "litserve")
+# Issue 14's targets. Throughput at the top concurrency: `seed` against the empty endpoint, `cnn`
+# against the combined limit of HTTP and the model; c=1 p50 above the empty endpoint; peers.
+THROUGHPUT_TARGETS = {"seed": ("empty", 0.6), "cnn": ("combined", 0.8)}
+LATENCY_TARGETS_MS = {"seed": 0.4, "cnn": 0.6}
+PEER_THROUGHPUT_TARGET = 3.0
+PEER_P99_TARGET = 0.25
+
+Sweep = dict[int, dict[int, Load]]  # workers -> connections -> load
+
+
+@dataclass
+class Scenarios:
+    """The measurements of our service beyond the sweep (on its largest worker count)."""
+
+    workers: int
+    cold_start_seconds: float
+    rss_mib_per_worker: list[float]
+    batch_images: int  # images per .npy request to /predict/batch
+    batch_images_per_second: float
+    batch_errors: int
+    batch_in_process_images_per_second: float  # the same batch through the forward pass, in process
+    alone_c8: Load
+    beside_large: Load  # a single image at c=8 beside two clients posting 10,000-image batches
+    large_batches_done: int
+
+
+@dataclass
+class ModelRun:
+    model: str  # e.g. "mnist v1 (seed preset)"
+    preset: str
+    sweeps: dict[str, Sweep]  # server -> its sweep at each worker count
+    forward: dict[int, float]  # batch size -> images/s of ServingModel.forward, in process
+    answer: dict[int, float]  # batch size -> images/s of ServingModel.answer (forward + verdicts)
+    skipped: dict[str, str] = field(default_factory=dict)  # server -> why it did not run
+    scenarios: Scenarios | None = None
+    runtime: str = ""  # what ran ServingModel's forward pass (onnxruntime, tensorflow)
+
+
+@dataclass
+class Ratios:
+    top: int  # the highest concurrency measured (64 by default)
+    ours_over_empty: float
+    forward_images_per_second: float
+    forward_batch: int
+    combined_limit: float
+    ours_over_combined: float
+    c1_overhead_ms: float | None  # ours' p50 minus the empty endpoint's, at 1 connection
+    best_peer: str | None
+    ours_over_peer: float | None
+    ours_p99_over_peer_p99: float | None
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    goal: str
+    passed: bool
+
+
+def best_workers(sweep: Sweep) -> int:
+    """The worker count with the most requests per second at the highest concurrency."""
+    top = max(next(iter(sweep.values())))
+    return max(sweep, key=lambda workers: sweep[workers][top].requests_per_second)
+
+
+def best(run: ModelRun, server: str) -> dict[int, Load]:
+    sweep = run.sweeps[server]
+    return sweep[best_workers(sweep)]
+
+
+def combined_limit(empty_per_second: float, forward_per_second: float) -> float:
+    """Requests per second if each paid the empty endpoint's HTTP cost and one image's share of the
+    best forward pass, one after the other: 1 / (1/empty + 1/forward)."""
+    return 1 / (1 / empty_per_second + 1 / forward_per_second)
+
+
+def ratios(run: ModelRun) -> Ratios:
+    ours, empty = best(run, "ours"), best(run, "empty")
+    top = max(ours)
+    forward_batch = max(run.forward, key=run.forward.__getitem__)
+    forward = run.forward[forward_batch]
+    limit = combined_limit(empty[top].requests_per_second, forward)
+    overhead = ours[1].p50_ms - empty[1].p50_ms if 1 in ours and 1 in empty else None
+    peers = [peer for peer in PEERS if peer in run.sweeps]
+    peer = max(peers, key=lambda p: best(run, p)[top].requests_per_second) if peers else None
+    peer_load = best(run, peer)[top] if peer else None
+    return Ratios(
+        top=top,
+        ours_over_empty=ours[top].requests_per_second / empty[top].requests_per_second,
+        forward_images_per_second=forward,
+        forward_batch=forward_batch,
+        combined_limit=limit,
+        ours_over_combined=ours[top].requests_per_second / limit,
+        c1_overhead_ms=overhead,
+        best_peer=peer,
+        ours_over_peer=ours[top].requests_per_second / peer_load.requests_per_second if peer_load else None,
+        ours_p99_over_peer_p99=ours[top].p99_ms / peer_load.p99_ms if peer_load else None,
+    )
+
+
+def targets(run: ModelRun, found: Ratios) -> list[Target]:
+    """Issue 14's targets that apply to this run's preset (the peer ones apply to every preset)."""
+    result = []
+    if run.preset in THROUGHPUT_TARGETS:
+        against, goal = THROUGHPUT_TARGETS[run.preset]
+        value = found.ours_over_empty if against == "empty" else found.ours_over_combined
+        limit = "empty endpoint" if against == "empty" else "combined limit"
+        name = f"throughput at c={found.top}, ours / {limit}"
+        result.append(Target(name, f"{value:.2f}x", f">= {goal}x", value >= goal))
+    if run.preset in LATENCY_TARGETS_MS and found.c1_overhead_ms is not None:
+        goal_ms = LATENCY_TARGETS_MS[run.preset]
+        result.append(
+            Target(
+                "p50 at c=1 above the empty endpoint",
+                f"{found.c1_overhead_ms:.2f} ms",
+                f"<= {goal_ms} ms",
+                found.c1_overhead_ms <= goal_ms,
+            )
+        )
+    if found.ours_over_peer is not None and found.ours_p99_over_peer_p99 is not None:
+        result.append(
+            Target(
+                f"throughput at c={found.top}, ours / {found.best_peer}",
+                f"{found.ours_over_peer:.2f}x",
+                f">= {PEER_THROUGHPUT_TARGET}x",
+                found.ours_over_peer >= PEER_THROUGHPUT_TARGET,
+            )
+        )
+        result.append(
+            Target(
+                f"p99 at c={found.top}, ours / {found.best_peer}",
+                f"{found.ours_p99_over_peer_p99:.2f}",
+                f"<= {PEER_P99_TARGET}",
+                found.ours_p99_over_peer_p99 <= PEER_P99_TARGET,
+            )
+        )
+    return result
+
+
+def render_run(run: ModelRun) -> str:
+    found = ratios(run)
+    lines = [
+        f"## {run.model}",
+        "",
+        "Each server at 1 and 2 workers; the ratios use each one's best (most req/s at "
+        f"c={found.top}, marked *).",
+        "",
+        "| server | workers | connections | req/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for server, sweep in run.sweeps.items():
+        chosen = best_workers(sweep)
+        for workers, by_connections in sweep.items():
+            mark = "*" if workers == chosen and len(sweep) > 1 else ""
+            for c, load in by_connections.items():
+                lines.append(
+                    f"| {server} | {workers}{mark} | {c} | {load.requests_per_second:,.0f} | "
+                    f"{load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.errors} |"
+                )
+    if run.skipped:
+        lines += ["", *(f"- {server}: skipped, {reason}" for server, reason in run.skipped.items())]
+    lines += ["", *_ratio_lines(run, found), "", "| target (issue 14) | measured | goal | |"]
+    lines.append("| --- | ---: | ---: | --- |")
+    for target in targets(run, found):
+        verdict = "pass" if target.passed else "FAIL"
+        lines.append(f"| {target.name} | {target.measured} | {target.goal} | {verdict} |")
+    lines += ["", "| batch size | " + " | ".join(str(size) for size in run.forward) + " |"]
+    lines.append("| --- |" + " ---: |" * len(run.forward))
+    lines.append("| forward, images/s | " + " | ".join(f"{v:,.0f}" for v in run.forward.values()) + " |")
+    lines.append("| answer, images/s | " + " | ".join(f"{v:,.0f}" for v in run.answer.values()) + " |")
+    lines += ["", *_scenario_lines(run.scenarios, run.forward), ""]
+    return "\n".join(lines)
+
+
+def _ratio_lines(run: ModelRun, found: Ratios) -> list[str]:
+    ours = best(run, "ours")
+    lines = ["| ratio | " + " | ".join(f"c={c}" for c in ours) + " |", "| --- |" + " ---: |" * len(ours)]
+    for other in ("empty", "naive", *PEERS):
+        if other in run.sweeps:
+            theirs = best(run, other)
+            cells = [_times(ours[c].requests_per_second, theirs[c].requests_per_second) for c in ours]
+            lines.append(f"| ours / {other} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| ours p99 / p50 | " + " | ".join(f"{ours[c].p99_ms / ours[c].p50_ms:.1f}" for c in ours) + " |"
+    )
+    lines += [
+        "",
+        f"- forward: the best in-process images/s of `ServingModel.forward` on "
+        f"{run.runtime or 'its runtime'} over batch sizes 1-{MAX_BATCH}: "
+        f"{found.forward_images_per_second:,.0f} at batch {found.forward_batch}",
+        f"- combined limit at c={found.top}: 1 / (1/empty + 1/forward) = {found.combined_limit:,.0f} "
+        f"req/s; ours / combined limit = {found.ours_over_combined:.2f}x; ours / empty = "
+        f"{found.ours_over_empty:.2f}x",
+    ]
+    if found.c1_overhead_ms is not None:
+        lines.append(f"- p50 at c=1, ours minus empty: {found.c1_overhead_ms:.2f} ms")
+    if found.best_peer is not None:
+        lines.append(
+            f"- against the better peer ({found.best_peer}) at c={found.top}: {found.ours_over_peer:.2f}x "
+            f"the throughput, {found.ours_p99_over_peer_p99:.2f}x the p99"
+        )
+    return lines
+
+
+def _times(ours: float, theirs: float) -> str:
+    """A throughput ratio; a server that answered nothing in the time (naive at high load) gives none."""
+    return f"{ours / theirs:.2f}x" if theirs else "-"
+
+
+def _scenario_lines(scenarios: Scenarios | None, forward: dict[int, float]) -> list[str]:
+    if scenarios is None:
+        return []
+    s, batch = scenarios, scenarios.batch_images_per_second
+    lines = [
+        f"Our service at {s.workers} workers:",
+        "",
+        f"- batch endpoint ({s.batch_images} images per .npy request, 2 connections): {batch:,.0f} images/s "
+        f"= {batch / s.batch_in_process_images_per_second:.2f}x the in-process forward pass on the same "
+        f"batch ({s.batch_in_process_images_per_second:,.0f} images/s); errors {s.batch_errors}",
+        f"- cold start to ready: {s.cold_start_seconds:.2f} s",
+        f"- RSS per worker: {s.rss_mib_per_worker} MiB",
+    ]
+    if MAX_BATCH in forward:
+        pass_ms = 1000 * MAX_BATCH / forward[MAX_BATCH]
+        beside, alone = s.beside_large, s.alone_c8
+        lines.append(
+            f"- a single image beside 10,000-image batches (c=8, two clients posting them without pause, "
+            f"{s.large_batches_done} done): p50 {beside.p50_ms:.2f} ms, p99 {beside.p99_ms:.2f} ms, "
+            f"{beside.errors} errors; alone: p50 {alone.p50_ms:.2f} ms, p99 {alone.p99_ms:.2f} ms; one "
+            f"forward pass of {MAX_BATCH} images takes {pass_ms:.2f} ms in process, so the p99 beside "
+            f"them is {beside.p99_ms / pass_ms:.1f} passes"
+        )
+    return lines
+
+
+def render(runs: list[ModelRun], header: str) -> str:
+    return "\n".join([header, "", *(render_run(run) for run in runs)])
+
+
+def dump(runs: list[ModelRun], header: str) -> str:
+    return json.dumps({"header": header, "runs": [dataclasses.asdict(run) for run in runs]}, indent=1)
+
+
+def load(text: str) -> tuple[list[ModelRun], str]:
+    """The runs and header `dump` wrote (JSON turned the integer keys into strings)."""
+    raw = json.loads(text)
+
+    def loads(by_connections: dict[str, dict[str, float]]) -> dict[int, Load]:
+        return {int(c): Load(**values) for c, values in by_connections.items()}  # type: ignore[arg-type]
+
+    runs = []
+    for run in raw["runs"]:
+        scenarios = run["scenarios"]
+        if scenarios is not None:
+            loads_of = {key: Load(**scenarios[key]) for key in ("alone_c8", "beside_large")}
+            scenarios = Scenarios(**(scenarios | loads_of))
+        sweeps = {
+            server: {int(workers): loads(by_c) for workers, by_c in sweep.items()}
+            for server, sweep in run["sweeps"].items()
+        }
+        forward, answer = (
+            {int(size): rate for size, rate in run[key].items()} for key in ("forward", "answer")
+        )
+        runs.append(
+            ModelRun(
+                run["model"],
+                run["preset"],
+                sweeps,
+                forward,
+                answer,
+                skipped=run["skipped"],
+                scenarios=scenarios,
+                runtime=run.get("runtime", ""),
+            )
+        )
+    return runs, raw["header"]
+
+
+def write(runs: list[ModelRun], header: str, out: Path, stamp: str = "") -> str:
+    """latest.json (the measurements), latest.md (and a copy named `stamp`) and throughput.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(dump(runs, header))
+    report = render(runs, header)
+    for name in ("latest", stamp):
+        if name:
+            (out / f"{name}.md").write_text(report)
+    plot(runs, out / "throughput.png")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render latest.md and throughput.png again from a latest.json, without measuring again."""
+    parser = argparse.ArgumentParser(prog="bench.report", description=main.__doc__)
+    parser.add_argument("json", type=Path, nargs="?", default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+    try:
+        runs, header = load(args.json.read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.exit(1, f"bench.report: error: {args.json}: cannot read the measurements ({exc})\n")
+    print(write(runs, header, args.json.parent))
+    return 0
+
+
+def plot(runs: list[ModelRun], path: Path) -> None:
+    """Throughput against connections, one line per server at its best worker count, a panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
+    for axis, run in zip(axes[0], runs, strict=True):
+        for server, sweep in run.sweeps.items():
+            workers = best_workers(sweep)
+            loads = sweep[workers]
+            axis.plot(
+                list(loads),
+                [load.requests_per_second for load in loads.values()],
+                marker="o",
+                label=f"{server} ({workers} worker{'s' if workers > 1 else ''})",
+            )
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        connections = sorted({c for sweep in run.sweeps.values() for loads in sweep.values() for c in loads})
+        axis.set_xticks(connections, [str(c) for c in connections])
+        axis.set_xlabel("connections")
+        axis.set_ylabel("requests / s")
+        axis.set_title(run.model)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

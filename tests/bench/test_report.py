@@ -1,0 +1,179 @@
+"""bench/run.py's arithmetic and report on real measurements (issue 14's own `cnn` run), the peers'
+forward pass against the Keras model they serve, and the CLI's one-line mistakes. No timing here:
+speed is what the benchmark measures, never what a test asserts."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.peers.model import MODEL_PATH_ENV, answer, decode_png, load_forward
+from bench.peers.setup import bench_extra, find_interpreter, pinned_service_packages
+from bench.report import ModelRun, best_workers, combined_limit, dump, load, plot, ratios, render_run, targets
+from bench.servers import Load
+from model_store.metadata import MODEL_FILE
+from model_store.mnist_data import load_split
+from tests.conftest import assert_one_line_error, run_cli
+
+
+def issue_14_cnn_run() -> ModelRun:
+    """The side-by-side `cnn` run issue 14 reports (64 and 1 connections), as bench/run.py records it.
+    The 1-worker rows are made up to be worse, so the 2-worker ones are each server's best."""
+
+    def sweep(c64: tuple[float, float], c1_p50: float) -> dict[int, dict[int, Load]]:
+        rps, p99 = c64
+        return {
+            1: {1: Load(1000 / c1_p50, c1_p50, 2 * c1_p50, 0), 64: Load(rps / 2, 2 * p99, 4 * p99, 0)},
+            2: {1: Load(1000 / c1_p50, c1_p50, 2 * c1_p50, 0), 64: Load(rps, 64 * 1000 / rps, p99, 0)},
+        }
+
+    return ModelRun(
+        model="mnist v3 (cnn preset)",
+        preset="cnn",
+        sweeps={
+            "empty": sweep((8143, 14), 0.24),
+            "ours": sweep((1513, 64), 2.03),
+            "bentoml": sweep((953, 311), 3.1),
+            "litserve": sweep((1058, 104), 4.2),
+        },
+        forward={1: 1000 / 1.15, 32: 4100, 128: 4661},
+        answer={1: 800, 32: 3900, 128: 4400},
+        skipped={"naive": "left out with --skip"},
+    )
+
+
+def test_ratios_of_the_issue_14_run_are_the_ones_it_states() -> None:
+    run = issue_14_cnn_run()
+    found = ratios(run)
+
+    assert best_workers(run.sweeps["ours"]) == 2
+    assert found.top == 64
+    assert (found.forward_batch, found.forward_images_per_second) == (128, 4661)
+    assert found.combined_limit == pytest.approx(1 / (1 / 8143 + 1 / 4661))
+    assert found.ours_over_combined == pytest.approx(0.51, abs=0.005)  # "about half", says the issue
+    assert found.ours_over_empty == pytest.approx(1513 / 8143)
+    assert found.c1_overhead_ms == pytest.approx(2.03 - 0.24)
+    assert found.best_peer == "litserve"
+    assert found.ours_over_peer == pytest.approx(1513 / 1058)
+    assert found.ours_p99_over_peer_p99 == pytest.approx(64 / 104)
+
+
+def test_targets_of_the_issue_14_run_all_fail_for_cnn() -> None:
+    run = issue_14_cnn_run()
+    checked = {target.name: target for target in targets(run, ratios(run))}
+
+    assert set(checked) == {
+        "throughput at c=64, ours / combined limit",
+        "p50 at c=1 above the empty endpoint",
+        "throughput at c=64, ours / litserve",
+        "p99 at c=64, ours / litserve",
+    }
+    assert not any(target.passed for target in checked.values())
+    assert checked["p50 at c=1 above the empty endpoint"].goal == "<= 0.6 ms"
+
+
+def test_seed_is_held_to_the_empty_endpoint_and_peers_only_when_they_ran() -> None:
+    run = issue_14_cnn_run()
+    run.preset = "seed"
+    del run.sweeps["bentoml"], run.sweeps["litserve"]
+    found = ratios(run)
+
+    names = [target.name for target in targets(run, found)]
+
+    assert names == ["throughput at c=64, ours / empty endpoint", "p50 at c=1 above the empty endpoint"]
+    assert found.best_peer is None and found.ours_over_peer is None
+
+
+def test_combined_limit_is_the_harmonic_sum() -> None:
+    assert combined_limit(8000, 8000) == pytest.approx(4000)
+    assert combined_limit(1e9, 5000) == pytest.approx(5000, rel=1e-5)
+
+
+def test_report_round_trips_through_json_and_draws_the_plot(tmp_path: Path) -> None:
+    run = issue_14_cnn_run()
+
+    runs, header = load(dump([run], "# header"))
+    text = render_run(runs[0])
+    plot(runs, tmp_path / "throughput.png")
+
+    assert header == "# header" and runs == [run]
+    assert "| ours | 2* | 64 | 1,513 |" in text
+    assert "| ours / litserve | 2.07x | 1.43x |" in text
+    assert "- naive: skipped, left out with --skip" in text
+    assert "| throughput at c=64, ours / combined limit | 0.51x | >= 0.8x | FAIL |" in text
+    with Image.open(tmp_path / "throughput.png") as image:
+        assert image.format == "PNG" and image.width > image.height
+
+
+def test_report_renders_again_from_the_json(tmp_path: Path) -> None:
+    (tmp_path / "latest.json").write_text(dump([issue_14_cnn_run()], "# header"))
+
+    result = run_cli("bench.report", str(tmp_path / "latest.json"), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "latest.md").read_text() == result.stdout.removesuffix("\n")
+    assert "| ours | 2* | 64 | 1,513 |" in result.stdout
+    assert (tmp_path / "throughput.png").stat().st_size > 0
+
+
+def test_peers_answer_what_the_keras_model_answers(
+    trained_store: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both peers run `load_forward` on the PNG upload: same model file, same probabilities."""
+    model_path = trained_store / "mnist" / "1" / MODEL_FILE
+    monkeypatch.setenv(MODEL_PATH_ENV, str(model_path))
+    test = load_split(mnist_dir, "test")
+    pngs = []
+    for pixels in test.images[:64]:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+
+    decoded = np.stack([decode_png(png) for png in pngs])
+    probabilities = load_forward()(decoded)
+    reference = keras.saving.load_model(model_path, compile=False)(
+        test.images[:64, :, :, None].astype(np.float32) / 255, training=False
+    )
+
+    np.testing.assert_array_equal(decoded, test.images[:64])
+    np.testing.assert_allclose(probabilities, np.asarray(reference), atol=1e-6)
+    first = answer(probabilities[0])
+    assert first["prediction"] == int(np.argmax(reference[0]))
+    assert first["probabilities"] == pytest.approx(probabilities[0].tolist())
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="bench.run checks for wrk first")
+def test_unknown_preset_is_one_line(trained_store: Path, tmp_path: Path) -> None:
+    result = run_cli("bench.run", "--store", str(trained_store), "--preset", "seed", cwd=tmp_path)
+
+    assert_one_line_error(result, "bench.run", "no version of preset 'seed'", "mnist-train --preset seed")
+
+
+def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
+    result = run_cli("bench.run", "--seconds", "0", "--version", "1", cwd=tmp_path)
+
+    assert_one_line_error(result, "bench.run", "--seconds", "at least 1", status=2)
+
+
+def test_a_peer_without_an_interpreter_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    missing = find_interpreter("not_a_serving_framework", tmp_path / "no-venv")
+
+    assert missing.python is None
+    assert "not_a_serving_framework is not installed" in missing.problem
+    assert "python -m bench.peers.setup" in missing.problem
+
+
+def test_the_peers_venv_gets_the_bench_extra_and_the_services_tensorflow() -> None:
+    extra = bench_extra()
+    pins = pinned_service_packages()
+
+    assert any(requirement.startswith("bentoml") for requirement in extra)
+    assert any(requirement.startswith("litserve") for requirement in extra)
+    assert f"keras=={keras.__version__}" in pins
+    assert f"numpy=={np.__version__}" in pins
