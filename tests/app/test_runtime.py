@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.serving.inference import ServingModel
@@ -196,3 +197,13 @@ def test_onnx_pool_threads_sleep_between_passes(trained_store: Path) -> None:
     content = (ModelStore(trained_store).version_path(1) / ONNX_FILE).read_bytes()
     options = OnnxForward(content, threads=2)._session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_the_service_computes_verdicts_on_one_blas_thread(client: TestClient) -> None:
+    """A `seed` version's verdict multiplies by a 1000x1000 matrix per request: with OpenBLAS's
+    threads fighting the runtime's for two cores, one image took 90 ms instead of 0.2 ms."""
+    from threadpoolctl import threadpool_info
+
+    assert client.get("/test/1").status_code == 200
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
