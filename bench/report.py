@@ -24,6 +24,7 @@ THROUGHPUT_TARGETS = {"seed": ("empty", 0.6), "cnn": ("combined", 0.8)}
 LATENCY_TARGETS_MS = {"seed": 0.4, "cnn": 0.6}
 PEER_THROUGHPUT_TARGET = 3.0
 PEER_P99_TARGET = 0.25
+NORMALISATION_TARGET = 2.0
 
 Sweep = dict[int, dict[int, Load]]  # workers -> connections -> load
 
@@ -42,6 +43,17 @@ class Scenarios:
     alone_c8: Load
     beside_large: Load  # a single image at c=8 beside two clients posting 10,000-image batches
     large_batches_done: int
+    # At the top concurrency, one after the other: the native 28x28 PNG and a 112x112 dark-on-light
+    # JPEG of the same digit, which takes the whole upload normalisation.
+    native_upload: Load | None = None
+    normalised_upload: Load | None = None
+
+    @property
+    def normalisation_cost(self) -> float | None:
+        """A normalised upload's cost per request, in native uploads (issue 14: at most 2)."""
+        if self.native_upload is None or self.normalised_upload is None:
+            return None
+        return self.native_upload.requests_per_second / self.normalised_upload.requests_per_second
 
 
 @dataclass
@@ -136,6 +148,16 @@ def targets(run: ModelRun, found: Ratios) -> list[Target]:
                 f"{found.c1_overhead_ms:.2f} ms",
                 f"<= {goal_ms} ms",
                 found.c1_overhead_ms <= goal_ms,
+            )
+        )
+    cost = run.scenarios.normalisation_cost if run.scenarios is not None else None
+    if cost is not None:
+        result.append(
+            Target(
+                "cost per request of a 112x112 JPEG, in native 28x28 PNGs",
+                f"{cost:.2f}x",
+                f"<= {NORMALISATION_TARGET}x",
+                cost <= NORMALISATION_TARGET,
             )
         )
     if found.ours_over_peer is not None and found.ours_p99_over_peer_p99 is not None:
@@ -241,6 +263,14 @@ def _scenario_lines(scenarios: Scenarios | None, forward: dict[int, float]) -> l
         f"- cold start to ready: {s.cold_start_seconds:.2f} s",
         f"- RSS per worker: {s.rss_mib_per_worker} MiB",
     ]
+    if s.native_upload is not None and s.normalised_upload is not None:
+        native, normalised = s.native_upload, s.normalised_upload
+        lines.append(
+            f"- uploads that need the full normalisation: a 112x112 dark-on-light JPEG at "
+            f"{normalised.requests_per_second:,.0f} req/s (p50 {normalised.p50_ms:.2f} ms) against the "
+            f"native 28x28 PNG's {native.requests_per_second:,.0f} req/s (p50 {native.p50_ms:.2f} ms) "
+            f"measured just before it"
+        )
     if MAX_BATCH in forward:
         pass_ms = 1000 * MAX_BATCH / forward[MAX_BATCH]
         beside, alone = s.beside_large, s.alone_c8
@@ -273,7 +303,11 @@ def load(text: str) -> tuple[list[ModelRun], str]:
     for run in raw["runs"]:
         scenarios = run["scenarios"]
         if scenarios is not None:
-            loads_of = {key: Load(**scenarios[key]) for key in ("alone_c8", "beside_large")}
+            loads_of = {
+                key: Load(**scenarios[key])
+                for key in ("alone_c8", "beside_large", "native_upload", "normalised_upload")
+                if scenarios.get(key) is not None
+            }
             scenarios = Scenarios(**(scenarios | loads_of))
         sweeps = {
             server: {int(workers): loads(by_c) for workers, by_c in sweep.items()}

@@ -119,6 +119,9 @@ def ours_scenarios(
 ) -> Scenarios:
     batch = wrk(f"{server.url}/predict/batch", 2, args.seconds, files["batch"], "raw", "application/x-npy")
     beside, done = under_large_batches(server.url, files["digit"], files["large"], args.seconds)
+    top = max(args.connections)
+    native = wrk(f"{server.url}/predict", top, args.seconds, files["digit"], "multipart")
+    normalised = wrk(f"{server.url}/predict", top, args.seconds, files["upload"], "multipart")
     return Scenarios(
         workers=workers,
         cold_start_seconds=server.cold_start_seconds,
@@ -130,6 +133,8 @@ def ours_scenarios(
         alone_c8=wrk(f"{server.url}/predict", 8, args.seconds, files["digit"], "multipart"),
         beside_large=beside,
         large_batches_done=done,
+        native_upload=native,
+        normalised_upload=normalised,
     )
 
 
@@ -278,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         "digit": digit_png,
         "batch": npy_file(work / "batch.npy", test.images[: args.batch_images]),
         "large": npy_file(work / "large.npy", test.images),
+        "upload": work / "upload.jpg",
     }
+    # The same digit as a person's upload would be: dark ink on light paper, 112 px, JPEG.
+    page = Image.fromarray(255 - test.images[128]).resize((112, 112), Image.Resampling.BILINEAR)
+    page.save(files["upload"], "JPEG", quality=90)
     runs = [run_model(store, version, files, test.images, args) for version in versions]
 
     peers = ", ".join(f"{p} {i.version}" for p, i in args.peers.items() if i.python) or "none"

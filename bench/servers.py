@@ -135,6 +135,9 @@ def start_server(
     port = free_port()
     # MNIST_WORKERS as `mnist-serve --workers` sets it: the service shares the cores among them.
     env = env | {"BENCH_PORT": str(port), "BENCH_WORKERS": str(workers), "MNIST_WORKERS": str(workers)}
+    if kind == "ours" and workers > 1:
+        # As `mnist-serve --workers N` runs it: /metrics adds up every worker's numbers.
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-metrics-")
     started = time.perf_counter()
     log_path = log_dir / f"{kind}-{workers}.log"
     log_path.write_bytes(b"")

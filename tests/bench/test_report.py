@@ -177,3 +177,30 @@ def test_the_peers_venv_gets_the_bench_extra_and_the_services_tensorflow() -> No
     assert any(requirement.startswith("litserve") for requirement in extra)
     assert f"keras=={keras.__version__}" in pins
     assert f"numpy=={np.__version__}" in pins
+
+
+def test_the_normalised_upload_target_compares_cost_per_request() -> None:
+    """1,000 native uploads a second against 400 that need normalising: each costs 2.5 native ones."""
+    from bench.report import Scenarios
+
+    run = issue_14_cnn_run()
+    run.scenarios = Scenarios(
+        workers=2,
+        cold_start_seconds=7.0,
+        rss_mib_per_worker=[500.0, 500.0],
+        batch_images=1000,
+        batch_images_per_second=4000.0,
+        batch_errors=0,
+        batch_in_process_images_per_second=5000.0,
+        alone_c8=Load(900, 8.0, 12.0, 0),
+        beside_large=Load(800, 9.0, 30.0, 0),
+        large_batches_done=4,
+        native_upload=Load(1000, 60.0, 90.0, 0),
+        normalised_upload=Load(400, 150.0, 200.0, 0),
+    )
+    assert run.scenarios.normalisation_cost == 2.5
+    target = next(t for t in targets(run, ratios(run)) if "JPEG" in t.name)
+    assert (target.measured, target.passed) == ("2.50x", False)
+    again, _ = load(dump([run], "header"))
+    assert again[0].scenarios is not None and again[0].scenarios.normalisation_cost == 2.5
+    assert "112x112 dark-on-light JPEG at 400 req/s" in render_run(run)
