@@ -71,14 +71,18 @@ def in_process(
     the runtime the settings choose, with every core (one process), called directly. Its forward
     pass and its whole answer (with the verdicts) at each batch size, the forward pass on the batch
     endpoint's `large` images, and the runtime's name."""
+    from threadpoolctl import threadpool_limits
+
     from app.config import Settings
     from app.serving.inference import ServingModel
 
     runtime = Settings().model_copy(update={"workers": 1}).runtime_choice()
     serving = ServingModel.compile(store.load(version), runtime=runtime)
-    forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
-    answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}
-    return forward, answer, in_process_rate(serving.forward, images[:large], seconds), serving.runtime
+    with threadpool_limits(1, user_api="blas"):  # as the service runs the verdicts
+        forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
+        answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}
+        large_rate = in_process_rate(serving.forward, images[:large], seconds)
+    return forward, answer, large_rate, serving.runtime
 
 
 def under_large_batches(url: str, digit_png: Path, large_npy: Path, seconds: int) -> tuple[Load, int]:
