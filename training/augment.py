@@ -70,6 +70,14 @@ def affine(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return sample(x, src_r, src_c)
 
 
+def shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Whole-pixel moves of up to SHIFT px on each axis: the light touch for uncorrupted digits."""
+    rows, cols = grid()
+    reach = int(SHIFT)
+    d_rows, d_cols = rng.integers(-reach, reach + 1, size=(2, len(x), 1, 1))
+    return sample(x, rows + d_rows, cols + d_cols)
+
+
 def thicken(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A wider pen: grey dilation by a 2x2 square or a 3x3 cross, partly blended in."""
     size = 2 if rng.random() < 0.5 else 3
@@ -208,10 +216,9 @@ def segment_ink(a: np.ndarray, b: np.ndarray, width: np.ndarray) -> np.ndarray:
     return np.clip(1 - distance / width, 0, 1), t
 
 
-def scratches(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A line or a zigzag of 2-6 segments across the digit, solid or dashed."""
+def polyline(x: np.ndarray, rng: np.random.Generator, points: np.ndarray) -> np.ndarray:
+    """`points` (k, n, 2) joined by lines drawn over the digits, 0.8-2.2 px, solid or dashed."""
     n = len(x)
-    points = rng.uniform(-2, SIDE + 1, size=(int(rng.integers(2, 7)), n, 2)).astype(np.float32)
     width, level = per_image(rng, (0.8, 2.2), n), per_image(rng, (0.5, 1.0), n)
     period = rng.integers(2, 6, size=(n, 1, 1))
     dashed = rng.random((n, 1, 1)) < 0.5
@@ -222,6 +229,44 @@ def scratches(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         gaps = dashed & ((along // period) % 2 == 1)
         ink = np.maximum(ink, np.where(gaps, 0, line))
     return np.maximum(x, level * ink).astype(np.float32)
+
+
+def scratches(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A line or a jagged line of 2-6 segments between random points, across the digit."""
+    points = rng.uniform(-2, SIDE + 1, size=(int(rng.integers(2, 7)), len(x), 2))
+    return polyline(x, rng, points.astype(np.float32))
+
+
+def sawtooth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Teeth 1-3.5 px high every 1.5-4 px, along a random line across the picture."""
+    n = len(x)
+    teeth = int(rng.integers(5, 16))
+    start = np.stack([rng.uniform(0, SIDE, n), rng.uniform(-2, 6, n)], 1)
+    end = np.stack([rng.uniform(0, SIDE, n), rng.uniform(22, 30, n)], 1)
+    flip = rng.random(n) < 0.3  # mostly across, sometimes down
+    start[flip], end[flip] = start[flip, ::-1], end[flip, ::-1]
+    along = np.linspace(0, 1, teeth + 1)[:, None, None]
+    direction = end - start
+    normal = np.stack([direction[:, 1], -direction[:, 0]], 1) / np.linalg.norm(direction, axis=1)[:, None]
+    height = rng.uniform(1, 3.5, (n, 1)) * np.where(np.arange(teeth + 1) % 2, 1, -1)[:, None, None]
+    points = start + along * direction + height * normal
+    return polyline(x, rng, points.astype(np.float32))
+
+
+def gaps(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Patches of the strokes lost, as when faint ink or a shadow is taken for paper."""
+    keep = smooth_field(len(x), rng) > per_image(rng, (0.15, 0.45), len(x))
+    return np.where(keep, x, x * per_image(rng, (0.0, 0.3), len(x))).astype(np.float32)
+
+
+def ruled(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Parallel faint lines 4-10 px apart, nearly level: ruled paper left behind by the cleaning."""
+    n = len(x)
+    rows, cols = grid()
+    slope, spacing = per_image(rng, (-0.08, 0.08), n), per_image(rng, (4, 10), n)
+    phase = (rows + slope * cols + per_image(rng, (0, 10), n)) % spacing
+    line = np.clip(1 - np.abs(phase - spacing / 2) / per_image(rng, (0.5, 1.2), n), 0, 1)
+    return np.maximum(x, per_image(rng, (0.15, 0.6), n) * line)
 
 
 def blots(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -248,7 +293,10 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "jitter": jitter,
     "outline": outline,
     "scratches": scratches,
+    "sawtooth": sawtooth,
     "blots": blots,
+    "gaps": gaps,
+    "ruled": ruled,
     "invert_bands": invert_bands,
     "lighten": lighten,
     "haze": haze,

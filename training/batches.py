@@ -6,15 +6,15 @@ import keras
 import numpy as np
 
 from model_store.preprocessing import INPUT_SHAPE, NUM_CLASSES, to_model_input
-from training.augment import corrupt
+from training.augment import corrupt, shift
 from training.train import one_hot
 
 
 class CorruptedBatches(keras.utils.PyDataset):
     """Batch `i` of epoch `e` draws from the stream [seed, e, i], so a run repeats exactly whatever
-    order the loader's threads fetch batches in. A share `corrupted` of the digits goes through
-    `training.augment.corrupt`; `outliers_per_batch` outliers (corrupted alike) are appended with
-    the target 1/10 for every digit."""
+    order the loader's threads fetch batches in. `outliers_per_batch` outliers are appended with the
+    target 1/10 for every digit; then a share `corrupted` of the images goes through
+    `training.augment.corrupt`, and the others are only shifted."""
 
     def __init__(
         self,
@@ -53,6 +53,8 @@ class CorruptedBatches(keras.utils.PyDataset):
         picked = rng.random(len(x)) < self.corrupted
         if picked.any():
             x[picked] = corrupt(x[picked], rng)
+        if not picked.all():
+            x[~picked] = shift(x[~picked], rng)
         return x.reshape((-1, *INPUT_SHAPE)), targets
 
     def on_epoch_end(self) -> None:

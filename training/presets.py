@@ -60,6 +60,7 @@ def build_seed(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
 # Keras' default of 0.99 leaves the moving statistics unsettled after a few hundred steps, so a
 # short run would serve badly; 0.9 settles within a hundred.
 BN_MOMENTUM = 0.9
+PAPER_WINDOW = 7  # px: MNIST strokes are 2-4 px wide
 
 
 def _conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
@@ -74,24 +75,21 @@ def _conv_block(x: keras.KerasTensor, filters: int) -> keras.KerasTensor:
 
 def per_image_normalisation(x: keras.KerasTensor) -> keras.KerasTensor:
     """Each image's paper removed and its contrast standardised, inside the saved model, so that a
-    grey or fogged background and faint ink reach the convolutions like MNIST's black and white."""
-    import os
-
+    grey, fogged or striped background and faint ink reach the convolutions as MNIST's black and
+    white do, whoever serves the model."""
     from keras import layers
 
-    if os.environ.get("EXP_TOPHAT"):
-        window = int(os.environ["EXP_TOPHAT"])
-        # A grey opening wider than any stroke is the paper's level; -max(-x) is a min pool.
-        eroded = layers.Rescaling(-1)(layers.MaxPooling2D(window, 1, "same")(layers.Rescaling(-1)(x)))
-        opened = layers.MaxPooling2D(window, 1, "same")(eroded)
-        x = layers.Subtract()([x, opened])
-    if os.environ.get("EXP_NONORM"):
-        return x
-    return layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3)(x)
+    # The paper's level is a grey opening (erosion, then dilation) wider than any stroke: what is
+    # left after subtracting it is the strokes. -maxpool(-x) is the erosion.
+    eroded = layers.Rescaling(-1)(layers.MaxPooling2D(PAPER_WINDOW, 1, "same")(layers.Rescaling(-1)(x)))
+    paper = layers.MaxPooling2D(PAPER_WINDOW, 1, "same")(eroded)
+    strokes = layers.Subtract()([x, paper])
+    return layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3)(strokes)
 
 
 def build_cnn(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
-    """Two conv blocks with batch norm, trained on shifted, rotated and zoomed digits."""
+    """Two conv blocks with batch norm behind a per-image normalisation; the corrupted batches and
+    outliers are `training.batches`' (hyperparameters `corrupted`, `outliers`)."""
     import keras
     from keras import layers
 

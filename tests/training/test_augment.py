@@ -107,6 +107,20 @@ def test_affine_moves_digits_but_keeps_them_in_the_picture(digits: np.ndarray) -
     assert (np.abs(moved - digits).mean(axis=(1, 2)) > 0.005).mean() > 0.9
 
 
+def test_shift_moves_whole_pixels_and_keeps_every_stroke(digits: np.ndarray) -> None:
+    moved = augment.shift(digits, np.random.default_rng(0))
+    np.testing.assert_allclose(
+        np.sort(moved, axis=None)[-5000:], np.sort(digits, axis=None)[-5000:], atol=1e-6
+    )
+    np.testing.assert_allclose(ink(moved), ink(digits), rtol=1e-4)
+
+
+def test_gaps_remove_ink_and_ruled_lines_add_it_in_the_background(digits: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    assert (ink(augment.gaps(digits, rng)) < ink(digits)).mean() > 0.9
+    assert border(augment.ruled(digits, rng)).mean() > border(digits).mean() + 0.02
+
+
 def test_corrupt_with_nothing_drawn_is_the_identity_and_with_one_changes_every_digit(
     digits: np.ndarray,
 ) -> None:

@@ -232,10 +232,14 @@ def test_hyperparameters_from_applies_every_override() -> None:
             "1000",
             "--seed",
             "9",
+            "--corrupted",
+            "0.25",
+            "--outliers",
+            "8",
         ]
     )
     assert hyperparameters_from(args) == Hyperparameters(
-        epochs=3, batch_size=64, learning_rate=0.5, holdout=1000, seed=9
+        epochs=3, batch_size=64, learning_rate=0.5, holdout=1000, seed=9, corrupted=0.25, outliers=8
     )
 
 
