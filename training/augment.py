@@ -57,7 +57,7 @@ def affine(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rotation, shear, zoom and shift together, each drawn per image."""
     n = len(x)
     angle, skew = rng.uniform(-ROTATION, ROTATION, n), rng.uniform(-SHEAR, SHEAR, n)
-    zoom = np.exp(rng.uniform(*np.log(ZOOM), n))
+    zoom = np.exp(rng.uniform(np.log(ZOOM[0]), np.log(ZOOM[1]), n))
     cos, sin, tan = np.cos(angle), np.sin(angle), np.tan(skew)
     # Output pixel -> input pixel: (rotation @ shear) / zoom, about the centre, then shifted.
     m = np.stack([np.stack([cos, cos * tan - sin], 1), np.stack([sin, sin * tan + cos], 1)], 1)
@@ -206,7 +206,7 @@ def invert_bands(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(band, 1 - x, x).astype(np.float32)
 
 
-def segment_ink(a: np.ndarray, b: np.ndarray, width: np.ndarray) -> np.ndarray:
+def segment_ink(a: np.ndarray, b: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A line from a to b ((n, 2) as row, col) per image, ink falling off linearly over `width` px."""
     rows, cols = grid()
     d = (b - a)[:, :, None, None]
