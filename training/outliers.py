@@ -4,8 +4,8 @@ digits (Hendrycks et al., 2019), so that the model's confidence falls away from 
 They are made to differ from the negatives that set and measure the verdicts (`training/negatives.py`):
 other fonts (STIX and Computer Modern, not DejaVu) and other characters (symbols and Greek too), other
 sample photos, other generators for strokes, figures and textures, other seeds; no blank images
-(the ink check handles those); training digits cut by a line at any angle, not halves of test
-digits. `training.batches` then corrupts them like the digits.
+(the ink check handles those) and no cut digits. `training.batches` then corrupts them like the
+digits.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from model_store.preprocessing import IMAGE_SIDE
 from training.negatives import CANVAS, FONT_DIR, centred, random_points
 
-Outliers = Callable[[np.random.Generator, int, np.ndarray], np.ndarray]
+Outliers = Callable[[np.random.Generator, int], np.ndarray]
 
 FONTS = (
     "STIXGeneral.ttf",
@@ -47,7 +47,7 @@ PHOTOS = (
 SEED = 1001  # the verdicts' negatives use seeds 1 and 2
 
 
-def glyphs(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+def glyphs(rng: np.random.Generator, n: int) -> np.ndarray:
     fonts = [ImageFont.truetype(str(FONT_DIR / name), size) for name in FONTS for size in (40, 56, 72)]
     out = []
     for _ in range(n):
@@ -61,7 +61,7 @@ def glyphs(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def tangles(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+def tangles(rng: np.random.Generator, n: int) -> np.ndarray:
     """Random walks of 6-20 short steps, with a pen 2-12 px wide."""
     out = []
     for _ in range(n):
@@ -73,7 +73,7 @@ def tangles(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def figures(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+def figures(rng: np.random.Generator, n: int) -> np.ndarray:
     """Random polygons, grids and crosses, ellipses, filled or drawn."""
     out = []
     for _ in range(n):
@@ -100,7 +100,7 @@ def figures(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def textures(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+def textures(rng: np.random.Generator, n: int) -> np.ndarray:
     """Smooth fields, Gaussian grain, sparse dots and stripes, as 28x28 pictures."""
     from training.augment import smooth_field
 
@@ -116,7 +116,7 @@ def textures(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray
     return np.rint(pictures * 255).astype(np.uint8)
 
 
-def pictures(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+def pictures(rng: np.random.Generator, n: int) -> np.ndarray:
     """Crops of scikit-image's sample pictures that the verdicts' negatives do not use."""
     from skimage import color, data
 
@@ -132,24 +132,6 @@ def pictures(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray
     return np.stack(out)
 
 
-def fragments(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
-    """Training digits cut by a straight line at any angle, keeping 25-70 % of their ink; pieces
-    much taller than wide are left out, since a bar is a 1 to any reader."""
-    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE))
-    out: list[np.ndarray] = []
-    while len(out) < n:
-        digit = digits[rng.integers(len(digits))].astype(np.float32)
-        angle, offset = rng.uniform(0, 2 * np.pi), rng.uniform(-5, 5)
-        side = np.cos(angle) * (cols - 13.5) + np.sin(angle) * (rows - 13.5) > offset
-        kept = np.where(side, digit, 0)
-        ink_rows, ink_cols = np.nonzero(kept > 64)
-        if len(ink_rows) == 0 or np.ptp(ink_cols) < 0.5 * np.ptp(ink_rows):
-            continue
-        if 0.25 <= kept.sum() / max(digit.sum(), 1) <= 0.7:
-            out.append(centred(kept))
-    return np.stack(out)
-
-
 FAMILIES: dict[str, Outliers] = {
     "glyphs": glyphs,
     "tangles": tangles,
@@ -159,10 +141,9 @@ FAMILIES: dict[str, Outliers] = {
 }
 
 
-def pool(count: int, digits: np.ndarray, seed: int = SEED) -> np.ndarray:
-    """`count` outliers (uint8, (count, 28, 28)), the families in equal shares, shuffled; `digits`
-    (training digits) are what fragments are cut from."""
+def pool(count: int, seed: int = SEED) -> np.ndarray:
+    """`count` outliers (uint8, (count, 28, 28)), the families in equal shares, shuffled."""
     rng = np.random.default_rng(seed)
     share = -(-count // len(FAMILIES))
-    images = np.concatenate([family(rng, share, digits) for family in FAMILIES.values()])
+    images = np.concatenate([family(rng, share) for family in FAMILIES.values()])
     return images[rng.permutation(len(images))[:count]]

@@ -146,11 +146,7 @@ def training_data(trained_on: MnistSplit, hp: Hyperparameters) -> dict[str, Any]
 
     # Enough outliers that each is seen about once an epoch; their corruptions differ every time.
     batches = -(-len(trained_on.labels) // hp.batch_size)
-    extra = (
-        pool(min(OUTLIER_POOL, batches * hp.outliers), trained_on.images)
-        if hp.outliers
-        else np.zeros((0, 28, 28), np.uint8)
-    )
+    extra = pool(min(OUTLIER_POOL, batches * hp.outliers)) if hp.outliers else np.zeros((0, 28, 28), np.uint8)
     data = CorruptedBatches(
         trained_on.images,
         trained_on.labels,
