@@ -130,6 +130,8 @@ def test_training_records_history_hyperparameters_and_data(seed_metadata: ModelM
         "learning_rate": 0.01,
         "holdout": 5000,
         "seed": 1,
+        "corrupted": 0.0,
+        "outliers": 0,
         "limit": 6000,
     }
     assert record.train_samples == 6000
