@@ -8,7 +8,7 @@ sets thresholds; an evaluation draw (another seed, test digits) measures them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib
@@ -116,18 +116,26 @@ def blank(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
     return images
 
 
-def photos(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
-    """Square crops of the sample photos that ship inside scikit-image, as 28x28 pictures."""
+def photo_crops(
+    rng: np.random.Generator, n: int, names: tuple[str, ...], min_side: int
+) -> Iterator[np.ndarray]:
+    """`n` random square crops (at least `min_side` px) of scikit-image's sample pictures `names`,
+    grey, resized to 28x28; yielded one at a time, so a caller's own draws interleave with them."""
     from skimage import color, data
 
-    pictures = [getattr(data, name)() for name in PHOTOS]
-    grey = [(color.rgb2gray(p) * 255 if p.ndim == 3 else p).astype(np.uint8) for p in pictures]
-    out = []
+    pictures = [getattr(data, name)() for name in names]
+    grey = [(color.rgb2gray(p[..., :3]) * 255 if p.ndim == 3 else p).astype(np.uint8) for p in pictures]
     for _ in range(n):
         picture = grey[rng.integers(len(grey))]
-        side = int(rng.integers(28, min(picture.shape) // 2))
+        side = int(rng.integers(min_side, min(picture.shape) // 2))
         top, left = (int(rng.integers(0, d - side)) for d in picture.shape)
-        crop = np.asarray(Image.fromarray(picture[top : top + side, left : left + side]).resize((28, 28)))
+        yield np.asarray(Image.fromarray(picture[top : top + side, left : left + side]).resize((28, 28)))
+
+
+def photos(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+    """Square crops of the sample photos that ship inside scikit-image, as 28x28 pictures."""
+    out = []
+    for crop in photo_crops(rng, n, PHOTOS, IMAGE_SIDE):
         # As the service does for a 28x28 picture: light paper is turned around.
         border = np.median(np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]))
         out.append(255 - crop if border > 127.5 else crop)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from model_store.preprocessing import IMAGE_SIDE
-from training.negatives import CANVAS, FONT_DIR, centred, random_points
+from training.negatives import CANVAS, FONT_DIR, centred, photo_crops, random_points
 
 Outliers = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -117,19 +117,8 @@ def textures(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def pictures(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Crops of scikit-image's sample pictures that the verdicts' negatives do not use."""
-    from skimage import color, data
-
-    pictures = [getattr(data, name)() for name in PHOTOS]
-    grey = [(color.rgb2gray(p[..., :3]) * 255 if p.ndim == 3 else p).astype(np.uint8) for p in pictures]
-    out = []
-    for _ in range(n):
-        picture = grey[rng.integers(len(grey))]
-        side = int(rng.integers(20, min(picture.shape) // 2))
-        top, left = (int(rng.integers(0, d - side)) for d in picture.shape)
-        crop = np.asarray(Image.fromarray(picture[top : top + side, left : left + side]).resize((28, 28)))
-        out.append(255 - crop if rng.random() < 0.5 else crop)
-    return np.stack(out)
+    """Crops of scikit-image's sample pictures that the verdicts' negatives do not use, either way round."""
+    return np.stack([255 - crop if rng.random() < 0.5 else crop for crop in photo_crops(rng, n, PHOTOS, 20)])
 
 
 FAMILIES: dict[str, Outliers] = {
