@@ -40,6 +40,8 @@ training_images = _checked(
     int, lambda v: 1 <= v <= TRAIN_IMAGES, f"a number of images from 1 to {TRAIN_IMAGES}"
 )
 positive_float = _checked(float, lambda v: v > 0, "a number above 0")
+share = _checked(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+count_int = seed_int
 holdout_images = _checked(
     int, lambda v: 0 <= v < TRAIN_IMAGES, f"a number of images from 0 to {TRAIN_IMAGES - 1}"
 )
@@ -74,6 +76,14 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         "--holdout",
         type=holdout_images,
         help="training images held out, never trained on: validation, calibration, thresholds (default 5000)",
+    )
+    parser.add_argument(
+        "--corrupted", type=share, help="share of training digits corrupted afresh in every batch (cnn: 0.5)"
+    )
+    parser.add_argument(
+        "--outliers",
+        type=count_int,
+        help="non-digits added to every batch with a uniform target, outlier exposure (cnn: 16)",
     )
     parser.add_argument("--seed", type=seed_int, help="random seed; the same seed gives the same run")
     parser.add_argument("--limit", type=training_images, help="train on a random subset of this many images")

@@ -22,6 +22,7 @@ Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 SIDE = 28
 CENTRE = 13.5  # MNIST-C keeps this point fixed under shear, rotation and scaling
+PAD = 2
 
 SHOT_RATES = (60, 25, 12, 5, 3)
 IMPULSE_AMOUNTS = (0.03, 0.06, 0.09, 0.17, 0.27)
@@ -57,24 +58,27 @@ def blur(unit: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def sample(unit: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, clamp: bool = False) -> np.ndarray:
-    """Bilinear sampling of each image at per-image coordinates (N, 28, 28); zero outside unless clamped."""
+    """Bilinear sampling of each image at per-image coordinates (N, ...); zero outside unless clamped."""
     if clamp:
         rows, cols = np.clip(rows, 0, SIDE - 1), np.clip(cols, 0, SIDE - 1)
     rows, cols = rows.astype(np.float32), cols.astype(np.float32)
     top, left = np.floor(rows).astype(np.int32), np.floor(cols).astype(np.int32)
     dy, dx = rows - top, cols - left
-    flat = np.concatenate([unit.reshape(len(unit), -1), np.zeros((len(unit), 1), unit.dtype)], axis=1)
-    outside = SIDE * SIDE  # the appended zero pixel
-    base = (np.arange(len(unit), dtype=np.int64) * (outside + 1))[:, None, None]
+    # Two rings of zeros around every image: all four neighbours of a point outside read zero,
+    # so no neighbour needs a mask.
+    side = SIDE + 2 * PAD
+    padded = np.pad(unit.astype(np.float32, copy=False), ((0, 0), (PAD, PAD), (PAD, PAD))).reshape(-1)
+    first = (np.arange(len(unit), dtype=np.int64) * side * side).reshape((-1,) + (1,) * (rows.ndim - 1))
+    at = (np.clip(top, -PAD, SIDE).astype(np.int64) + PAD) * side
+    at += np.clip(left, -PAD, SIDE) + PAD + first
     out = np.zeros(rows.shape, dtype=np.float32)
-    for r, c, weight in (
-        (top, left, (1 - dy) * (1 - dx)),
-        (top, left + 1, (1 - dy) * dx),
-        (top + 1, left, dy * (1 - dx)),
-        (top + 1, left + 1, dy * dx),
+    for offset, weight in (
+        (0, (1 - dy) * (1 - dx)),
+        (1, (1 - dy) * dx),
+        (side, dy * (1 - dx)),
+        (side + 1, dy * dx),
     ):
-        inside = (r >= 0) & (r < SIDE) & (c >= 0) & (c < SIDE)
-        out += flat.ravel().take(base + np.where(inside, r * SIDE + c, outside)) * weight
+        out += padded.take(at + offset) * weight
     return out
 
 

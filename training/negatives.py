@@ -8,7 +8,7 @@ sets thresholds; an evaluation draw (another seed, test digits) measures them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib
@@ -27,18 +27,19 @@ FONTS = tuple(
 # O, o, I and l are left out: in these fonts they are drawn like 0 and 1.
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz"
 CANVAS = 96
+PHOTOS = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "moon", "rocket")
 VALIDATION_SEED = 1
 EVALUATION_SEED = 2
 
 Family = Callable[[np.random.Generator, int, np.ndarray], np.ndarray]
 
 
-def _centred(canvas: Image.Image | np.ndarray) -> np.ndarray:
+def centred(canvas: Image.Image | np.ndarray) -> np.ndarray:
     pixels = fit_and_centre(np.asarray(canvas, dtype=np.float32), [])
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def _points(rng: np.random.Generator, count: int) -> list[tuple[float, float]]:
+def random_points(rng: np.random.Generator, count: int) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in rng.uniform(8, CANVAS - 8, size=(count, 2))]
 
 
@@ -49,7 +50,7 @@ def letters(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
         font = ImageFont.truetype(str(fonts[rng.integers(len(fonts))]), int(rng.integers(48, 72)))
         canvas = Image.new("L", (CANVAS, CANVAS))
         ImageDraw.Draw(canvas).text((CANVAS / 2, CANVAS / 2), str(rng.choice(list(LETTERS))), 255, font, "mm")
-        out.append(_centred(canvas.rotate(float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)))
+        out.append(centred(canvas.rotate(float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)))
     return np.stack(out)
 
 
@@ -59,8 +60,8 @@ def scribbles(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarra
         canvas = Image.new("L", (CANVAS, CANVAS))
         draw = ImageDraw.Draw(canvas)
         for _ in range(int(rng.integers(1, 4))):
-            draw.line(_points(rng, int(rng.integers(3, 9))), 255, int(rng.integers(4, 10)), "curve")
-        out.append(_centred(canvas))
+            draw.line(random_points(rng, int(rng.integers(3, 9))), 255, int(rng.integers(4, 10)), "curve")
+        out.append(centred(canvas))
     return np.stack(out)
 
 
@@ -76,7 +77,7 @@ def shapes(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
             x1, y1 = rng.uniform(56, 91, 2)
             draw.rectangle((x0, y0, x1, y1), 255 if fill else None, 255, width)
         elif kind == 1:
-            draw.polygon(_points(rng, 3), 255 if fill else None, 255, width)
+            draw.polygon(random_points(rng, 3), 255 if fill else None, 255, width)
         elif kind == 2:
             sides = int(rng.integers(5, 9))
             radius = np.where(np.arange(2 * sides) % 2, 18, 44)
@@ -85,7 +86,7 @@ def shapes(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
             draw.polygon(star, 255 if fill else None, 255, width)
         else:
             draw.ellipse((20, 20, 76, 76), 255)  # a filled disc
-        out.append(_centred(canvas))
+        out.append(centred(canvas))
     return np.stack(out)
 
 
@@ -115,19 +116,26 @@ def blank(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
     return images
 
 
-def photos(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
-    """Square crops of the sample photos that ship inside scikit-image, as 28x28 pictures."""
+def photo_crops(
+    rng: np.random.Generator, n: int, names: tuple[str, ...], min_side: int
+) -> Iterator[np.ndarray]:
+    """`n` random square crops (at least `min_side` px) of scikit-image's sample pictures `names`,
+    grey, resized to 28x28; yielded one at a time, so a caller's own draws interleave with them."""
     from skimage import color, data
 
-    names = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "moon", "rocket")
     pictures = [getattr(data, name)() for name in names]
-    grey = [(color.rgb2gray(p) * 255 if p.ndim == 3 else p).astype(np.uint8) for p in pictures]
-    out = []
+    grey = [(color.rgb2gray(p[..., :3]) * 255 if p.ndim == 3 else p).astype(np.uint8) for p in pictures]
     for _ in range(n):
         picture = grey[rng.integers(len(grey))]
-        side = int(rng.integers(28, min(picture.shape) // 2))
+        side = int(rng.integers(min_side, min(picture.shape) // 2))
         top, left = (int(rng.integers(0, d - side)) for d in picture.shape)
-        crop = np.asarray(Image.fromarray(picture[top : top + side, left : left + side]).resize((28, 28)))
+        yield np.asarray(Image.fromarray(picture[top : top + side, left : left + side]).resize((28, 28)))
+
+
+def photos(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
+    """Square crops of the sample photos that ship inside scikit-image, as 28x28 pictures."""
+    out = []
+    for crop in photo_crops(rng, n, PHOTOS, IMAGE_SIDE):
         # As the service does for a 28x28 picture: light paper is turned around.
         border = np.median(np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]))
         out.append(255 - crop if border > 127.5 else crop)
@@ -143,7 +151,7 @@ def half_digits(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndar
         keep = [np.s_[:mid, :], np.s_[mid:, :], np.s_[:, :mid], np.s_[:, mid:]][side]
         cut = np.zeros_like(image)
         cut[keep] = image[keep]
-        out.append(_centred(cut))
+        out.append(centred(cut))
     return np.stack(out)
 
 

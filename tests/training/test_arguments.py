@@ -35,6 +35,8 @@ TRAIN = "training.train"
         (["--learning-rate", "0"], "--learning-rate: 0 is not a number above 0"),
         (["--learning-rate", "-0.1"], "--learning-rate: -0.1 is not"),
         (["--seed", "-1"], "--seed: -1 is not"),
+        (["--corrupted", "1.5"], "--corrupted: 1.5 is not a share from 0 to 1"),
+        (["--outliers", "-2"], "--outliers: -2 is not a whole number of at least 0"),
     ],
 )
 def test_bad_argument_is_one_line_error(tmp_path: Path, args: list[str], expected: str) -> None:

@@ -131,6 +131,8 @@ def test_training_records_history_hyperparameters_and_data(seed_metadata: ModelM
         "learning_rate": 0.01,
         "holdout": 5000,
         "seed": 1,
+        "corrupted": 0.0,
+        "outliers": 0,
         "limit": 6000,
     }
     assert record.train_samples == 6000
@@ -233,10 +235,14 @@ def test_hyperparameters_from_applies_every_override() -> None:
             "1000",
             "--seed",
             "9",
+            "--corrupted",
+            "0.25",
+            "--outliers",
+            "8",
         ]
     )
     assert hyperparameters_from(args) == Hyperparameters(
-        epochs=3, batch_size=64, learning_rate=0.5, holdout=1000, seed=9
+        epochs=3, batch_size=64, learning_rate=0.5, holdout=1000, seed=9, corrupted=0.25, outliers=8
     )
 
 
