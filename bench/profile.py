@@ -48,7 +48,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 ]
 OTHER = "other Python"
 NATIVE = "native code holding the GIL (no Python frame)"
-OUTSIDE = "outside the GIL (TensorFlow kernels, system calls, zlib)"
+OUTSIDE = "outside the GIL (ONNX Runtime, BLAS for the verdict, system calls, zlib)"
 
 
 @dataclass
