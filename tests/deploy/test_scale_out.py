@@ -82,7 +82,9 @@ class Proxy:
 
     def lines(self) -> list[LogLine]:
         out = []
-        for raw in self.access_log.read_text().splitlines():
+        text = self.access_log.read_text()
+        # nginx may be half way through writing the last line: only whole lines are read.
+        for raw in text[: text.rfind("\n") + 1].splitlines():
             match = LOG_LINE.search(raw)
             assert match, f"unexpected access log line: {raw}"
             upstreams = [u.strip() for u in match["upstream"].split(",")]
