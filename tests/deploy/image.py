@@ -25,6 +25,9 @@ IMAGE_TAG = "mnist-serve:test"
 BUILD_TIMEOUT_SECONDS = 40 * 60
 
 
+BUILD_SPACE_GB = 12
+
+
 def cannot_build_reason() -> str | None:
     """Why the image cannot be built here, or None."""
     if platform.system() != "Linux":
@@ -34,6 +37,11 @@ def cannot_build_reason() -> str | None:
     missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not installed (scripts/test.sh installs them with apt-get)"
+    # buildah's vfs driver copies the whole tree for every step and commit, under /var/tmp: a build
+    # needs about 10 GB (a rehearsal with 6 GB free failed writing a layer: not the project's fault).
+    free_gb = shutil.disk_usage("/var/tmp").free / 1e9
+    if free_gb < BUILD_SPACE_GB:
+        return f"the image build needs about {BUILD_SPACE_GB} GB free under /var/tmp; {free_gb:.1f} GB are"
     return None
 
 
