@@ -44,6 +44,11 @@ class RequestPredictor:
         self._request = request
         self._model: ServingModel | None = None
 
+    @property
+    def settings(self) -> Settings:
+        """The service's settings, so a hot route needs no second dependency to read them."""
+        return self._state.settings
+
     def model(self) -> ServingModel:
         """The version that answers this request (chosen once)."""
         if self._model is None:
@@ -99,7 +104,7 @@ async def get_versioned_predictor(
     ] = None,
 ) -> RequestPredictor:
     """The predictor for routes that take `?version=` (checked here, read by RequestPredictor)."""
-    return RequestPredictor(await get_state(request), request)
+    return await get_request_predictor(request)
 
 
 async def get_test_set(state: StateDep) -> MnistSplit:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from app.api.schemas import Explanation, ModelRef, Normalisation, Policy, Scores
+from app.api.schemas import Explanation, ModelRef, Normalisation, Policy
 from app.inputs.imaging import Normalised
 from app.serving import explain
 from app.serving.inference import BatchResult, ServingModel
@@ -25,17 +26,18 @@ def policy_of(policy: ServingPolicy) -> Policy:
     )
 
 
-def scores(result: BatchResult, index: int) -> Scores:
-    """The answer for image `index` of a batch: argmax, probabilities, verdict."""
+def scores(result: BatchResult, index: int) -> dict[str, Any]:
+    """The `Scores` fields for image `index` of a batch: argmax, probabilities, verdict. A dict, so
+    the response model that extends `Scores` is validated once, not built twice."""
     values = result.probabilities[index].tolist()
-    best = int(np.argmax(values))
-    return Scores(
-        prediction=best,
-        confidence=values[best],
-        probabilities=values,
-        verdict=result.verdicts[index],
-        calibrated_confidence=float(result.calibrated_confidence[index]),
-    )
+    best = values.index(max(values))
+    return {
+        "prediction": best,
+        "confidence": values[best],
+        "probabilities": values,
+        "verdict": result.verdict(index),
+        "calibrated_confidence": float(result.calibrated_confidence[index]),
+    }
 
 
 def png_bytes(pixels: np.ndarray, scale: int = 1) -> bytes:

@@ -161,6 +161,9 @@ class BatchResult:
     def verdicts(self) -> list[Verdict]:
         return [VERDICTS[int(code)] for code in self.rows[:, NUM_CLASSES + 1]]
 
+    def verdict(self, index: int) -> Verdict:
+        return VERDICTS[int(self.rows[index, NUM_CLASSES + 1])]
+
 
 @dataclass(eq=False)
 class _Job:

@@ -63,7 +63,6 @@ Explain = Annotated[
 async def predict(
     request: Request,
     predictor: VersionedPredictorDep,
-    settings: SettingsDep,
     include_image: IncludeImage = False,
     explain: Explain = False,
 ) -> Prediction:
@@ -73,14 +72,14 @@ async def predict(
     MNIST was made (grayscale, polarity, crop, fit 20x20, centre by mass).
     """
     data, _ = await read_single_image(request)
-    digit = await prepare_digit(data, settings.max_image_pixels)
+    digit = await prepare_digit(data, predictor.settings.max_image_pixels)
     result = await predictor.predict(digit.pixels[np.newaxis])
     explanation = None
     if explain:
         found = await predictor.explain(digit.pixels[np.newaxis], result.model)
         explanation = describe_explanation(digit.pixels, found[0], STEPS)
     return Prediction(
-        **scores(result, 0).model_dump(),
+        **scores(result, 0),
         model=model_ref(result.model),
         normalisation=describe_normalisation(digit, include_image),
         explanation=explanation,

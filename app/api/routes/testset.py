@@ -36,7 +36,7 @@ def samples(indices: np.ndarray, result: BatchResult, test_set: MnistSplit) -> l
             label=int(test_set.labels[index]),
             correct=bool(result.probabilities[i].argmax() == test_set.labels[index]),
             model=model_ref(result.model),
-            **scores(result, i).model_dump(),
+            **scores(result, i),
         )
         for i, index in enumerate(indices)
     ]

@@ -70,7 +70,7 @@ async def explain(
         model=model_ref(result.model),
         explanations=[
             ExplainedInstance(
-                **scores(result, i).model_dump(),
+                **scores(result, i),
                 explanation=describe_explanation(pixels[i], found[i], STEPS),
             )
             for i in range(len(pixels))
