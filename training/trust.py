@@ -153,6 +153,14 @@ def markdown_table(rows: dict[str, dict[str, float]], chosen: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def error_floor(logits: np.ndarray, labels: np.ndarray, temperature: float, kept: float) -> float:
+    """The error among the `kept` most confident test digits: the best any rule that ranks by
+    calibrated confidence could do at that share, knowing the test labels. A bound, not a rule."""
+    confidence = calibrated(logits, temperature).max(axis=1)
+    most_confident = np.argsort(-confidence, kind="stable")[: round(kept * len(labels))]
+    return float((logits[most_confident].argmax(axis=1) != labels[most_confident]).mean())
+
+
 def plot_reliability(before: np.ndarray, after: np.ndarray, eces: tuple[float, float], path: Path) -> None:
     import matplotlib
 
@@ -219,7 +227,12 @@ def compute_trust(
         name: measure(rule, statistics, testing, test.labels, draws[negatives.EVALUATION_SEED])
         for name, rule in rules.items()
     }
-    table = markdown_table(rows, chosen)
+    floor = error_floor(testing.logits, test.labels, temperature, rows[chosen]["kept"])
+    table = markdown_table(rows, chosen) + (
+        f"\nKeeping the same {rows[chosen]['kept']:.2%} of test digits, the most confident ones (ranked "
+        f"by calibrated confidence, knowing the test labels) would still hold {floor:.2%} errors: the "
+        "floor for any such rule with this network.\n"
+    )
     (folder / TRUST_TABLE_FILE).write_text(table)
     return Trust(
         **rules[chosen].model_dump(),

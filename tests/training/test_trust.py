@@ -10,7 +10,7 @@ from model_store.mnist_data import load_split
 from model_store.store import ModelStore
 from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics
 from training import negatives
-from training.trust import FeatureReader, measure
+from training.trust import FeatureReader, error_floor, measure
 
 
 def chosen_row(table: str) -> dict[str, float]:
@@ -46,3 +46,14 @@ def test_verdict_table_is_reproduced_on_a_subset_with_thresholds_from_metadata(
     assert abs(row["kept"] - published["kept"]) < 0.01, (row, published)
     assert abs(row["negatives"] - published["negatives"]) < 0.08, (row, published)
     assert row["blank"] == 1.0
+
+
+def test_error_floor_counts_the_errors_left_among_the_most_confident_digits() -> None:
+    # Four digits, labels 0; the least confident one is the only error, the most confident right.
+    logits = np.array([[9.0, 0.0], [1.0, 1.5], [5.0, 0.0], [2.0, 0.0]])
+    labels = np.zeros(4, dtype=int)
+    assert error_floor(logits, labels, 1.0, kept=0.75) == 0.0
+    assert error_floor(logits, labels, 1.0, kept=1.0) == 0.25
+    # Wrong and confident: no ranking by confidence can drop it.
+    logits[0] = [0.0, 9.0]
+    assert error_floor(logits, labels, 1.0, kept=0.5) == 0.5
