@@ -27,7 +27,7 @@ INK_THRESHOLD = 0.1
 # that shadows and uneven light are not read as ink, and ruled lines and faint marks are dropped.
 Background = Literal["border", "flat"]
 FLAT_SIDE = 64  # the paper's level is estimated on a copy this many pixels on its longer side
-FLAT_WINDOW = 0.25  # wider than any stroke: a quarter of that copy's shorter side
+FLAT_WINDOW = 0.35  # wider than any stroke, even a marker's: a third of that copy's shorter side
 FAINT = 0.15  # after flattening, marks fainter than this fraction of the darkest ink are paper
 RULE_STRETCHES = 16  # a ruled line is found as ink in every one of this many stretches of its row
 RULE_LEVEL = 0.6  # ...fainter than this fraction of the darkest ink
