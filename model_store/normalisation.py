@@ -26,6 +26,7 @@ INK_THRESHOLD = 0.1
 # "border": one paper level, the border's median. "flat": the paper's level around every pixel, so
 # that shadows and uneven light are not read as ink, and ruled lines and faint marks are dropped.
 Background = Literal["border", "flat"]
+SERVICE_BACKGROUND: Background = "flat"
 FLAT_SIDE = 64  # the paper's level is estimated on a copy this many pixels on its longer side
 FLAT_WINDOW = 0.35  # wider than any stroke, even a marker's: a third of that copy's shorter side
 FAINT = 0.15  # after flattening, marks fainter than this fraction of the darkest ink are paper
@@ -180,7 +181,7 @@ def is_native(image: Image.Image) -> bool:
     )
 
 
-def normalise_decoded(image: Image.Image, background: Background = "flat") -> Normalised:
+def normalise_decoded(image: Image.Image, background: Background = SERVICE_BACKGROUND) -> Normalised:
     """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken."""
     steps: list[str] = []
     if is_native(image):
