@@ -21,7 +21,7 @@ import numpy as np
 
 from model_store.metadata import ROBUSTNESS_CHART_FILE, ROBUSTNESS_TABLE_FILE, ModelMetadata, Robustness
 from model_store.mnist_data import load_split
-from model_store.normalisation import Background, normalise_decoded
+from model_store.normalisation import SERVICE_BACKGROUND, Background, normalise_decoded
 from model_store.preprocessing import InputSpec, to_model_input
 from model_store.reporting import load_settings, one_line_errors
 from model_store.settings import StoreSettings
@@ -142,11 +142,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--background",
         choices=get_args(Background),
-        default="border",
+        default=SERVICE_BACKGROUND,
         help="with --uploads-only: the normalisation's background method to try (default: the service's)",
     )
     args = parser.parse_args(argv)
-    if args.background != "border" and not args.uploads_only:
+    if args.background != SERVICE_BACKGROUND and not args.uploads_only:
         parser.error("--background needs --uploads-only: the recorded benchmark uses the service's method")
     try:
         store = ModelStore(args.store, args.name)
