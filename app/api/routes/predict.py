@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from app.api.deps import SettingsDep, VersionedPredictorDep
+from app.api.deps import VersionedPredictorDep
 from app.api.errors import ApiError
 from app.api.responses import describe_explanation, describe_normalisation, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
@@ -92,7 +92,6 @@ async def predict(
 async def predict_batch(
     request: Request,
     predictor: VersionedPredictorDep,
-    settings: SettingsDep,
     include_image: IncludeImage = False,
 ) -> BatchPrediction:
     """Classify many digits at once: several multipart `file` fields, or one binary array.
@@ -100,6 +99,7 @@ async def predict_batch(
     The array is a `.npy` file or raw bytes of N 28x28 uint8 images (MNIST polarity), sent as
     `application/x-npy` or `application/octet-stream`. Results come in request order.
     """
+    settings = predictor.settings
     inputs: list[BatchInput] | None = None
     if content_type(request) == "multipart/form-data":
         files = await read_form_files(request, max_files=settings.max_batch_images)
