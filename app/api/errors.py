@@ -7,6 +7,7 @@ that shape. The KServe v2 routes answer `{"error": "..."}`, as that protocol req
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,10 +37,11 @@ def error_response(
     return JSONResponse({key: detail}, status_code=status_code, headers=headers)
 
 
-def describe_validation_error(exc: RequestValidationError) -> str:
-    """'query parameter count: Input should be less than or equal to 100', one clause per problem."""
+def describe_errors(errors: Sequence[Any]) -> str:
+    """'query parameter count: Input should be less than or equal to 100', one clause per problem
+    in pydantic's list of errors (located by FastAPI: `("query", "count")`)."""
     parts = []
-    for error in exc.errors():
+    for error in errors:
         location = [str(part) for part in error.get("loc", ())]
         where = f"{location[0]} parameter {'.'.join(location[1:])}" if len(location) > 1 else "request"
         if location and location[0] == "body":
@@ -91,7 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 422, describe_validation_error(exc))
+        return error_response(request, 422, describe_errors(exc.errors()))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Request
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from app.api.errors import ApiError
 from app.inputs.imaging import ImageError, ImageTooLargeError, Normalised, normalise, open_image
+from app.inputs.multipart import FilePart, MultipartError, parse_multipart
 
 UPLOAD_FIELD = "file"
 RAW_CONTENT_TYPES = ("image/", "application/octet-stream")
@@ -21,24 +20,26 @@ def content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_form_files(request: Request, max_files: int) -> list[UploadFile]:
+async def read_form_files(request: Request, max_files: int) -> list[FilePart]:
     """All files of a multipart body, or 422 naming the field we expected."""
     try:
-        form = await request.form(max_files=max_files, max_fields=max_files)
-    except HTTPException as exc:
-        detail = str(exc.detail).rstrip(".")
+        files, fields = parse_multipart(
+            await request.body(), request.headers["content-type"], max_files=max_files, max_fields=max_files
+        )
+    except MultipartError as exc:
+        detail = str(exc)
         if "Too many" in detail:
             what = "files" if "files" in detail else "other form fields"
             raise ApiError(413, f"{detail}: send at most {max_files} {what} per request") from exc
-        if "exceeded maximum size" in detail:  # a text field over Starlette's 1 MiB part limit
+        if exc.status == 413:  # a text field over the part limit
             raise ApiError(413, f"multipart body refused: {detail}") from exc
         raise ApiError(400, f"malformed multipart body: {detail}") from exc
-    files = [value for value in form.getlist(UPLOAD_FIELD) if isinstance(value, UploadFile)]
-    if not files:
-        others = sorted(set(form.keys()) - {UPLOAD_FIELD})
+    chosen = [part for part in files if part.name == UPLOAD_FIELD]
+    if not chosen:
+        others = sorted(({part.name for part in files} | set(fields)) - {UPLOAD_FIELD})
         hint = f"; the request had fields {others}" if others else ""
         raise ApiError(422, f"expected the image as a file in multipart form field '{UPLOAD_FIELD}'{hint}")
-    return files
+    return chosen
 
 
 async def read_single_image(request: Request) -> tuple[bytes, str | None]:
@@ -46,7 +47,7 @@ async def read_single_image(request: Request) -> tuple[bytes, str | None]:
     kind = content_type(request)
     if kind == "multipart/form-data":
         files = await read_form_files(request, max_files=1)
-        return await files[0].read(), files[0].filename
+        return files[0].data, files[0].filename
     if kind.startswith(RAW_CONTENT_TYPES) or not kind:
         body = await request.body()
         if not body:

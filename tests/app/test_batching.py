@@ -234,3 +234,45 @@ def test_batching_off_gives_the_same_answers(serving: ServingModel, test_split: 
         return np.concatenate([r.probabilities for r in results])
 
     np.testing.assert_allclose(asyncio.run(scenario()), serving.forward(test_split.images[:20]), atol=1e-5)
+
+
+class ThreadRecordingModel:
+    """The real model, noting the thread of each forward pass."""
+
+    def __init__(self, real: ServingModel) -> None:
+        self.real = real
+        self.threads: list[str] = []
+        self.name, self.version = real.name, real.version
+
+    def answer(self, images: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        return self.real.answer(images)
+
+
+def test_a_lone_image_is_answered_without_a_thread_hop(serving: ServingModel, test_split: MnistSplit) -> None:
+    recording = ThreadRecordingModel(serving)
+    batcher = Batcher(ModelHolder(recording), max_batch=64, max_delay_seconds=0, max_queued_images=100)  # type: ignore[arg-type]
+
+    async def one_at_a_time() -> list[np.ndarray]:
+        return [(await batcher.predict(test_split.images[i : i + 1])).probabilities[0] for i in range(5)]
+
+    got = asyncio.run(one_at_a_time())
+    batcher.close()
+    assert recording.threads == [threading.main_thread().name] * 5
+    np.testing.assert_allclose(got, serving.forward(test_split.images[:5]), atol=1e-5)
+
+
+def test_images_arriving_together_are_batched_not_answered_one_by_one(
+    serving: ServingModel, test_split: MnistSplit
+) -> None:
+    gated = GatedModel(serving)
+    batcher = Batcher(ModelHolder(gated), max_batch=64, max_delay_seconds=0, max_queued_images=100)  # type: ignore[arg-type]
+
+    async def together() -> list[object]:
+        # Requests of one turn of the event loop, as uvicorn starts them when they arrive together.
+        return await asyncio.gather(*(batcher.predict(test_split.images[i : i + 1]) for i in range(20)))
+
+    results = asyncio.run(together())
+    batcher.close()
+    assert gated.batch_sizes == [20]
+    assert len(results) == 20

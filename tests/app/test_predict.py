@@ -111,3 +111,21 @@ def test_batch_raw_bytes_upload(client: TestClient, test_split: MnistSplit) -> N
     )
     assert response.status_code == 200
     assert response.json()["predictions"][8] == 8
+
+
+def test_predict_query_parameters_are_documented_and_checked(
+    client: TestClient, test_split: MnistSplit
+) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert set(parameters) == {"version", "include_image", "explain"}
+    assert parameters["version"]["schema"]["anyOf"][0] == {"type": "integer", "minimum": 1}
+    assert all(p["in"] == "query" and not p["required"] and p["description"] for p in parameters.values())
+    png = encode(test_split.images[128])
+    response = client.post("/predict?version=0", files={"file": ("d.png", png)})
+    assert response.status_code == 422
+    detail = "query parameter version: Input should be greater than or equal to 1"
+    assert response.json() == {"detail": detail}
+    assert client.post("/predict?version=1&include_image=1", files={"file": ("d.png", png)}).json()[
+        "normalisation"
+    ]["image_png"]

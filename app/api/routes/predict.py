@@ -4,11 +4,13 @@ import asyncio
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
 
-from app.api.deps import VersionedPredictorDep
+from app.api.deps import PredictorDep, VersionedPredictorDep
 from app.api.errors import ApiError
-from app.api.responses import describe_explanation, describe_normalisation, model_ref, scores
+from app.api.query import openapi_parameters, parse_query
+from app.api.responses import describe_explanation, describe_normalisation, json_response, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
 from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
 from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
@@ -47,43 +49,51 @@ def _upload_body(multiple: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-IncludeImage = Annotated[
-    bool, Query(description="also return the normalised 28x28 image the model saw, as base64 PNG")
-]
-Explain = Annotated[
-    bool,
-    Query(
+INCLUDE_IMAGE = "also return the normalised 28x28 image the model saw, as base64 PNG"
+IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE)]
+
+
+class PredictOptions(BaseModel):
+    """`/predict`'s query parameters (read by `parse_query`, not by FastAPI: the hot route's cost)."""
+
+    version: int | None = Field(
+        None, ge=1, description="a loaded version to answer (default: the served one)"
+    )
+    include_image: bool = Field(False, description=INCLUDE_IMAGE)
+    explain: bool = Field(
+        False,
         description="also explain the answer: a 28x28 attribution map (integrated gradients) and an "
-        "overlay PNG; costs about 30 forward passes, at most MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)"
-    ),
-]
+        "overlay PNG; costs about 30 forward passes, at most MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)",
+    )
 
 
-@router.post("", response_model=Prediction, responses=ERRORS, openapi_extra=_upload_body(multiple=False))
-async def predict(
-    request: Request,
-    predictor: VersionedPredictorDep,
-    include_image: IncludeImage = False,
-    explain: Explain = False,
-) -> Prediction:
+@router.post(
+    "",
+    response_model=Prediction,
+    responses=ERRORS,
+    openapi_extra=_upload_body(multiple=False) | openapi_parameters(PredictOptions),
+)
+async def predict(request: Request, predictor: PredictorDep) -> Response:
     """Classify one digit image, sent as multipart field `file` or as the raw body.
 
     A 28x28 grayscale light-on-dark image is used as it is; anything else is normalised the way
     MNIST was made (grayscale, polarity, crop, fit 20x20, centre by mass).
     """
+    options = parse_query(PredictOptions, request)
     data, _ = await read_single_image(request)
     digit = await prepare_digit(data, predictor.settings.max_image_pixels)
     result = await predictor.predict(digit.pixels[np.newaxis])
     explanation = None
-    if explain:
+    if options.explain:
         found = await predictor.explain(digit.pixels[np.newaxis], result.model)
         explanation = describe_explanation(digit.pixels, found[0], STEPS)
-    return Prediction(
+    prediction = Prediction(
         **scores(result, 0),
         model=model_ref(result.model),
-        normalisation=describe_normalisation(digit, include_image),
+        normalisation=describe_normalisation(digit, options.include_image),
         explanation=explanation,
     )
+    return json_response(prediction)
 
 
 @router.post(
@@ -103,11 +113,10 @@ async def predict_batch(
     inputs: list[BatchInput] | None = None
     if content_type(request) == "multipart/form-data":
         files = await read_form_files(request, max_files=settings.max_batch_images)
-        payloads = [await upload.read() for upload in files]
         digits = await asyncio.gather(
             *(
-                prepare_digit(data, settings.max_image_pixels, f"file {i} ({upload.filename})")
-                for i, (upload, data) in enumerate(zip(files, payloads, strict=True))
+                prepare_digit(upload.data, settings.max_image_pixels, f"file {i} ({upload.filename})")
+                for i, upload in enumerate(files)
             )
         )
         images = np.stack([digit.pixels for digit in digits])
