@@ -35,7 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # (row, substrings of a frame's file) in the order they are tried, innermost frame first.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("access log (record on the loop, JSON on its thread)", ("logging/", "pythonjsonlogger")),
-    ("multipart parsing (Starlette, python-multipart)", ("multipart/", "formparsers", "tempfile")),
+    (
+        "multipart parsing (python-multipart, our callbacks)",
+        ("multipart/", "inputs/multipart", "formparsers", "tempfile"),
+    ),
     ("TensorFlow call path", ("tensorflow/", "keras/")),
     ("LiteRT interpreter", ("ai_edge_litert", "tflite_runtime")),
     ("image decoding (Pillow)", ("PIL/",)),

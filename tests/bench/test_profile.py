@@ -26,7 +26,7 @@ def test_rows_add_up_to_the_cpu_time_per_request() -> None:
         return Profile(Load(1000, 1.0, 2.0, 0), cpu_us, Counter(counts), 0.5)
 
     ours = profile(800, {"the app's own code": 3, "image decoding (Pillow)": 1})
-    empty = profile(400, {"multipart parsing (Starlette, python-multipart)": 1})
+    empty = profile(400, {"multipart parsing (python-multipart, our callbacks)": 1})
     rows = {
         line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
         for line in table({"ours": ours, "empty": empty}).splitlines()
@@ -35,4 +35,4 @@ def test_rows_add_up_to_the_cpu_time_per_request() -> None:
     assert rows["the app's own code"][0] == "375"
     assert rows["image decoding (Pillow)"][0] == "125"
     assert rows[OUTSIDE] == ["300", "0 |"]  # empty: 500 us under the GIL is capped at its 400 us of CPU
-    assert rows["multipart parsing (Starlette, python-multipart)"][1] == "400 |"
+    assert rows["multipart parsing (python-multipart, our callbacks)"][1] == "400 |"
