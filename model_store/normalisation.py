@@ -165,17 +165,16 @@ def fit_and_centre(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
 
     canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     top, left = (IMAGE_SIDE - box.shape[0]) // 2, (IMAGE_SIDE - box.shape[1]) // 2
-    canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
-    total = canvas.sum()
+    total = float(box.sum(dtype=np.float64))
     if total > 0:
-        grid_y, grid_x = np.indices(canvas.shape)
+        # Centre of mass by the box's row and column sums: the same as over the canvas, smaller.
         centre = (IMAGE_SIDE - 1) / 2
-        shift_y = round(centre - float((grid_y * canvas).sum() / total))
-        shift_x = round(centre - float((grid_x * canvas).sum() / total))
+        mass_y = top + float(box.sum(axis=1, dtype=np.float64) @ np.arange(box.shape[0])) / total
+        mass_x = left + float(box.sum(axis=0, dtype=np.float64) @ np.arange(box.shape[1])) / total
         # The box sits in a 4-pixel margin, so a small shift never cuts the digit.
-        shift_y = int(np.clip(shift_y, -top, IMAGE_SIDE - top - box.shape[0]))
-        shift_x = int(np.clip(shift_x, -left, IMAGE_SIDE - left - box.shape[1]))
-        canvas = np.roll(canvas, (shift_y, shift_x), axis=(0, 1))
+        top += min(max(round(centre - mass_y), -top), IMAGE_SIDE - top - box.shape[0])
+        left += min(max(round(centre - mass_x), -left), IMAGE_SIDE - left - box.shape[1])
+    canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
     steps.append("centred_by_mass")
     return canvas
 
