@@ -56,6 +56,7 @@ IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE)]
 class PredictOptions(BaseModel):
     """`/predict`'s query parameters (read by `parse_query`, not by FastAPI: the hot route's cost)."""
 
+    # Checked here; the predictor reads it from the query string, as it does on every other route.
     version: int | None = Field(
         None, ge=1, description="a loaded version to answer (default: the served one)"
     )
