@@ -17,7 +17,8 @@ MAX_FIELD_BYTES = 1024 * 1024  # a text field beside the files, as Starlette bou
 
 
 class MultipartError(Exception):
-    """The body is not the multipart form we take; `status` is 400 (malformed) or 413 (too much)."""
+    """The body is not the multipart form we take; `status` is 400 (malformed) or 413 (too much),
+    and the message is the one the client gets."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -38,6 +39,13 @@ class _Part:
     size: int = 0
     name: str = ""
     filename: str | None = None
+
+
+_MALFORMED = "malformed multipart body: "
+
+
+def _too_many(kind: str, what: str, limit: int) -> str:
+    return f"Too many {kind}. Maximum number of {kind} is {limit}: send at most {limit} {what} per request"
 
 
 def _text(value: bytes) -> str:
@@ -84,19 +92,23 @@ class _Collector:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.part.headers.get(b"content-disposition", b""))
         if b"name" not in options:
-            raise MultipartError(400, 'a part has no name: its Content-Disposition needs name="..."')
+            raise MultipartError(
+                400, _MALFORMED + 'a part has no name: its Content-Disposition needs name="..."'
+            )
         self.part.name = _text(options[b"name"])
         if b"filename" in options:
             self.part.filename = _text(options[b"filename"])
             if len(self.files) >= self.max_files:
-                raise MultipartError(413, f"Too many files. Maximum number of files is {self.max_files}")
+                raise MultipartError(413, _too_many("files", "files", self.max_files))
         elif len(self.field_names) >= self.max_fields:
-            raise MultipartError(413, f"Too many fields. Maximum number of fields is {self.max_fields}")
+            raise MultipartError(413, _too_many("fields", "other form fields", self.max_fields))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self.part.size += end - start
         if self.part.filename is None and self.part.size > MAX_FIELD_BYTES:
-            raise MultipartError(413, f"Part exceeded maximum size of {MAX_FIELD_BYTES // 1024}KB")
+            raise MultipartError(
+                413, f"multipart body refused: Part exceeded maximum size of {MAX_FIELD_BYTES // 1024}KB"
+            )
         self.part.chunks.append(data[start:end])
 
     def on_part_end(self) -> None:
@@ -114,12 +126,12 @@ def parse_multipart(
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
-        raise MultipartError(400, "Missing boundary in multipart")
+        raise MultipartError(400, _MALFORMED + "Missing boundary in multipart")
     collector = _Collector(max_files, max_fields)
     try:
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
     except FormParserError as exc:
-        raise MultipartError(400, "Invalid multipart data") from exc
+        raise MultipartError(400, _MALFORMED + "Invalid multipart data") from exc
     return collector.files, collector.field_names

@@ -27,13 +27,7 @@ async def read_form_files(request: Request, max_files: int) -> list[FilePart]:
             await request.body(), request.headers["content-type"], max_files=max_files, max_fields=max_files
         )
     except MultipartError as exc:
-        detail = str(exc)
-        if "Too many" in detail:
-            what = "files" if "files" in detail else "other form fields"
-            raise ApiError(413, f"{detail}: send at most {max_files} {what} per request") from exc
-        if exc.status == 413:  # a text field over the part limit
-            raise ApiError(413, f"multipart body refused: {detail}") from exc
-        raise ApiError(400, f"malformed multipart body: {detail}") from exc
+        raise ApiError(exc.status, str(exc)) from exc
     chosen = [part for part in files if part.name == UPLOAD_FIELD]
     if not chosen:
         others = sorted(({part.name for part in files} | set(fields)) - {UPLOAD_FIELD})
