@@ -14,7 +14,14 @@ import pytest
 from PIL import Image, ImageFilter
 
 from model_store.mnist_data import MnistSplit, load_split
-from model_store.normalisation import Normalised, fit_and_centre, normalise_decoded
+from model_store.normalisation import (
+    FLAT_SIDE,
+    FLAT_WINDOW,
+    Normalised,
+    fit_and_centre,
+    normalise_decoded,
+    paper_level,
+)
 
 SIDE = 200  # px: a small phone crop
 MARGIN = 8  # px of paper around the digit
@@ -101,3 +108,21 @@ def test_a_small_drawing_blown_up_keeps_its_blurred_strokes(digits: MnistSplit) 
     inks = [ink_of(digits.images[index], drawn_at=10) for index in DIGITS]
     differences = [difference(photograph(ink).pixels, as_read(ink)) for ink in inks]
     assert np.mean(differences) < 6, differences
+
+
+@pytest.mark.parametrize("shape", [(200, 200), (150, 90), (40, 300), (30, 30)])
+def test_the_paper_level_is_a_grey_opening_of_the_reduced_copy(
+    digits: MnistSplit, shape: tuple[int, int]
+) -> None:
+    """The paper's level is defined by Pillow's own filters (erosion by MinFilter, then dilation by
+    MaxFilter, on the copy reduced to FLAT_SIDE); the fast implementation must give exactly that."""
+    height, width = shape
+    page = Image.fromarray(255 - digits.images[7]).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = 255 - np.asarray(page, dtype=np.float32)  # light on dark, as the service reads it
+    image = Image.fromarray(pixels, mode="F")
+    factor = min(1.0, FLAT_SIDE / max(image.size))
+    small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))))
+    window = max(3, int(FLAT_WINDOW * min(small.size)) | 1)
+    opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    expected = np.asarray(opened.resize(image.size, Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(paper_level(pixels), expected)
