@@ -94,17 +94,21 @@ def remove_background(pixels: np.ndarray, background: float, steps: list[str]) -
 
 
 def paper_level(pixels: np.ndarray) -> np.ndarray:
-    """Light-on-dark pixels' background around each point: a grey opening wider than any stroke."""
-    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
-    factor = min(1.0, FLAT_SIDE / max(image.size))
-    small = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))))
-    window = max(3, int(FLAT_WINDOW * min(small.size)) | 1)
-    # OpenCV's opening with a square window and replicated edges is exactly Pillow's MinFilter then
-    # MaxFilter, and SciPy's grey_opening, at a fraction of their cost (Pillow sorts every window,
-    # SciPy's separable filters took 0.2 ms of a JPEG's 1.3 ms here, OpenCV 0.03 ms).
+    """Light-on-dark pixels' background around each point: a grey opening wider than any stroke,
+    on a copy reduced to FLAT_SIDE px (area averaging), brought back to size bilinearly."""
+    # All in OpenCV on NumPy arrays: Pillow's float resizes, and the copies into and out of its
+    # images, were most of the cost of normalising a photo (0.8 ms of a 112-px JPEG, now 0.45 ms).
+    height, width = pixels.shape
+    factor = min(1.0, FLAT_SIDE / max(height, width))
+    small = cv2.resize(
+        np.asarray(pixels, dtype=np.float32),
+        (max(1, round(width * factor)), max(1, round(height * factor))),
+        interpolation=cv2.INTER_AREA,
+    )
+    window = max(3, int(FLAT_WINDOW * min(small.shape)) | 1)
     square = cv2.getStructuringElement(cv2.MORPH_RECT, (window, window))
-    opened = cv2.morphologyEx(np.asarray(small), cv2.MORPH_OPEN, square, borderType=cv2.BORDER_REPLICATE)
-    return np.asarray(Image.fromarray(opened, mode="F").resize(image.size, Image.Resampling.BILINEAR))
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, square, borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def flatten_background(pixels: np.ndarray, steps: list[str]) -> np.ndarray:
