@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class ModelRun:
     skipped: dict[str, str] = field(default_factory=dict)  # server -> why it did not run
     scenarios: Scenarios | None = None
     runtime: str = ""  # what ran ServingModel's forward pass (onnxruntime, tensorflow)
+    # server -> req/s at the top concurrency in each round of `bench.run.take_turns` (ours, empty)
+    turns: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +132,13 @@ def ratios(run: ModelRun) -> Ratios:
         ours_over_peer=ours[top].requests_per_second / peer_load.requests_per_second if peer_load else None,
         ours_p99_over_peer_p99=ours[top].p99_ms / peer_load.p99_ms if peer_load else None,
     )
+
+
+def turn_ratios(run: ModelRun) -> list[float]:
+    """Ours over the empty endpoint in each round of taking turns: runs seconds apart, so the
+    machine's slow and fast minutes touch both sides of each ratio alike."""
+    ours, empty = run.turns.get("ours", []), run.turns.get("empty", [])
+    return [mine / theirs for mine, theirs in zip(ours, empty, strict=True) if theirs]
 
 
 def targets(run: ModelRun, found: Ratios) -> list[Target]:
@@ -235,6 +245,13 @@ def _ratio_lines(run: ModelRun, found: Ratios) -> list[str]:
         f"req/s; ours / combined limit = {found.ours_over_combined:.2f}x; ours / empty = "
         f"{found.ours_over_empty:.2f}x",
     ]
+    turns = turn_ratios(run)
+    if turns:
+        lines.append(
+            f"- taking turns ({len(turns)} rounds at c={found.top}, ours and empty up together, one "
+            f"after the other in each round): ours / empty = {statistics.median(turns):.2f}x, the median "
+            f"of the rounds' {', '.join(f'{ratio:.2f}x' for ratio in turns)}"
+        )
     if found.c1_overhead_ms is not None:
         lines.append(f"- p50 at c=1, ours minus empty: {found.c1_overhead_ms:.2f} ms")
     if found.best_peer is not None:
@@ -326,6 +343,7 @@ def load(text: str) -> tuple[list[ModelRun], str]:
                 skipped=run["skipped"],
                 scenarios=scenarios,
                 runtime=run.get("runtime", ""),
+                turns=run.get("turns", {}),
             )
         )
     return runs, raw["header"]

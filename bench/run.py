@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from bench.peers.model import MODEL_PATH_ENV
-from bench.report import MAX_BATCH, PEERS, RESULTS, ModelRun, Scenarios, Sweep, write
+from bench.report import MAX_BATCH, PEERS, RESULTS, ModelRun, Scenarios, Sweep, best_workers, write
 from bench.servers import ROOT, SERVERS, Load, Server, start_server, wrk
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
@@ -175,6 +175,30 @@ def sweep_server(
     return sweep, scenarios
 
 
+def take_turns(
+    workers: dict[str, int], env: dict[str, str], files: dict[str, Path], args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Requests per second at the top concurrency, round by round, the servers up together and
+    driven in turn: a slow minute on a shared machine then lowers both sides of a ratio, not one."""
+    servers = {kind: start_server(kind, count, env, args.logs) for kind, count in workers.items()}
+    top = max(args.connections)
+    try:
+        urls = {kind: f"{server.url}/predict" for kind, server in servers.items()}
+        for url in urls.values():
+            wrk(url, top, args.warmup, files["digit"], "multipart")
+        rates: dict[str, list[float]] = {kind: [] for kind in servers}
+        for _ in range(args.turns):
+            for kind, url in urls.items():
+                rates[kind].append(
+                    wrk(url, top, args.turn_seconds, files["digit"], "multipart").requests_per_second
+                )
+    finally:
+        for server in servers.values():
+            server.stop()
+    print("taking turns", rates, flush=True)
+    return rates
+
+
 def run_model(
     store: ModelStore, version: int, files: dict[str, Path], test_images: np.ndarray, args: argparse.Namespace
 ) -> ModelRun:
@@ -214,6 +238,9 @@ def run_model(
             print(f"{kind}: skipped, {exc}", flush=True)
             continue
         run.scenarios = scenarios or run.scenarios
+    if args.turns:
+        chosen = {kind: best_workers(run.sweeps[kind]) for kind in ("empty", "ours")}
+        run.turns = take_turns(chosen, env, files, args)
     # Measured after the servers stopped, so it has the machine to itself as they did.
     run.forward, run.answer, large, run.runtime = in_process(
         store, version, test_images, args.in_process_seconds, args.batch_images
@@ -237,6 +264,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, nargs="+", help="default 1 8 32 64 (--quick: 1 8 64)")
     parser.add_argument("--skip", nargs="+", default=[], choices=OPTIONAL, help="servers to leave out")
     parser.add_argument("--quick", action="store_true", help="short runs: a rough picture in minutes")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="rounds in which ours and the empty endpoint, both up, take turns at the top concurrency "
+        "(default 5, --quick 2; 0: none)",
+    )
     parser.add_argument("--batch-images", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -244,10 +277,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seconds = 2 if args.quick else 10
     args.connections = args.connections or ([1, 8, 64] if args.quick else [1, 8, 32, 64])
     args.warmup = 1 if args.quick else 3
+    if args.turns is None:
+        args.turns = 2 if args.quick else 5
+    args.turn_seconds = max(1, args.seconds // 2)
     args.in_process_seconds = 0.3 if args.quick else 1.0
     numbers = [args.seconds, *args.workers, *args.connections, args.batch_images]
     if min(numbers) < 1 or (args.version is not None and args.version < 1):
         parser.error("--seconds, --workers, --connections, --batch-images and --version must be at least 1")
+    if args.turns < 0:
+        parser.error("--turns must be 0 or more")
     if shutil.which("wrk") is None:
         fail(PROG, "wrk is not installed (apt-get install wrk)")
     return args

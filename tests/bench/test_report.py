@@ -15,7 +15,18 @@ from PIL import Image
 
 from bench.peers.model import MODEL_PATH_ENV, answer, decode_png, load_forward
 from bench.peers.setup import bench_extra, find_interpreter, pinned_service_packages
-from bench.report import ModelRun, best_workers, combined_limit, dump, load, plot, ratios, render_run, targets
+from bench.report import (
+    ModelRun,
+    best_workers,
+    combined_limit,
+    dump,
+    load,
+    plot,
+    ratios,
+    render_run,
+    targets,
+    turn_ratios,
+)
 from bench.servers import Load
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
@@ -111,6 +122,24 @@ def test_report_round_trips_through_json_and_draws_the_plot(tmp_path: Path) -> N
         assert image.format == "PNG" and image.width > image.height
 
 
+def test_taking_turns_pairs_each_round_and_reports_the_median() -> None:
+    run = issue_14_cnn_run()
+    run.turns = {"empty": [5000, 3000, 6400], "ours": [1500, 1200, 1600]}
+
+    text = render_run(load(dump([run], "# header"))[0][0])
+
+    assert turn_ratios(run) == pytest.approx([0.30, 0.40, 0.25])
+    assert "ours / empty = 0.30x, the median of the rounds' 0.30x, 0.40x, 0.25x" in text
+
+
+def test_a_report_written_before_taking_turns_still_loads() -> None:
+    written = dump([issue_14_cnn_run()], "# header").replace('"turns": {}', '"absent": {}')
+
+    runs, _ = load(written)
+
+    assert runs[0].turns == {} and "taking turns" not in render_run(runs[0])
+
+
 def test_report_renders_again_from_the_json(tmp_path: Path) -> None:
     (tmp_path / "latest.json").write_text(dump([issue_14_cnn_run()], "# header"))
 
@@ -159,6 +188,12 @@ def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
     result = run_cli("bench.run", "--seconds", "0", "--version", "1", cwd=tmp_path)
 
     assert_one_line_error(result, "bench.run", "--seconds", "at least 1", status=2)
+
+
+def test_negative_turns_are_one_line(tmp_path: Path) -> None:
+    result = run_cli("bench.run", "--turns", "-1", "--version", "1", cwd=tmp_path)
+
+    assert_one_line_error(result, "bench.run", "--turns", "0 or more", status=2)
 
 
 def test_a_peer_without_an_interpreter_is_skipped_with_the_reason(tmp_path: Path) -> None:
