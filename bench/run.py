@@ -13,8 +13,8 @@ server on 127.0.0.1 at 1 and 2 workers and drives it with wrk at each concurrenc
 The peers run from an interpreter that has them (`python -m bench.peers.setup` makes one); without
 it they are skipped, with the reason in the report. Then ours and the empty endpoint, both up, take
 turns at the top concurrency for --turns rounds (their ratio, robust to a slow minute). Then the
-forward pass in process at batch sizes
-1-128, and ours' batch endpoint, cold start, RSS and latency beside 10,000-image batches. Writes
+forward pass in process at batch sizes 1-128, and ours' batch endpoint, cold start, RSS and latency
+beside 10,000-image batches. Writes
 bench/results/latest.md (tables, issue 14's ratios and targets), latest.json and throughput.png.
 Absolute numbers depend on the machine and what else runs on it; the ratios are the result.
 """
