@@ -82,3 +82,7 @@ fi
 # pip's download cache make a rebuild fast enough without it.
 buildah "${STORAGE_FLAGS[@]}" bud --isolation chroot --format docker --layers=false --pull=false \
   --tag "$TAG" --file Dockerfile .
+# A rebuilt tag leaves its previous image untagged, and the vfs driver keeps every image as a full
+# copy of its tree (about 5 GB here): left alone, a day of rebuilds filled the disk. This storage is
+# the script's own, so every untagged image in it is such a leftover.
+buildah "${STORAGE_FLAGS[@]}" rmi --prune >/dev/null

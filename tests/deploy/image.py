@@ -68,6 +68,7 @@ class Image:
     base_was_cached: bool
     config: dict[str, Any]  # the Docker image config: Cmd, Env, User, Healthcheck, ...
     size_bytes: int
+    untagged_after_build: list[str]  # image IDs left in the build's storage without a name
 
 
 def build_image(log_path: Path) -> Image:
@@ -86,7 +87,12 @@ def build_image(log_path: Path) -> Image:
     inspected = json.loads(buildah("inspect", "--type", "image", IMAGE_TAG).stdout)
     config = inspected["Docker"]["config"]
     size = json.loads(buildah("images", "--json", IMAGE_TAG).stdout)[0]["size"]  # e.g. "1.94 GB"
-    return Image(IMAGE_TAG, seconds, base_was_cached, config, decimal_bytes(size))
+    untagged = buildah("images", "--quiet", "--filter", "dangling=true").stdout.split()
+    return Image(IMAGE_TAG, seconds, base_was_cached, config, decimal_bytes(size), untagged)
+
+
+def remove_image(image: Image) -> None:
+    buildah("rmi", image.tag, check=False)
 
 
 def decimal_bytes(text: str) -> int:

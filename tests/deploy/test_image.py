@@ -32,6 +32,7 @@ from tests.deploy.image import (
     cmdline,
     container,
     process_tree,
+    remove_image,
     uid_of,
 )
 from tests.servers import free_port
@@ -63,11 +64,12 @@ for root, dirs, files in os.walk("/"):
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     built = build_image(tmp_path_factory.mktemp("image") / "build.log")
     base = "cached" if built.base_was_cached else "made by debootstrap"
     print(f"\nimage built in {built.build_seconds:.0f} s (base {base}), {built.size_bytes / 1e9:.2f} GB")
-    return built
+    yield built
+    remove_image(built)  # several GB under the vfs driver; the next build reuses the base image only
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,11 @@ def test_image_is_the_dockerfile_build(image: Image) -> None:
     assert "/models" in image.config["Volumes"]
     # --format docker keeps the HEALTHCHECK (the OCI format has no such field).
     assert image.config["Healthcheck"]["Test"][:2] == ["CMD", "python"]
+
+
+def test_a_build_leaves_no_untagged_images_behind(image: Image) -> None:
+    # Each is a full copy of an image's tree under the vfs driver: rebuilds once filled the disk.
+    assert image.untagged_after_build == []
 
 
 def test_train_command_publishes_into_the_mounted_store(box: Container, store: Path) -> None:
