@@ -200,16 +200,21 @@ def is_native(image: Image.Image) -> bool:
     )
 
 
+def normalise_native(pixels: np.ndarray) -> Normalised:
+    """MNIST's own format (28x28 uint8 grayscale) is used as it is; only a dark-on-light one is
+    turned around."""
+    steps = []
+    if border_level(pixels) > 127.5:
+        steps.append("inverted")
+        pixels = 255 - pixels
+    return Normalised(pixels=pixels, original_size=(IMAGE_SIDE, IMAGE_SIDE), original_mode="L", steps=steps)
+
+
 def normalise_decoded(image: Image.Image, background: Background = SERVICE_BACKGROUND) -> Normalised:
     """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken."""
-    steps: list[str] = []
     if is_native(image):
-        # MNIST's own format is used as it is; only a dark-on-light one is turned around.
-        pixels = np.asarray(image)
-        if border_level(pixels) > 127.5:
-            steps.append("inverted")
-            pixels = 255 - pixels
-        return Normalised(pixels=pixels, original_size=image.size, original_mode=image.mode, steps=steps)
+        return normalise_native(np.asarray(image))
+    steps: list[str] = []
     grey = to_grayscale(image, steps)
     grey, level = to_light_on_dark(grey, steps)
     if grey.shape != (IMAGE_SIDE, IMAGE_SIDE):

@@ -10,12 +10,25 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 
+import cv2
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model_store.normalisation import Normalised, normalise_decoded
+from model_store.normalisation import Normalised, normalise_decoded, normalise_native
+from model_store.preprocessing import IMAGE_SIDE
 
-__all__ = ["ImageError", "ImageTooLargeError", "Normalised", "normalise", "open_image", "sniff_format"]
+__all__ = [
+    "ImageError",
+    "ImageTooLargeError",
+    "Normalised",
+    "native_digit",
+    "normalise",
+    "open_image",
+    "read_native_png",
+    "sniff_format",
+]
 
 # Large JPEGs are decoded at a reduced scale, keeping at least this many pixels on each side.
 JPEG_DRAFT_SIDE = 512
@@ -31,6 +44,15 @@ SIGNATURES = {
 }
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# IHDR of MNIST's own format: 28x28, 8-bit grayscale, standard compression and filters, no interlace.
+NATIVE_IHDR = (IMAGE_SIDE, IMAGE_SIDE, 8, 0, 0, 0, 0)
+# Chunks that cannot change the pixels Pillow would give. Any other (transparency, gamma, a colour
+# profile, an EXIF orientation) sends the file down Pillow's general path.
+TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+PLAIN_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME"}) | TEXT_CHUNKS
+
+
 class ImageError(ValueError):
     """The upload is not an image we can read; the message says why."""
 
@@ -44,6 +66,43 @@ def sniff_format(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def read_native_png(data: bytes) -> np.ndarray | None:
+    """The pixels of a well-formed PNG in MNIST's own format, or None for any other file.
+
+    Most uploads from scripts are such PNGs, and OpenCV decodes them in a fifth of Pillow's time
+    (header parsing, EXIF lookup and the copy into NumPy included). The chunk walk checks every
+    CRC and the final IEND first, so a damaged file never reaches libpng (which would complain on
+    stderr): it returns None, and Pillow's path reads it and names what is wrong."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        return None
+    if struct.unpack(">IIBBBBB", data[16:29]) != NATIVE_IHDR:
+        return None
+    offset = len(PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body_end = offset + 8 + length
+        if kind not in PLAIN_CHUNKS or body_end + 4 > len(data):
+            return None
+        if struct.unpack(">I", data[body_end : body_end + 4])[0] != zlib.crc32(data[offset + 4 : body_end]):
+            return None
+        keyword = data[offset + 8 : body_end].split(b"\0")[0] if kind in TEXT_CHUNKS else b""
+        if b"exif" in keyword.lower():
+            return None  # "Raw profile type exif": Pillow would read an orientation from it
+        if kind == b"IEND":
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if pixels is None or pixels.shape != (IMAGE_SIDE, IMAGE_SIDE) or pixels.dtype != np.uint8:
+                return None
+            return pixels
+        offset = body_end + 4
+    return None
+
+
+def native_digit(data: bytes) -> Normalised | None:
+    """The digit of a PNG in MNIST's own format, without Pillow; None for any other file."""
+    pixels = read_native_png(data)
+    return None if pixels is None else normalise_native(pixels)
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:

@@ -7,7 +7,14 @@ import asyncio
 from fastapi import Request
 
 from app.api.errors import ApiError
-from app.inputs.imaging import ImageError, ImageTooLargeError, Normalised, normalise, open_image
+from app.inputs.imaging import (
+    ImageError,
+    ImageTooLargeError,
+    Normalised,
+    native_digit,
+    normalise,
+    open_image,
+)
 from app.inputs.multipart import FilePart, MultipartError, parse_multipart
 
 UPLOAD_FIELD = "file"
@@ -56,6 +63,9 @@ async def read_single_image(request: Request) -> tuple[bytes, str | None]:
 
 async def prepare_digit(data: bytes, max_pixels: int, label: str = "the image") -> Normalised:
     """Decode and normalise; small images on the loop, large ones in a worker thread."""
+    native = native_digit(data)
+    if native is not None:
+        return native
     try:
         image = open_image(data, max_pixels)
         if image.width * image.height <= INLINE_DECODE_PIXELS:

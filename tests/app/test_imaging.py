@@ -1,0 +1,150 @@
+"""PNGs in MNIST's own format are decoded by OpenCV, and give exactly what Pillow's path gives.
+
+Anything else (another size, depth or colour type, transparency, a colour profile, an EXIF
+orientation, a damaged file) is left to Pillow's path, which reads it or names what is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from app.api.errors import ApiError
+from app.inputs import uploads
+from app.inputs.imaging import ImageError, normalise, open_image, read_native_png
+from app.inputs.uploads import prepare_digit
+from model_store.mnist_data import MnistSplit
+
+MAX_PIXELS = 4096 * 4096
+
+
+def png(pixels: np.ndarray, **save_args: object) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG", **save_args)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
+    """`data` with one more chunk right after IHDR."""
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    after_ihdr = 8 + 8 + 13 + 4
+    return data[:after_ihdr] + chunk + data[after_ihdr:]
+
+
+def pillow_path(data: bytes):  # type: ignore[no-untyped-def]
+    return normalise(open_image(data, MAX_PIXELS))
+
+
+def test_real_digits_decode_exactly_as_pillow_reads_them(test_split: MnistSplit) -> None:
+    for index, pixels in enumerate(test_split.images[:300]):
+        # Pillow's encoder and OpenCV's, at two compression levels: other filters and deflate streams.
+        for data in (
+            png(pixels),
+            png(pixels, compress_level=1),
+            cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes(),
+        ):
+            decoded = read_native_png(data)
+            assert decoded is not None, index
+            np.testing.assert_array_equal(decoded, pixels)
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_the_fast_path_answers_as_pillows_path_would(
+    test_split: MnistSplit, monkeypatch: pytest.MonkeyPatch, dark_on_light: bool
+) -> None:
+    pixels = test_split.images[128]
+    data = png(255 - pixels if dark_on_light else pixels)
+    expected = pillow_path(data)
+
+    def no_pillow(*args: object) -> None:
+        raise AssertionError("a native PNG went through Pillow")
+
+    monkeypatch.setattr(uploads, "open_image", no_pillow)
+    digit = asyncio.run(prepare_digit(data, MAX_PIXELS))
+    np.testing.assert_array_equal(digit.pixels, expected.pixels)
+    np.testing.assert_array_equal(digit.pixels, pixels)
+    assert digit.steps == expected.steps == (["inverted"] if dark_on_light else [])
+    assert (digit.original_size, digit.original_mode) == (expected.original_size, expected.original_mode)
+
+
+def test_text_chunks_do_not_leave_the_fast_path(test_split: MnistSplit) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "a drawing app")
+    info.add_text("Comment", "a long comment " * 20, zip=True)
+    info.add_itxt("Title", "ein Ziffer")
+    data = png(test_split.images[7], pnginfo=info, dpi=(300, 300))
+    np.testing.assert_array_equal(read_native_png(data), test_split.images[7])
+
+
+def exif_orientation(rotation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = rotation
+    return exif.tobytes()
+
+
+def palette_png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert("P").save(out, format="PNG")
+    return out.getvalue()
+
+
+def other_files(pixels: np.ndarray) -> dict[str, bytes]:
+    """Files the fast path must leave to Pillow, each for its own reason."""
+    plain = png(pixels)
+    raw_exif = PngImagePlugin.PngInfo()
+    raw_exif.add_text("Raw profile type exif", "exif\n 10\n4d4d002a00000008")
+    return {
+        "16-bit": png(pixels.astype(np.uint16) * 257),
+        "RGB": png(np.stack([pixels] * 3, axis=-1)),
+        "palette": palette_png(pixels),
+        "27 wide": png(pixels[:, :27]),
+        "transparency": png(pixels, transparency=0),
+        "EXIF orientation": png(pixels, exif=exif_orientation(6)),
+        "EXIF in a text chunk": png(pixels, pnginfo=raw_exif),
+        "gamma": with_chunk(plain, b"gAMA", struct.pack(">I", 45455)),
+        "bad CRC": plain[:-13] + bytes([plain[-13] ^ 0xFF]) + plain[-12:],  # IDAT's
+        "flipped data bit": plain[:50] + bytes([plain[50] ^ 0x10]) + plain[51:],
+        "truncated": plain[: len(plain) // 2],
+        "no IEND": plain[:-12],
+        "trailing bytes after a short chunk list": plain[:8] + plain[8:33],
+    }
+
+
+def test_every_other_file_is_left_to_pillow(test_split: MnistSplit) -> None:
+    for reason, data in other_files(test_split.images[0]).items():
+        assert read_native_png(data) is None, reason
+
+
+def answer(data: bytes) -> tuple[bytes, list[str]] | str:
+    """What the service makes of a file: the digit and its steps, or the error's status and message."""
+    try:
+        digit = asyncio.run(prepare_digit(data, MAX_PIXELS))
+    except ApiError as exc:
+        return f"{exc.status_code} {exc.detail}"
+    return digit.pixels.tobytes(), digit.steps
+
+
+def pillow_answer(data: bytes) -> tuple[bytes, list[str]] | str:
+    try:
+        digit = pillow_path(data)
+    except ImageError as exc:
+        return f"400 the image: {exc}"
+    return digit.pixels.tobytes(), digit.steps
+
+
+def test_files_left_to_pillow_are_answered_as_before(test_split: MnistSplit) -> None:
+    pixels = test_split.images[0]
+    files = other_files(pixels)
+    for reason, data in files.items():
+        assert answer(data) == pillow_answer(data), reason
+    # Which shows that the rotated one is turned, and the damaged ones get the 400 naming the damage.
+    assert answer(files["EXIF orientation"])[0] != pixels.tobytes()
+    for reason in ("truncated", "flipped data bit"):
+        assert str(answer(files[reason])).startswith("400 the image: the image is corrupt or truncated")
