@@ -73,8 +73,9 @@ def read_native_png(data: bytes) -> np.ndarray | None:
 
     Most uploads from scripts are such PNGs, and OpenCV decodes them in a fifth of Pillow's time
     (header parsing, EXIF lookup and the copy into NumPy included). The chunk walk checks every
-    CRC and the final IEND first, so a damaged file never reaches libpng (which would complain on
-    stderr): it returns None, and Pillow's path reads it and names what is wrong."""
+    CRC and the final IEND first, so a file damaged in transit or cut short never reaches libpng
+    (which complains on stderr; only a file made with bad pixel data and right checksums gets that
+    far). Whatever OpenCV cannot read gives None, and Pillow's path reads it and names the damage."""
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
         return None
     if struct.unpack(">IIBBBBB", data[16:29]) != NATIVE_IHDR:
@@ -91,7 +92,10 @@ def read_native_png(data: bytes) -> np.ndarray | None:
         if b"exif" in keyword.lower():
             return None  # "Raw profile type exif": Pillow would read an orientation from it
         if kind == b"IEND":
-            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            try:
+                pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            except cv2.error:
+                return None
             if pixels is None or pixels.shape != (IMAGE_SIDE, IMAGE_SIDE) or pixels.dtype != np.uint8:
                 return None
             return pixels

@@ -117,6 +117,30 @@ def other_files(pixels: np.ndarray) -> dict[str, bytes]:
     }
 
 
+def with_idat(data: bytes, body: bytes) -> bytes:
+    """`data` (one IDAT) with that chunk's body replaced and its CRC made right again."""
+    length = struct.unpack(">I", data[33:37])[0]
+    assert data[37:41] == b"IDAT"
+    chunk = struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    return data[:33] + chunk + data[33 + 12 + length :]
+
+
+def test_damage_behind_valid_checksums_is_answered_as_before(test_split: MnistSplit) -> None:
+    plain = png(test_split.images[0])
+    rows = zlib.decompress(plain[41 : 41 + struct.unpack(">I", plain[33:37])[0]])
+    damaged = {
+        "garbled deflate stream": with_idat(plain, b"\x78\x9c" + bytes(range(7, 200, 3))),
+        "too few rows": with_idat(plain, zlib.compress(rows[: len(rows) // 2])),
+        "unknown row filter": with_idat(plain, zlib.compress(b"\x09" + rows[1:])),
+        "no data": with_idat(plain, b""),
+    }
+    for reason, data in damaged.items():
+        assert read_native_png(data) is None, reason
+        assert answer(data) == pillow_answer(data), reason
+    for reason in ("garbled deflate stream", "unknown row filter", "no data"):
+        assert str(answer(damaged[reason])).startswith("400 the image: the image is corrupt"), reason
+
+
 def test_every_other_file_is_left_to_pillow(test_split: MnistSplit) -> None:
     for reason, data in other_files(test_split.images[0]).items():
         assert read_native_png(data) is None, reason

@@ -643,6 +643,7 @@ def seeds(digits: MnistSplit) -> dict[str, bytes]:
     exif[0x0112] = 6
     return {
         "png": save(small, "PNG"),
+        "png-native": save(Image.fromarray(digits.images[SEVEN]), "PNG"),  # OpenCV's path
         "png16": save(Image.fromarray(np.asarray(small).astype(np.uint16) * 257), "PNG"),
         "png-palette": save(small.quantize(16), "PNG"),
         "png-rgba": transparent_background(digits, SEVEN),
