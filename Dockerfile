@@ -69,7 +69,7 @@ VOLUME ["/models"]
 EXPOSE 8000
 
 # Liveness, as /healthz answers it; python's urllib, since the slim image has no curl. The start
-# period covers importing TensorFlow and loading and warming up the model.
+# period covers loading and warming up the model (and TensorFlow, with MNIST_EXPLAIN_WARMUP=true).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MNIST_PORT', '8000'), timeout=4)"]
 

@@ -68,6 +68,9 @@ class Settings(StoreSettings):
 
     # Explanations (integrated gradients) computed at once; more get 503 at once, not a queue.
     explain_concurrency: int = Field(1, ge=1)
+    # Explanations need TensorFlow, which serving on ONNX Runtime otherwise never imports: the first
+    # explanation in a worker then takes a few seconds and ~0.5 GB. True pays that before ready.
+    explain_warmup: bool = False
 
     # Follow the store: seconds between looks for a newer version (0 = never; ignored when pinned).
     reload_poll_seconds: float = Field(10.0, ge=0.0)

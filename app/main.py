@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,11 +44,12 @@ log = logging.getLogger("app")
 
 
 def configure_tensorflow(threads: int) -> None:
+    if not threads:
+        return  # not imported for nothing: serving on ONNX Runtime needs no TensorFlow
     import tensorflow as tf
 
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
@@ -105,6 +107,8 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         os.getpid(),
     )
     explainer = ExplainService(settings.explain_concurrency)
+    if settings.explain_warmup:
+        explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
     state = ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)
     if settings.api_keys_file is not None:
         state.api_keys = ApiKeys(settings.api_keys_file)

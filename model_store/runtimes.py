@@ -121,7 +121,7 @@ class OnnxForward:
     """An ONNX Runtime session. A session may run from several threads at once, so the batcher's
     thread, direct (unbatched) predictions and version checks need no lock around it."""
 
-    def __init__(self, content: bytes, threads: int = 0) -> None:
+    def __init__(self, content: bytes, threads: int = 0, input_shape: tuple[int, ...] | None = None) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -135,10 +135,25 @@ class OnnxForward:
         names = [output.name for output in self._session.get_outputs()]
         if sorted(names) != sorted(OUTPUTS):
             raise ValueError(f"the ONNX model's outputs are {names}, not {list(OUTPUTS)}")
+        declared = tuple(self._session.get_inputs()[0].shape[1:])
+        if input_shape is not None and declared != tuple(input_shape):
+            raise ValueError(f"the ONNX model's input is {declared} per image, not {tuple(input_shape)}")
+        self.weight_bytes = weight_bytes(content)
 
     def __call__(self, batch: np.ndarray) -> Outputs:
         probabilities, logits, features = self._session.run(OUTPUTS, {"images": batch})
         return probabilities, logits, features
+
+
+def weight_bytes(content: bytes) -> int:
+    """Bytes of an ONNX model's weights (its initializers)."""
+    import onnx
+
+    graph = onnx.load_model_from_string(content).graph
+    return sum(
+        int(np.prod(tensor.dims)) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        for tensor in graph.initializer
+    )
 
 
 def check_images(input_shape: tuple[int, ...], count: int = _CHECK_IMAGES) -> np.ndarray:

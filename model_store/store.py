@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,9 +56,25 @@ class InvalidNameError(ModelStoreError, ValueError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: keras.Model
+    """A version's checked metadata and folder; its Keras model is read on first use."""
+
     metadata: ModelMetadata
     path: Path
+
+    @cached_property
+    def model(self) -> keras.Model:
+        """The Keras model, loaded and checked against the metadata (InvalidModelError if it cannot
+        be). Serving on ONNX Runtime never asks for it unless a request asks for an explanation, so
+        such a process never imports TensorFlow: it starts in a fraction of the time and memory."""
+        import keras  # deferred: listing versions or serving the export must not import TensorFlow
+
+        model_path = self.path / MODEL_FILE
+        try:
+            model = keras.saving.load_model(model_path, compile=False)
+        except Exception as exc:  # keras raises many types for a damaged archive
+            raise InvalidModelError(f"{model_path}: cannot load model: {exc}") from exc
+        validate_model_shapes(model, self.metadata, model_path)
+        return model
 
     @property
     def version(self) -> int:
@@ -148,22 +165,20 @@ class ModelStore:
             self.update_metadata(updated)
         return updated
 
-    def load(self, version: int | str | None = None) -> LoadedModel:
-        """Load and validate a version: metadata parses, the model loads, shapes agree."""
-        import keras  # deferred: listing versions should not pay for importing TensorFlow
-
+    def open(self, version: int | str | None = None) -> LoadedModel:
+        """A version whose metadata parses and whose model file exists; the model is not read yet."""
         resolved = self.resolve(version)
         path = self.version_path(resolved)
         metadata = self.read_metadata(resolved)
-        model_path = path / MODEL_FILE
-        if not model_path.is_file():
-            raise InvalidModelError(f"{model_path}: model file is missing")
-        try:
-            model = keras.saving.load_model(model_path, compile=False)
-        except Exception as exc:  # keras raises many types for a damaged archive
-            raise InvalidModelError(f"{model_path}: cannot load model: {exc}") from exc
-        validate_model_shapes(model, metadata, model_path)
-        return LoadedModel(model=model, metadata=metadata, path=path)
+        if not (path / MODEL_FILE).is_file():
+            raise InvalidModelError(f"{path / MODEL_FILE}: model file is missing")
+        return LoadedModel(metadata=metadata, path=path)
+
+    def load(self, version: int | str | None = None) -> LoadedModel:
+        """Load and validate a version: metadata parses, the model loads, shapes agree."""
+        loaded = self.open(version)
+        loaded.model  # noqa: B018 (read now, so that a broken model fails here)
+        return loaded
 
     def check_writable(self) -> None:
         """Fail now, not after an hour of training, if a version could not be published here."""

@@ -13,18 +13,23 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from app.serving.inference import ServingModel
 from model_store.preprocessing import to_model_input
 
+if TYPE_CHECKING:
+    # Imported by the first explanation: a service on ONNX Runtime that explains nothing never
+    # loads TensorFlow (model_store.store.LoadedModel).
+    import keras
+    import tensorflow as tf
+
 STEPS = 32
 PREDICTED = -1  # as a target: the digit the network predicts for the image
 
-Attribute = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+Attribute = Callable[["tf.Tensor", "tf.Tensor"], tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]]
 
 
 class ExplainBusyError(Exception):
@@ -34,6 +39,8 @@ class ExplainBusyError(Exception):
 def integrated_gradients(model: keras.Model, input_shape: tuple[int, ...], steps: int = STEPS) -> Attribute:
     """A compiled function (images (N, *input_shape) float, targets (N,) int, PREDICTED allowed)
     -> (attributions (N, 28, 28), probabilities (N, 10), targets (N,)). One graph for every N."""
+    import tensorflow as tf
+
     alphas = tf.reshape(tf.linspace(1.0 / steps, 1.0, steps), [1, steps, 1, 1, 1])
 
     @tf.function(
@@ -75,6 +82,8 @@ class Explainer:
 
     def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
         """Model inputs (N, 28, 28, 1) float32 -> one explanation each."""
+        import tensorflow as tf
+
         wanted = np.full(len(images), PREDICTED) if targets is None else targets
         attributions, probabilities, chosen = self._attribute(
             tf.constant(images, tf.float32), tf.constant(wanted, tf.int32)
@@ -110,12 +119,16 @@ class ExplainService:
             self._slots.release()
 
     def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
-        # One traced graph for the version being served, built on its first explanation.
+        return self.explainer(serving).explain(to_model_input(pixels, serving.loaded.metadata.input))
+
+    def explainer(self, serving: ServingModel) -> Explainer:
+        """One traced graph for the version being served, built on its first explanation (or by
+        calling this ahead of time, blocking)."""
         latest = self._latest
         if latest is None or latest[0] is not serving:
             spec = serving.loaded.metadata.input
             latest = self._latest = (serving, Explainer(serving.loaded.model, spec.shape))
-        return latest[1].explain(to_model_input(pixels, serving.loaded.metadata.input))
+        return latest[1]
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)

@@ -99,7 +99,7 @@ def runtime_forward(loaded: LoadedModel, choice: RuntimeChoice) -> tuple[NumpyFo
     """The forward pass on the chosen runtime, or on TensorFlow when the version has no usable export."""
     if choice.name == "onnxruntime":
         try:
-            forward = OnnxForward(read_onnx(loaded), choice.threads)
+            forward = OnnxForward(read_onnx(loaded), choice.threads, tuple(loaded.metadata.input.shape))
             log.info("version %s: forward pass on ONNX Runtime", loaded.version)
             return forward, "onnxruntime"
         except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail) are plain Exceptions

@@ -29,7 +29,7 @@ from model_store.pins import (
     write_routing,
 )
 from model_store.preprocessing import IMAGE_SIDE
-from model_store.runtimes import DEFAULT_RUNTIME, RuntimeChoice
+from model_store.runtimes import DEFAULT_RUNTIME, OnnxForward, RuntimeChoice
 from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ class ReloadError(Exception):
 def load_serving_model(
     store: ModelStore, version: int | None, warmup_batch: int, runtime: RuntimeChoice = DEFAULT_RUNTIME
 ) -> ServingModel:
-    """Load, compile and check a version: it must turn a blank image into 10 probabilities."""
-    serving = ServingModel.compile(store.load(version), warmup_batch_sizes=(1, warmup_batch), runtime=runtime)
+    """Load, compile and check a version: it must turn a blank image into 10 probabilities.
+    On ONNX Runtime the Keras model is not read (`LoadedModel.model`), so neither is TensorFlow."""
+    serving = ServingModel.compile(store.open(version), warmup_batch_sizes=(1, warmup_batch), runtime=runtime)
     probabilities = serving.forward(np.zeros((2, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
     if probabilities.shape != (2, 10) or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
         raise ModelStoreError(f"{serving.loaded.path}: outputs are not softmax probabilities")
@@ -59,6 +60,9 @@ class VersionDetails:
 
 
 def weight_bytes(serving: ServingModel) -> int:
+    """From the export that ONNX Runtime serves, else from the Keras model."""
+    if isinstance(serving.forward_float, OnnxForward):
+        return serving.forward_float.weight_bytes
     return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in serving.loaded.model.weights)
 
 

@@ -4,26 +4,31 @@ Speed is measured by bench/runtimes.py, not here."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.config import Settings
 from app.serving.inference import ServingModel
+from app.serving.reload import load_serving_model
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
 from model_store.runtimes import ONNX_FILE, RuntimeChoice, file_sha256
-from model_store.store import ModelStore
+from model_store.store import ModelStore, ModelStoreError
 from tests.app.conftest import publish_copy, publish_perturbed
 from tests.app.test_versions import service, versions_app
-from tests.conftest import run_cli
+from tests.conftest import REPO_ROOT, run_cli
 
 ONNX = RuntimeChoice("onnxruntime", threads=1)
 TENSORFLOW = RuntimeChoice("tensorflow")
@@ -207,3 +212,56 @@ def test_the_service_computes_verdicts_on_one_blas_thread(client: TestClient) ->
     assert client.get("/test/1").status_code == 200
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+IMPORTS_SEEN = """
+import json, sys
+from fastapi.testclient import TestClient
+from app.config import Settings
+from app.main import create_app
+
+png = open(sys.argv[2], "rb").read()
+seen = {}
+with TestClient(create_app(Settings(model_store=sys.argv[1]))) as client:
+    seen["ready"] = "tensorflow" in sys.modules
+    answer = client.post("/predict", files={"file": ("digit.png", png, "image/png")}).json()
+    seen["predicted"] = [answer["prediction"], "tensorflow" in sys.modules]
+    answer = client.post("/predict?explain=true", files={"file": ("digit.png", png, "image/png")}).json()
+    seen["explained"] = [answer["explanation"]["digit"], "tensorflow" in sys.modules]
+print("SEEN", json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_serving_on_onnx_imports_tensorflow_only_to_explain(
+    trained_store: Path, test_split: MnistSplit, tmp_path: Path, warmup: bool
+) -> None:
+    # A fresh interpreter: this one imported TensorFlow long ago.
+    digit = tmp_path / "digit.png"
+    Image.fromarray(test_split.images[128]).save(digit)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_WARMUP": str(warmup).lower()}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_SEEN, str(trained_store), str(digit)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("SEEN ")]
+    label = int(test_split.labels[128])
+    # Without the warm-up, TensorFlow arrives with the first explanation; with it, before ready.
+    assert json.loads(line[5:]) == {"ready": warmup, "predicted": [label, warmup], "explained": [label, True]}
+
+
+def test_an_export_whose_input_disagrees_with_the_metadata_is_never_served(private_store: Path) -> None:
+    # The export would run (its input is 28x28x1), but the metadata says otherwise: ONNX Runtime is
+    # refused, TensorFlow's fallback reads the Keras model and refuses the version.
+    store = ModelStore(private_store)
+    metadata = store.read_metadata(1)
+    wider = metadata.input.model_copy(update={"shape": (32, 32, 1)})
+    store.update_metadata(metadata.model_copy(update={"input": wider}))
+    with pytest.raises(ModelStoreError, match=r"input shape \(28, 28, 1\) disagrees with metadata"):
+        load_serving_model(store, 1, warmup_batch=8, runtime=ONNX)

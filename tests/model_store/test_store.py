@@ -351,6 +351,18 @@ def test_load_rejects_garbage_model_file(store: ModelStore, garbage: bytes) -> N
     assert_invalid(store, folder / MODEL_FILE, "cannot load model")
 
 
+def test_open_checks_the_metadata_now_and_the_model_when_first_asked(store: ModelStore) -> None:
+    folder = write_version_folder(store, "1", metadata=make_metadata(NAME, 1))
+    (folder / MODEL_FILE).write_bytes(b"this is not a keras archive")
+    opened = store.open()  # what serving on ONNX Runtime needs: no Keras, no TensorFlow
+    assert (opened.version, opened.path) == (1, folder)
+    with pytest.raises(InvalidModelError, match="cannot load model"):
+        opened.model  # noqa: B018
+    (folder / MODEL_FILE).unlink()
+    with pytest.raises(InvalidModelError, match="model file is missing"):
+        store.open()
+
+
 def test_load_rejects_model_whose_input_shape_disagrees_with_metadata(store: ModelStore) -> None:
     folder = write_version_folder(store, "1", tiny_model(input_shape=(28, 28)), make_metadata(NAME, 1))
     assert_invalid(store, folder / MODEL_FILE, "input shape (28, 28)", "(28, 28, 1)")
