@@ -138,7 +138,6 @@ class OnnxForward:
         declared = tuple(self._session.get_inputs()[0].shape[1:])
         if input_shape is not None and declared != tuple(input_shape):
             raise ValueError(f"the ONNX model's input is {declared} per image, not {tuple(input_shape)}")
-        self.weight_bytes = weight_bytes(content)
 
     def __call__(self, batch: np.ndarray) -> Outputs:
         probabilities, logits, features = self._session.run(OUTPUTS, {"images": batch})

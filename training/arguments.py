@@ -12,7 +12,7 @@ from model_store.mnist_data import MNIST_FILES
 from model_store.reporting import load_settings
 from model_store.settings import StoreSettings
 from model_store.store import ModelStore, ModelStoreError, check_model_name
-from training.presets import PRESETS, Hyperparameters
+from training.presets import PRECISIONS, PRESETS, Hyperparameters
 
 PROG = "mnist-train"
 TRAIN_IMAGES = MNIST_FILES["train", "labels"].count
@@ -84,6 +84,11 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         "--outliers",
         type=count_int,
         help="non-digits added to every batch with a uniform target, outlier exposure (cnn: 16)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="Keras dtype policy while training; the published model computes in float32",
     )
     parser.add_argument("--seed", type=seed_int, help="random seed; the same seed gives the same run")
     parser.add_argument("--limit", type=training_images, help="train on a random subset of this many images")

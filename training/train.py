@@ -30,7 +30,7 @@ from model_store.store import ModelStore
 from model_store.trust import RELIABILITY_DIAGRAM_FILE, TRUST_STATISTICS_FILE, TRUST_TABLE_FILE
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
-from training.presets import PRESETS, Hyperparameters
+from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
 
 log = logging.getLogger("training")
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.trust import compute_trust
 
     keras.utils.set_random_seed(hp.seed)
+    keras.mixed_precision.set_global_policy(hp.precision)
     held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
     test = load_split(args.data_dir, "test")
     y_train = trained_on.labels
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - started
     # On a shared machine the wall time says little; the CPU time is what an idle one would spend.
     log.info(f"model.fit: {train_seconds:.0f} s wall, {time.process_time() - cpu_started:.0f} s of CPU")
+    keras.mixed_precision.set_global_policy("float32")
+    model = plain_layers(model)
 
     # Evaluate on the 10,000 test images.
     started = time.perf_counter()

@@ -34,8 +34,9 @@ __all__ = [
 JPEG_DRAFT_SIDE = 512
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # File signatures, to tell a damaged image from something that is not an image at all.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": "PNG",
+    PNG_SIGNATURE: "PNG",
     b"\xff\xd8\xff": "JPEG",
     b"GIF87a": "GIF",
     b"GIF89a": "GIF",
@@ -43,8 +44,6 @@ SIGNATURES = {
     b"MM\x00*": "TIFF",
 }
 
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # IHDR of MNIST's own format: 28x28, 8-bit grayscale, standard compression and filters, no interlace.
 NATIVE_IHDR = (IMAGE_SIDE, IMAGE_SIDE, 8, 0, 0, 0, 0)
 # Chunks that cannot change the pixels Pillow would give. Any other (transparency, gamma, a colour

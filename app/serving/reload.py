@@ -29,7 +29,8 @@ from model_store.pins import (
     write_routing,
 )
 from model_store.preprocessing import IMAGE_SIDE
-from model_store.runtimes import DEFAULT_RUNTIME, OnnxForward, RuntimeChoice
+from model_store.runtimes import DEFAULT_RUNTIME, ONNX_FILE, OnnxForward, RuntimeChoice
+from model_store.runtimes import weight_bytes as onnx_weight_bytes
 from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class VersionDetails:
 def weight_bytes(serving: ServingModel) -> int:
     """From the export that ONNX Runtime serves, else from the Keras model."""
     if isinstance(serving.forward_float, OnnxForward):
-        return serving.forward_float.weight_bytes
+        return onnx_weight_bytes((serving.loaded.path / ONNX_FILE).read_bytes())
     return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in serving.loaded.model.weights)
 
 

@@ -37,6 +37,7 @@ TRAIN = "training.train"
         (["--seed", "-1"], "--seed: -1 is not"),
         (["--corrupted", "1.5"], "--corrupted: 1.5 is not a share from 0 to 1"),
         (["--outliers", "-2"], "--outliers: -2 is not a whole number of at least 0"),
+        (["--precision", "float16"], "--precision: invalid choice: 'float16' (choose from"),
     ],
 )
 def test_bad_argument_is_one_line_error(tmp_path: Path, args: list[str], expected: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
-from training.presets import PRESETS
+from training.presets import PRESETS, fused_batch_normalization, plain_layers
 
 
 def test_cnn_sees_a_grey_background_and_faint_ink_as_the_plain_digit(mnist_dir: Path) -> None:
@@ -23,3 +23,50 @@ def test_cnn_sees_a_grey_background_and_faint_ink_as_the_plain_digit(mnist_dir: 
     # Equal but for the normalisation's epsilon, which weighs 4 times more at half the contrast.
     np.testing.assert_allclose(grey, plain, rtol=0.05, atol=1e-3)
     assert np.abs(plain).max() > 1  # standardised, not flattened
+
+
+def _conv_net(normalisation: type[keras.layers.BatchNormalization]) -> keras.Model:
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x = normalisation(momentum=0.9)(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    return model
+
+
+def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(mnist_dir: Path) -> None:
+    test = load_split(mnist_dir, "test")
+    x, y = to_model_input(test.images[:64]), np.eye(10, dtype=np.float32)[test.labels[:64]]
+    stock, fused = _conv_net(keras.layers.BatchNormalization), _conv_net(fused_batch_normalization())
+    fused.set_weights(stock.get_weights())
+    stock.train_on_batch(x, y)
+    fused.train_on_batch(x, y)
+    for before, after in zip(stock.weights, fused.weights, strict=True):
+        # Equal but for float32 rounding (sums in another order); the fused kernel's running
+        # variance also carries Bessel's n/(n-1), here 1 + 1/43,000.
+        np.testing.assert_allclose(after.numpy(), before.numpy(), rtol=1e-3, atol=1e-5, err_msg=before.path)
+    untrained = _conv_net(keras.layers.BatchNormalization).get_weights()[0]
+    assert not np.allclose(stock.get_weights()[0], untrained)  # the step did move the weights
+
+
+def test_fused_batch_norm_trains_on_the_fused_kernel() -> None:
+    import tensorflow as tf
+
+    layer = fused_batch_normalization()()
+    step = tf.function(lambda images: layer(images, training=True))
+    graph = step.get_concrete_function(tf.TensorSpec((2, 4, 4, 3))).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+
+def test_plain_layers_publishes_stock_keras_layers_with_the_same_answers(mnist_dir: Path) -> None:
+    fused = _conv_net(fused_batch_normalization())
+    x = to_model_input(load_split(mnist_dir, "test").images[:64])
+    fused.train_on_batch(x, np.eye(10, dtype=np.float32)[np.arange(64) % 10])
+    published = plain_layers(fused)
+    assert {type(layer) for layer in published.layers} <= {
+        keras.layers.InputLayer, keras.layers.Conv2D, keras.layers.BatchNormalization,
+        keras.layers.Flatten, keras.layers.Dense,
+    }  # fmt: skip
+    np.testing.assert_array_equal(published.predict(x, verbose=0), fused.predict(x, verbose=0))

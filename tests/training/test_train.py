@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,7 @@ def test_training_records_history_hyperparameters_and_data(seed_metadata: ModelM
         "seed": 1,
         "corrupted": 0.0,
         "outliers": 0,
+        "precision": "float32",
         "limit": 6000,
     }
     assert record.train_samples == 6000
@@ -179,7 +182,19 @@ def test_same_seed_gives_identical_runs(tmp_path: Path, mnist_dir: Path) -> None
 def test_cnn_run_exports_a_savedmodel_into_the_version_folder(tmp_path: Path, mnist_dir: Path) -> None:
     import tensorflow as tf
 
-    train(tmp_path, mnist_dir, "--preset", "cnn", "--limit", "2000", "--epochs", "1", savedmodel=True)
+    train(
+        tmp_path,
+        mnist_dir,
+        "--preset",
+        "cnn",
+        "--limit",
+        "2000",
+        "--epochs",
+        "1",
+        "--precision",
+        "mixed_bfloat16",
+        savedmodel=True,
+    )
     store = ModelStore(tmp_path)
     loaded = store.load()
     folder = loaded.path
@@ -190,6 +205,11 @@ def test_cnn_run_exports_a_savedmodel_into_the_version_folder(tmp_path: Path, mn
     assert loaded.metadata.files["savedmodel"] == SAVED_MODEL_FILE
     assert loaded.metadata.training.preset == "cnn"
     assert loaded.metadata.training.hyperparameters["limit"] == 2000
+    # Trained with a fused batch norm, published as stock Keras layers computing in float32.
+    layers = json.loads(zipfile.ZipFile(folder / MODEL_FILE).read("config.json"))["config"]["layers"]
+    assert {layer["module"] for layer in layers} == {"keras.layers"}
+    policies = [layer["config"]["dtype"] for layer in layers if layer["class_name"] != "InputLayer"]
+    assert {policy["config"]["name"] for policy in policies} == {"float32"}
 
     exported = tf.saved_model.load(str(folder))
     serving = exported.signatures["serving_default"]
@@ -239,10 +259,19 @@ def test_hyperparameters_from_applies_every_override() -> None:
             "0.25",
             "--outliers",
             "8",
+            "--precision",
+            "mixed_bfloat16",
         ]
     )
     assert hyperparameters_from(args) == Hyperparameters(
-        epochs=3, batch_size=64, learning_rate=0.5, holdout=1000, seed=9, corrupted=0.25, outliers=8
+        epochs=3,
+        batch_size=64,
+        learning_rate=0.5,
+        holdout=1000,
+        seed=9,
+        corrupted=0.25,
+        outliers=8,
+        precision="mixed_bfloat16",
     )
 
 
