@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from model_store.preprocessing import INPUT_SHAPE, NUM_CLASSES
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 Precision = Literal["float32", "mixed_bfloat16"]
-PRECISIONS: tuple[Precision, ...] = ("float32", "mixed_bfloat16")
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
