@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from model_store.runtimes import Runtime, RuntimeChoice
+from model_store.runtimes import INSTALL_KERAS_HINT, Runtime, RuntimeChoice, keras_installed
 from model_store.settings import StoreSettings
 from model_store.store import parse_version
 
@@ -66,10 +66,13 @@ class Settings(StoreSettings):
     # ONNX Runtime's threads per worker; 0: the cores this process may use, shared among the workers.
     runtime_threads: int = Field(0, ge=0)
 
-    # Explanations (integrated gradients) computed at once; more get 503 at once, not a queue.
+    # How explanations are computed: integrated gradients (needs TensorFlow), occlusion (forward
+    # passes on the serving runtime only), or auto: integrated gradients where TensorFlow is installed.
+    explain_method: Literal["auto", "integrated_gradients", "occlusion"] = "auto"
+    # Explanations computed at once; more get 503 at once, not a queue.
     explain_concurrency: int = Field(1, ge=1)
-    # Explanations need TensorFlow, which serving on ONNX Runtime otherwise never imports: the first
-    # explanation in a worker then takes a few seconds and ~0.5 GB. True pays that before ready.
+    # Integrated gradients need TensorFlow, which serving on ONNX Runtime otherwise never imports: the
+    # first explanation in a worker then takes a few seconds and ~0.5 GB. True pays that before ready.
     explain_warmup: bool = False
 
     # Follow the store: seconds between looks for a newer version (0 = never; ignored when pinned).
@@ -97,6 +100,18 @@ class Settings(StoreSettings):
     def runtime_choice(self) -> RuntimeChoice:
         threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
         return RuntimeChoice(self.runtime, threads)
+
+    def explain_method_used(self) -> Literal["integrated_gradients", "occlusion"]:
+        if self.explain_method == "auto":
+            return "integrated_gradients" if keras_installed() else "occlusion"
+        return self.explain_method
+
+    @field_validator("runtime", "explain_method")
+    @classmethod
+    def _keras_where_needed(cls, value: str) -> str:
+        if value in ("tensorflow", "integrated_gradients") and not keras_installed():
+            raise ValueError(f"{value} needs Keras and TensorFlow, not installed here: {INSTALL_KERAS_HINT}")
+        return value
 
     @field_validator("admin_token")
     @classmethod
@@ -127,7 +142,7 @@ class Settings(StoreSettings):
                 )
         return value
 
-    @field_validator("log_level", "runtime", mode="before")
+    @field_validator("log_level", "runtime", "explain_method", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -38,13 +38,14 @@ from app.serving.reload import ModelManager, load_serving_model, serving_policy
 from app.serving.state import Predictor, ServiceState
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
+from model_store.runtimes import keras_installed
 from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger("app")
 
 
 def configure_tensorflow(threads: int) -> None:
-    if not threads:
+    if not threads or not keras_installed():
         return  # not imported for nothing: serving on ONNX Runtime needs no TensorFlow
     import tensorflow as tf
 
@@ -106,7 +107,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         serving.loaded.path,
         os.getpid(),
     )
-    explainer = ExplainService(settings.explain_concurrency)
+    explainer = ExplainService(settings.explain_concurrency, settings.explain_method_used())
     if settings.explain_warmup:
         explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
     state = ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)

@@ -12,6 +12,7 @@ the export at publish time (`export_onnx`), next to the SavedModel, with the SHA
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -46,6 +47,15 @@ class RuntimeChoice:
 
 
 DEFAULT_RUNTIME = RuntimeChoice()
+
+# What to do where `keras_installed()` is False: the serving image has neither TensorFlow nor Keras.
+INSTALL_KERAS_HINT = "install the `train` extra (pip install 'mnist-serve[train]') or use the full image"
+
+
+def keras_installed() -> bool:
+    """Whether Keras and TensorFlow can be imported here (without importing them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("keras", "tensorflow"))
+
 
 # model input (N, *input shape) float32 -> (probabilities, logits, penultimate features)
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]

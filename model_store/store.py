@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.preprocessing import NUM_CLASSES
-from model_store.runtimes import ONNX_FILE, export_onnx, file_sha256
+from model_store.runtimes import INSTALL_KERAS_HINT, ONNX_FILE, export_onnx, file_sha256, keras_installed
 
 if TYPE_CHECKING:
     import keras
@@ -66,9 +66,13 @@ class LoadedModel:
         """The Keras model, loaded and checked against the metadata (InvalidModelError if it cannot
         be). Serving on ONNX Runtime never asks for it unless a request asks for an explanation, so
         such a process never imports TensorFlow: it starts in a fraction of the time and memory."""
+        model_path = self.path / MODEL_FILE
+        if not keras_installed():
+            raise ModelStoreError(
+                f"{model_path}: reading it needs Keras and TensorFlow; {INSTALL_KERAS_HINT}"
+            )
         import keras  # deferred: listing versions or serving the export must not import TensorFlow
 
-        model_path = self.path / MODEL_FILE
         try:
             model = keras.saving.load_model(model_path, compile=False)
         except Exception as exc:  # keras raises many types for a damaged archive

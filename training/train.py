@@ -25,7 +25,8 @@ from model_store.metadata import (
 )
 from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, NUM_CLASSES, to_model_input
-from model_store.reporting import one_line_errors
+from model_store.reporting import fail, one_line_errors
+from model_store.runtimes import INSTALL_KERAS_HINT, keras_installed
 from model_store.store import ModelStore
 from model_store.trust import RELIABILITY_DIAGRAM_FILE, TRUST_STATISTICS_FILE, TRUST_TABLE_FILE
 from training.arguments import PROG, hyperparameters_from, parse_args
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     hp = hyperparameters_from(args)
+    if not (args.download_only or keras_installed()):
+        fail(PROG, f"training needs Keras and TensorFlow, which this install lacks; {INSTALL_KERAS_HINT}")
 
     # Prepare the data: verified IDX files, scaled by the store's one input convention.
     if not args.no_download:

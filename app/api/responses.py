@@ -83,9 +83,11 @@ def overlay_png(pixels: np.ndarray, attributions: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def describe_explanation(pixels: np.ndarray, found: explain.Explanation, steps: int) -> Explanation:
+def describe_explanation(pixels: np.ndarray, found: explain.Explanation) -> Explanation:
     return Explanation(
-        steps=steps,
+        method=found.method,
+        steps=found.steps,
+        patch=found.patch,
         digit=found.digit,
         runner_up=found.runner_up,
         runner_up_probability=float(found.probabilities[found.runner_up]),

@@ -56,14 +56,21 @@ class Normalisation(BaseModel):
 class Explanation(BaseModel):
     """Why the network chose `digit`: an attribution per pixel of the 28x28 image it saw."""
 
-    method: Literal["integrated_gradients"] = "integrated_gradients"
-    steps: int = Field(description="points on the path from a black image to the input", examples=[32])
+    method: Literal["integrated_gradients", "occlusion"] = Field(
+        description="integrated gradients where the service has TensorFlow; occlusion (forward passes "
+        "only) in the serving image or with MNIST_EXPLAIN_METHOD=occlusion"
+    )
+    steps: int | None = Field(
+        None, description="integrated gradients: points on the path from a black image", examples=[32]
+    )
+    patch: int | None = Field(None, description="occlusion: side of the square of pixels blacked out")
     digit: int = Field(ge=0, le=9, description="the digit explained: the predicted one", examples=[8])
     runner_up: int = Field(ge=0, le=9, description="the second most probable digit", examples=[3])
     runner_up_probability: float = Field(examples=[0.0002])
     attributions: list[list[float]] = Field(
         description="28 rows of 28: how much each pixel added to (positive) or took from (negative) "
-        "the digit's probability; they sum to about p(image) - p(black image)"
+        "the digit's probability against a black image; by integrated gradients they sum to about "
+        "p(image) - p(black image)"
     )
     overlay_png: str = Field(
         description="base64 PNG, 224x224: the digit in grey, pixels for the digit in red, against in blue"

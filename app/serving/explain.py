@@ -1,19 +1,28 @@
-"""Why the network chose its digit: integrated gradients (Sundararajan et al., 2017).
+"""Why the network chose its digit: a map of what each pixel contributed to the digit's probability.
 
-A pixel's attribution is its value times the mean gradient of the chosen digit's probability along
-the straight path from a black image (MNIST's background: no ink, no evidence) to the input. The
-attributions add up to p(input) - p(black), no second model is needed, and it is one batched
-backward pass: the `steps` points of the path go through the network together. That still costs
-about `steps` forward passes, so explaining stays off the batched fast path (`ExplainService`).
+Two methods, both measured against a black image (MNIST's background: no ink, no evidence):
+
+- **Integrated gradients** (Sundararajan et al., 2017), where TensorFlow is installed. A pixel's
+  attribution is its value times the mean gradient of the chosen digit's probability along the
+  straight path from black to the input; the attributions add up to p(input) - p(black). One batched
+  backward pass through the `steps` points of the path, about `steps` forward passes of work.
+- **Occlusion** (Zeiler and Fergus, 2014), forward passes only, on whatever runtime serves the
+  version: each `patch` x `patch` square (every `stride` pixels) is blacked out in turn, and the drop
+  in the digit's probability is shared among that square's pixels by their ink, averaged over the
+  squares covering each pixel. The serving image has no TensorFlow and explains this way.
+
+Either costs tens to hundreds of forward passes, so explaining stays off the batched fast path
+(`ExplainService`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -26,7 +35,10 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
+Method = Literal["integrated_gradients", "occlusion"]
 STEPS = 32
+PATCH = 4
+STRIDE = 2  # with PATCH 4 on 28 pixels: 13 x 13 squares, each interior pixel under 4 of them
 PREDICTED = -1  # as a target: the digit the network predicts for the image
 
 Attribute = Callable[["tf.Tensor", "tf.Tensor"], tuple["tf.Tensor", "tf.Tensor", "tf.Tensor"]]
@@ -67,21 +79,30 @@ class Explanation:
     digit: int  # the digit explained (the predicted one unless asked otherwise)
     attributions: np.ndarray  # (28, 28) float32, in units of probability
     probabilities: np.ndarray  # (10,)
+    method: Method
+    steps: int | None = None  # integrated gradients: points on the path
+    patch: int | None = None  # occlusion: side of the square blacked out
 
     @property
     def runner_up(self) -> int:
         return int(np.argsort(self.probabilities)[-2])
 
 
-class Explainer:
-    """Integrated-gradients maps for one model version."""
+class Explains(Protocol):
+    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
+        """Model inputs (N, 28, 28, 1) float32 -> one explanation each (of `targets`, else of the
+        predicted digits)."""
+        ...
+
+
+class IntegratedGradients:
+    """Integrated-gradients maps for one Keras model."""
 
     def __init__(self, model: keras.Model, input_shape: tuple[int, ...], steps: int = STEPS) -> None:
         self.steps = steps
         self._attribute = integrated_gradients(model, input_shape, steps)
 
     def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
-        """Model inputs (N, 28, 28, 1) float32 -> one explanation each."""
         import tensorflow as tf
 
         wanted = np.full(len(images), PREDICTED) if targets is None else targets
@@ -89,9 +110,55 @@ class Explainer:
             tf.constant(images, tf.float32), tf.constant(wanted, tf.int32)
         )
         return [
-            Explanation(int(digit), a, p)
+            Explanation(int(digit), a, p, "integrated_gradients", steps=self.steps)
             for digit, a, p in zip(chosen.numpy(), attributions.numpy(), probabilities.numpy(), strict=True)
         ]
+
+
+class Occlusion:
+    """Occlusion maps from a forward pass: model input (N, *input_shape) -> probabilities (N, 10)."""
+
+    def __init__(
+        self,
+        forward: Callable[[np.ndarray], np.ndarray],
+        input_shape: tuple[int, ...],
+        patch: int = PATCH,
+        stride: int = STRIDE,
+    ) -> None:
+        self.patch = patch
+        self._forward = forward
+        side = input_shape[0]
+        starts = range(0, side - patch + 1, stride)
+        self._squares = np.zeros((len(starts) ** 2, *input_shape), np.float32)
+        for square, (row, column) in zip(self._squares, itertools.product(starts, starts), strict=True):
+            square[row : row + patch, column : column + patch] = 1
+        self._covering = np.maximum(self._squares.sum(axis=0), 1)  # squares over each pixel
+
+    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
+        kept = 1 - self._squares  # (S, *shape): 0 inside each square
+        occluded = images[:, np.newaxis] * kept  # (N, S, *shape)
+        probabilities = self._forward(np.concatenate([images, occluded.reshape(-1, *images.shape[1:])]))
+        originals, each = (
+            probabilities[: len(images)],
+            probabilities[len(images) :].reshape(len(images), -1, 10),
+        )
+        digits = np.argmax(originals, axis=1) if targets is None else targets
+        found = []
+        for i, digit in enumerate(digits):
+            drops = originals[i, digit] - each[i, :, digit]  # (S,)
+            ink = np.abs(images[i]) * self._squares  # (S, *shape): each square's share by its ink
+            shares = ink / np.maximum(ink.sum(axis=tuple(range(1, ink.ndim)), keepdims=True), 1e-12)
+            attributions = np.tensordot(drops, shares, axes=1) / self._covering
+            found.append(
+                Explanation(
+                    int(digit),
+                    attributions[..., 0].astype(np.float32),
+                    originals[i],
+                    "occlusion",
+                    patch=self.patch,
+                )
+            )
+        return found
 
 
 class ExplainService:
@@ -100,11 +167,14 @@ class ExplainService:
     that explain is busy (ExplainBusyError -> 503), so a flood of explain requests can neither take
     the forward-pass thread nor pile up work, and plain predictions never wait for them."""
 
-    def __init__(self, concurrency: int, wait_seconds: float = 1.0) -> None:
+    def __init__(
+        self, concurrency: int, method: Method = "integrated_gradients", wait_seconds: float = 1.0
+    ) -> None:
+        self.method = method
         self._slots = asyncio.Semaphore(concurrency)
         self._wait = wait_seconds
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="explain")
-        self._latest: tuple[ServingModel, Explainer] | None = None
+        self._latest: tuple[ServingModel, Explains] | None = None
 
     async def explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
         """uint8 digits (N, 28, 28) in MNIST polarity, explained by `serving`'s network."""
@@ -121,13 +191,18 @@ class ExplainService:
     def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
         return self.explainer(serving).explain(to_model_input(pixels, serving.loaded.metadata.input))
 
-    def explainer(self, serving: ServingModel) -> Explainer:
-        """One traced graph for the version being served, built on its first explanation (or by
-        calling this ahead of time, blocking)."""
+    def explainer(self, serving: ServingModel) -> Explains:
+        """The explainer of the version being served, made on its first explanation (or by calling
+        this ahead of time, blocking: integrated gradients trace a graph)."""
         latest = self._latest
         if latest is None or latest[0] is not serving:
-            spec = serving.loaded.metadata.input
-            latest = self._latest = (serving, Explainer(serving.loaded.model, spec.shape))
+            shape = serving.loaded.metadata.input.shape
+            explainer: Explains
+            if self.method == "occlusion":
+                explainer = Occlusion(lambda images: serving.forward_float(images)[0], shape)
+            else:
+                explainer = IntegratedGradients(serving.loaded.model, shape)
+            latest = self._latest = (serving, explainer)
         return latest[1]
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ class PeerInterpreter:
 
 
 def find_interpreter(module: str, venv_dir: Path = DEFAULT_VENV) -> PeerInterpreter:
-    """A Python that imports `module`: this one (a venv with `.[bench]`), else the peers' venv."""
+    """A Python that imports `module`: this one (a venv with `.[train,bench]`), else the peers' venv."""
     if importlib.util.find_spec(module) is not None:
         return PeerInterpreter(sys.executable, metadata.version(module))
     python = peer_python(venv_dir)

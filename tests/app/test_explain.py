@@ -1,4 +1,5 @@
-"""Explanations: integrated-gradients maps that mean something, served without slowing predictions."""
+"""Explanations: attribution maps that mean something, by either method, served without slowing
+predictions."""
 
 from __future__ import annotations
 
@@ -15,7 +16,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.serving.explain import ExplainBusyError, Explainer, ExplainService, Explanation
+from app.config import Settings
+from app.main import create_app
+from app.serving.explain import (
+    ExplainBusyError,
+    Explains,
+    ExplainService,
+    Explanation,
+    IntegratedGradients,
+    Method,
+    Occlusion,
+)
 from app.serving.inference import ServingModel
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
@@ -23,6 +34,7 @@ from model_store.store import ModelStore
 from tests.app.conftest import encode
 
 DIGITS = 500
+METHODS: tuple[Method, ...] = ("integrated_gradients", "occlusion")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +42,26 @@ def serving(trained_store: Path) -> ServingModel:
     return ServingModel.compile(ModelStore(trained_store).load())
 
 
+def explainer_of(method: Method, model: keras.Model, shape: tuple[int, ...]) -> Explains:
+    if method == "occlusion":
+        return Occlusion(lambda images: keras.ops.convert_to_numpy(model(images, training=False)), shape)
+    return IntegratedGradients(model, shape)
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def method(request: pytest.FixtureRequest) -> Method:
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="module")
-def maps(serving: ServingModel, test_split: MnistSplit) -> list[Explanation]:
-    explainer = Explainer(serving.loaded.model, serving.loaded.metadata.input.shape)
+def maps(serving: ServingModel, test_split: MnistSplit, method: Method) -> list[Explanation]:
+    shape = serving.loaded.metadata.input.shape
+    # Occlusion as the service runs it: on the serving runtime's forward pass.
+    explainer = (
+        Occlusion(lambda images: serving.forward_float(images)[0], shape)
+        if method == "occlusion"
+        else IntegratedGradients(serving.loaded.model, shape)
+    )
     images = to_model_input(test_split.images[:DIGITS])
     return [
         found for start in range(0, DIGITS, 50) for found in explainer.explain(images[start : start + 50])
@@ -76,7 +105,15 @@ def test_deleting_the_top_ranked_pixels_destroys_the_answer_much_faster_than_ran
     assert by_map[4] < 0.5 * at_random[4], (by_map.round(3), at_random.round(3))
 
 
-def test_maps_add_up_to_the_change_in_probability(serving: ServingModel, maps: list[Explanation]) -> None:
+def test_background_pixels_carry_no_evidence(maps: list[Explanation], test_split: MnistSplit) -> None:
+    background = test_split.images[:DIGITS] == 0
+    assert all(not found.attributions[black].any() for found, black in zip(maps, background, strict=True))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients"], indirect=True)
+def test_integrated_gradients_add_up_to_the_change_in_probability(
+    serving: ServingModel, maps: list[Explanation]
+) -> None:
     black = serving.forward(np.zeros((1, 28, 28), np.uint8))[0]
     gaps = [
         found.attributions.sum() - (found.probabilities[found.digit] - black[found.digit]) for found in maps
@@ -85,16 +122,17 @@ def test_maps_add_up_to_the_change_in_probability(serving: ServingModel, maps: l
 
 
 def test_a_network_with_random_weights_gives_different_maps(
-    serving: ServingModel, maps: list[Explanation], test_split: MnistSplit
+    serving: ServingModel, maps: list[Explanation], test_split: MnistSplit, method: Method
 ) -> None:
     """Adebayo et al.'s sanity check: the map must depend on what the network learned."""
     trained = serving.loaded.model
+    shape = serving.loaded.metadata.input.shape
     randomised = keras.models.clone_model(trained)  # same architecture, freshly initialised weights
     keras.utils.set_random_seed(1)
     images = to_model_input(test_split.images[:100])
     digits = np.array([found.digit for found in maps[:100]])
-    random_maps = Explainer(randomised, serving.loaded.metadata.input.shape).explain(images, digits)
-    again = Explainer(trained, serving.loaded.metadata.input.shape).explain(images, digits)
+    random_maps = explainer_of(method, randomised, shape).explain(images, digits)
+    again = explainer_of(method, trained, shape).explain(images, digits)
 
     inks = test_split.images[:100] > 0
 
@@ -125,7 +163,8 @@ def test_predict_with_explain_returns_a_map_and_an_overlay(
     body = response.json()
     explanation = body["explanation"]
     assert body["prediction"] == explanation["digit"] == 8
-    assert explanation["runner_up"] != 8 and explanation["steps"] == 32
+    assert explanation["method"] == "integrated_gradients"  # auto, with TensorFlow installed
+    assert explanation["runner_up"] != 8 and explanation["steps"] == 32 and explanation["patch"] is None
     attributions = np.array(explanation["attributions"])
     assert attributions.shape == (28, 28)
     ink = test_split.images[128] > 0
@@ -136,6 +175,25 @@ def test_predict_with_explain_returns_a_map_and_an_overlay(
     assert (
         client.post("/predict", files={"file": encode(test_split.images[128])}).json()["explanation"] is None
     )
+
+
+def test_occlusion_when_configured_needs_no_tensorflow_graph(
+    settings: Settings, test_split: MnistSplit
+) -> None:
+    with TestClient(create_app(settings.model_copy(update={"explain_method": "occlusion"}))) as client:
+        response = client.post("/predict?explain=true", files={"file": encode(test_split.images[128])})
+        assert response.status_code == 200, response.text
+        explanation = response.json()["explanation"]
+        assert (
+            explanation["method"] == "occlusion"
+            and explanation["patch"] == 4
+            and explanation["steps"] is None
+        )
+        assert explanation["digit"] == 8
+        attributions = np.array(explanation["attributions"])
+        assert attributions[test_split.images[128] == 0].max() == 0.0 and attributions.sum() > 0.1
+        # Served on ONNX Runtime and explained by its forward passes: the Keras model was never read.
+        assert "model" not in vars(client.app.state.service.holder.current.loaded)  # type: ignore[attr-defined]
 
 
 def test_kserve_v1_explain(client: TestClient, test_split: MnistSplit) -> None:

@@ -211,11 +211,29 @@ def test_final_stage_takes_only_wheels_from_the_build(stages: list[Stage], final
     assert installs, "the runtime stage installs the wheels"
 
 
-def test_wheels_are_built_from_the_project_dependencies(stages: list[Stage]) -> None:
+def requirements_for(stages: list[Stage], extras: str) -> list[str]:
+    """What the wheels stage's requirements step writes, run here with the build argument EXTRAS."""
+    step = next(r for s in stages[:-1] for r in s.all("RUN") if "requirements.txt" in r.value)
+    words = shlex.split(split_run_flags(step.value)[1])
+    script = words[words.index("python") + 2]  # python -c "<script>" > requirements.txt
+    env = os.environ | {"EXTRAS": extras}
+    found = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return found.stdout.split("\n")[:-1]
+
+
+def test_wheels_are_built_from_the_project_dependencies_and_the_chosen_extras(stages: list[Stage]) -> None:
     build_runs = " ".join(split_run_flags(r.value)[1] for s in stages[:-1] for r in s.all("RUN"))
-    assert "['project']['dependencies']" in build_runs, "dependency wheels come from [project].dependencies"
-    assert "optional-dependencies" not in build_runs
     assert re.search(r"pip wheel .*--no-deps .*\.$", build_runs), "then the project's own wheel"
+    extras = [a.value for s in stages[:-1] for a in s.all("ARG")]
+    assert extras == ["EXTRAS=train"], "the full image by default"
+    project = PYPROJECT["project"]
+    serving = project["dependencies"]
+    assert requirements_for(stages, "train") == serving + project["optional-dependencies"]["train"]
+    # --build-arg EXTRAS= : the serving image, without TensorFlow or Keras.
+    assert requirements_for(stages, "") == serving
+    assert not [dep for dep in serving if re.match(r"(tensorflow|keras|tf2onnx)\b", dep)], serving
 
 
 def test_runs_as_an_unprivileged_user(final: Stage) -> None:

@@ -14,7 +14,6 @@ from app.api.responses import describe_explanation, describe_normalisation, json
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
 from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
 from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
-from app.serving.explain import STEPS
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
@@ -63,8 +62,9 @@ class PredictOptions(BaseModel):
     include_image: bool = Field(False, description=INCLUDE_IMAGE)
     explain: bool = Field(
         False,
-        description="also explain the answer: a 28x28 attribution map (integrated gradients) and an "
-        "overlay PNG; costs about 30 forward passes, at most MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)",
+        description="also explain the answer: a 28x28 attribution map (integrated gradients, or "
+        "occlusion without TensorFlow) and an overlay PNG; costs 30-170 forward passes, at most "
+        "MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)",
     )
 
 
@@ -87,7 +87,7 @@ async def predict(request: Request, predictor: PredictorDep) -> Response:
     explanation = None
     if options.explain:
         found = await predictor.explain(digit.pixels[np.newaxis], result.model)
-        explanation = describe_explanation(digit.pixels, found[0], STEPS)
+        explanation = describe_explanation(digit.pixels, found[0])
     prediction = Prediction(
         **scores(result, 0),
         model=model_ref(result.model),

@@ -10,7 +10,6 @@ from app.api.deps import PredictorDep, StateDep
 from app.api.errors import ApiError
 from app.api.responses import describe_explanation, model_ref, scores
 from app.api.schemas import ErrorBody, Explanation, ModelRef, Scores
-from app.serving.explain import STEPS
 from model_store.preprocessing import IMAGE_SIDE
 
 router = APIRouter(prefix="/v1", tags=["explain"])
@@ -59,8 +58,9 @@ def instances_to_pixels(instances: list[list[int] | list[list[int]]]) -> np.ndar
 async def explain(
     name: str, body: ExplainRequest, state: StateDep, predictor: PredictorDep
 ) -> ExplainResponse:
-    """Predict and explain up to 8 digits: an integrated-gradients map per digit, for the predicted
-    one, with an overlay PNG and the runner-up. 503 (Retry-After) while explanations are busy."""
+    """Predict and explain up to 8 digits: an attribution map per digit (integrated gradients, or
+    occlusion without TensorFlow), for the predicted one, with an overlay PNG and the runner-up.
+    503 (Retry-After) while explanations are busy."""
     if name != state.holder.current.name:
         raise ApiError(404, f"unknown model {name!r}; this server serves {state.holder.current.name!r}")
     pixels = instances_to_pixels(body.instances)
@@ -71,7 +71,7 @@ async def explain(
         explanations=[
             ExplainedInstance(
                 **scores(result, i),
-                explanation=describe_explanation(pixels[i], found[i], STEPS),
+                explanation=describe_explanation(pixels[i], found[i]),
             )
             for i in range(len(pixels))
         ],
