@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the project's Dockerfile, exactly as written, with buildah: no Docker engine, no registry.
 #
-#   scripts/build-image.sh [TAG]            # default mnist-serve:latest; run as root
+#   scripts/build-image.sh [TAG] [OPTION...] # default mnist-serve:latest; run as root
+#   scripts/build-image.sh mnist-serve:serving --build-arg EXTRAS=   # the image without TensorFlow
 #   buildah $(scripts/build-image.sh --storage-flags) images
 #
 # Base image: where no registry of base images can be reached, `python:3.11-slim` is a stand-in made
@@ -23,6 +24,7 @@ if [ "${1:-}" = --storage-flags ]; then
   exit 0
 fi
 TAG=${1:-mnist-serve:latest}
+shift $(( $# > 0 ? 1 : 0 ))  # the rest go to `buildah bud`, before the context
 
 for tool in buildah debootstrap; do
   if ! command -v "$tool" >/dev/null; then
@@ -81,7 +83,7 @@ fi
 # stage's files changed, so an image built with layer caching can hold stale code. The base image and
 # pip's download cache make a rebuild fast enough without it.
 buildah "${STORAGE_FLAGS[@]}" bud --isolation chroot --format docker --layers=false --pull=false \
-  --tag "$TAG" --file Dockerfile .
+  --tag "$TAG" --file Dockerfile "$@" .
 # A rebuilt tag leaves its previous image untagged, and the vfs driver keeps every image as a full
 # copy of its tree (about 5 GB here): left alone, a day of rebuilds filled the disk. This storage is
 # the script's own, so every untagged image in it is such a leftover.

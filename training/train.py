@@ -32,7 +32,6 @@ from model_store.trust import RELIABILITY_DIAGRAM_FILE, TRUST_STATISTICS_FILE, T
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS, Hyperparameters, plain_layers
-from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
 
 log = logging.getLogger("training")
 OUTLIER_POOL = 8000
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only now: --help, a bad argument and --download-only never load TensorFlow.
     import keras
 
+    from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
     from training.robustness import benchmark, classifier, write_report
     from training.trust import compute_trust
 

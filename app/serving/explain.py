@@ -22,7 +22,7 @@ import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 import numpy as np
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 Method = Literal["integrated_gradients", "occlusion"]
+METHODS: tuple[Method, ...] = get_args(Method)
 STEPS = 32
 PATCH = 4
 STRIDE = 2  # with PATCH 4 on 28 pixels: 13 x 13 squares, each interior pixel under 4 of them

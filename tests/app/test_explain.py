@@ -19,6 +19,7 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from app.serving.explain import (
+    METHODS,
     ExplainBusyError,
     Explains,
     ExplainService,
@@ -28,13 +29,13 @@ from app.serving.explain import (
     Occlusion,
 )
 from app.serving.inference import ServingModel
+from bench.explain import deletion_curves
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
 from model_store.store import ModelStore
 from tests.app.conftest import encode
 
 DIGITS = 500
-METHODS: tuple[Method, ...] = ("integrated_gradients", "occlusion")
 
 
 @pytest.fixture(scope="module")
@@ -68,36 +69,10 @@ def maps(serving: ServingModel, test_split: MnistSplit, method: Method) -> list[
     ]
 
 
-def deletion_curve(
-    serving: ServingModel, images: np.ndarray, digits: np.ndarray, orders: np.ndarray, steps: int = 20
-) -> np.ndarray:
-    """Mean probability of each image's digit as its pixels are blacked out in `orders`, 5 % a step."""
-    curve = []
-    for step in range(steps + 1):
-        cut = images.reshape(len(images), -1).copy()
-        count = round(784 * step / steps / 4)  # up to a quarter of the pixels: about all the ink
-        np.put_along_axis(cut, orders[:, :count], 0, axis=1)
-        probabilities = serving.forward(cut.reshape(images.shape))
-        curve.append(probabilities[np.arange(len(images)), digits].mean())
-    return np.array(curve)
-
-
-def ink_first_at_random(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    flat = image.reshape(-1)
-    return np.concatenate([rng.permutation(np.flatnonzero(flat > 0)), np.flatnonzero(flat == 0)])
-
-
 def test_deleting_the_top_ranked_pixels_destroys_the_answer_much_faster_than_random(
     serving: ServingModel, maps: list[Explanation], test_split: MnistSplit
 ) -> None:
-    images = test_split.images[:DIGITS]
-    digits = np.array([found.digit for found in maps])
-    ranked = np.argsort(-np.stack([found.attributions for found in maps]).reshape(DIGITS, -1), axis=1)
-    rng = np.random.default_rng(0)
-    # The fair random baseline deletes ink only: blacking out background pixels changes nothing.
-    random_orders = np.stack([ink_first_at_random(image, rng) for image in images])
-    by_map = deletion_curve(serving, images, digits, ranked)
-    at_random = deletion_curve(serving, images, digits, random_orders)
+    by_map, at_random = deletion_curves(serving, maps, test_split.images[:DIGITS])
     ratio = np.trapezoid(by_map) / np.trapezoid(at_random)
     # Measured on the session's small model: about 0.3 (README states the full model's number).
     assert ratio < 0.6, f"area under the deletion curve, map / random ink = {ratio:.2f}"

@@ -1,6 +1,6 @@
 """The serving install: the project without its `train` extra, as in the serving image.
 
-Each case runs in a fresh interpreter where Keras, TensorFlow and tf2onnx cannot be imported (their
+Each case runs in a fresh interpreter where the `train` extra's packages cannot be imported (their
 `sys.modules` entries are None, which is how Python reports a missing package to `import` and to
 `importlib.util.find_spec`). The image test (tests/deploy/test_image.py) runs the same service in
 an image built without them.
@@ -22,7 +22,8 @@ from model_store.runtimes import ONNX_FILE
 from model_store.store import ModelStore
 from tests.conftest import REPO_ROOT
 
-HIDE = "import sys; sys.modules.update(dict.fromkeys(['keras', 'tensorflow', 'tf2onnx']))\n"
+TRAIN_EXTRA_MODULES = ["keras", "tensorflow", "tf2onnx", "matplotlib", "scipy", "skimage"]
+HIDE = f"import sys; sys.modules.update(dict.fromkeys({TRAIN_EXTRA_MODULES}))\n"
 
 SERVE = """
 import json, sys

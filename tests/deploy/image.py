@@ -71,12 +71,13 @@ class Image:
     untagged_after_build: list[str]  # image IDs left in the build's storage without a name
 
 
-def build_image(log_path: Path) -> Image:
+def build_image(log_path: Path, tag: str = IMAGE_TAG, options: tuple[str, ...] = ()) -> Image:
+    """scripts/build-image.sh TAG OPTIONS... (`buildah bud` options, e.g. --build-arg EXTRAS=)."""
     base_was_cached = buildah("inspect", "--type", "image", "python:3.11-slim", check=False).returncode == 0
     started = time.monotonic()
     with log_path.open("w") as log:
         result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), IMAGE_TAG],
+            ["bash", str(BUILD_SCRIPT), tag, *options],
             stdout=log,
             stderr=subprocess.STDOUT,
             timeout=BUILD_TIMEOUT_SECONDS,
@@ -84,11 +85,11 @@ def build_image(log_path: Path) -> Image:
         )
     seconds = time.monotonic() - started
     assert result.returncode == 0, f"build failed:\n{log_path.read_text()[-4000:]}"
-    inspected = json.loads(buildah("inspect", "--type", "image", IMAGE_TAG).stdout)
+    inspected = json.loads(buildah("inspect", "--type", "image", tag).stdout)
     config = inspected["Docker"]["config"]
-    size = json.loads(buildah("images", "--json", IMAGE_TAG).stdout)[0]["size"]  # e.g. "1.94 GB"
+    size = json.loads(buildah("images", "--json", tag).stdout)[0]["size"]  # e.g. "1.94 GB"
     untagged = buildah("images", "--quiet", "--filter", "dangling=true").stdout.split()
-    return Image(IMAGE_TAG, seconds, base_was_cached, config, decimal_bytes(size), untagged)
+    return Image(tag, seconds, base_was_cached, config, decimal_bytes(size), untagged)
 
 
 def remove_image(image: Image) -> None:

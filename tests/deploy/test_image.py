@@ -16,6 +16,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -48,6 +50,11 @@ READY_TIMEOUT_SECONDS = 180
 TRAIN_ARGS = ["--preset", "cnn", "--limit", "12000", "--epochs", "2", "--seed", "7", "--no-download"]
 DIGITS = 20
 SERVE_SCRIPT = "/opt/venv/bin/mnist-serve"
+SERVING_TAG = "mnist-serve:test-serving"
+SERVING_OPTIONS = ("--build-arg", "EXTRAS=")
+FIND_TRAINING_PACKAGES = (
+    "import importlib.util as u; print(*[n for n in ('tensorflow', 'keras', 'tf2onnx') if u.find_spec(n)])"
+)
 # Paths a process may write: the store, /tmp, and the base image's other sticky world-writable
 # folders (as in the official image; read-only under Kubernetes' readOnlyRootFilesystem).
 WRITABLE = {"/models", "/tmp", "/var/tmp", "/run/lock"}
@@ -117,45 +124,69 @@ def test_train_command_publishes_into_the_mounted_store(box: Container, store: P
     assert version.stat().st_uid == APP_UID, "published by the image's user"
 
 
+@contextmanager
+def serving(image: Image, box: Container, log_path: Path) -> Iterator[Server]:
+    """The image's CMD serving the mounted store on a free port until the block ends, then stopped
+    by SIGTERM as `docker stop` does; the shutdown must be graceful."""
+    port = free_port()
+    # As `docker run -e MNIST_PORT=...`: a free port on this host's network (the image binds 0.0.0.0).
+    server = Server(f"http://127.0.0.1:{port}", {"MNIST_PORT": str(port)})
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        command = box.command(image.config["Cmd"], server.env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(process, server.url, log_path)
+        server.cold_start_seconds = time.monotonic() - started
+        print(f"\ncold start of {image.tag}'s CMD to ready: {server.cold_start_seconds:.1f} s")
+        # The server: python running the image's console script (not buildah's own helpers).
+        server.pids = [p for p in process_tree(process.pid) if is_python_running(cmdline(p), SERVE_SCRIPT)]
+        assert server.pids, f"no {SERVE_SCRIPT} process under {process.pid}"
+        yield server
+    finally:
+        stop(process, server.pids)
+    log_text = log_path.read_text()
+    assert "Application shutdown complete" in log_text, log_text[-3000:]
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    pids: list[int] = field(default_factory=list)
+    cold_start_seconds: float = 0.0
+
+
+def predicts_test_digits(url: str, mnist_dir: Path) -> None:
+    test = load_split(mnist_dir, "test")
+    for index in range(DIGITS):
+        files = {"file": (f"digit-{index}.png", png_of(test.images[index]), "image/png")}
+        response = httpx.post(f"{url}/predict", files=files, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["prediction"] == int(test.labels[index]), f"test digit {index}: {body}"
+        assert body["model"] == {"name": "mnist", "version": 1}
+
+
+def needs_trained_version(store: Path) -> None:
+    if not (store / "mnist" / "1").is_dir():
+        pytest.skip("needs the version that test_train_command_publishes_into_the_mounted_store trains")
+
+
 def test_image_command_serves_the_trained_model(
     image: Image, box: Container, store: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
-    if not (store / "mnist" / "1").is_dir():
-        pytest.skip("needs the version that test_train_command_publishes_into_the_mounted_store trains")
-    port = free_port()
-    # As `docker run -e MNIST_PORT=...`: a free port on this host's network (the image binds 0.0.0.0).
-    env = {"MNIST_PORT": str(port)}
-    url = f"http://127.0.0.1:{port}"
+    needs_trained_version(store)
     health = image.config["Healthcheck"]
     assert health["Test"][0] == "CMD"
     probe = health["Test"][1:]
     probe_timeout = health["Timeout"] / 1e9 + 10
-    log_path = tmp_path / "server.log"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        command = box.command(image.config["Cmd"], env)
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    servers: list[int] = []
-    try:
-        wait_ready(server, url, log_path)
-        print(f"\ncold start of the image's CMD to ready: {time.monotonic() - started:.1f} s")
-
-        test = load_split(mnist_dir, "test")
-        for index in range(DIGITS):
-            files = {"file": (f"digit-{index}.png", png_of(test.images[index]), "image/png")}
-            response = httpx.post(f"{url}/predict", files=files, timeout=30)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            assert body["prediction"] == int(test.labels[index]), f"test digit {index}: {body}"
-            assert body["model"] == {"name": "mnist", "version": 1}
-
-        # The server: python running the image's console script (not buildah's own helpers).
-        servers = [p for p in process_tree(server.pid) if is_python_running(cmdline(p), SERVE_SCRIPT)]
-        assert servers, f"no {SERVE_SCRIPT} process under {server.pid}"
-        assert {uid_of(pid) for pid in servers} == {APP_UID}
+    with serving(image, box, tmp_path / "server.log") as server:
+        predicts_test_digits(server.url, mnist_dir)
+        assert {uid_of(pid) for pid in server.pids} == {APP_UID}
 
         # The HEALTHCHECK command, run in the container like the engine runs it, passes.
-        result = box.run(probe, env, timeout=probe_timeout)
+        result = box.run(probe, server.env, timeout=probe_timeout)
         assert result.returncode == 0, result.stderr
 
         # Nothing outside the store and /tmp is writable for the image's user (data mounted read-only).
@@ -165,12 +196,59 @@ def test_image_command_serves_the_trained_model(
         outside = {p for p in writable if not any(p == w or p.startswith(f"{w}/") for w in WRITABLE)}
         assert outside == set(), sorted(outside)[:20]
         assert {"/models", "/tmp"} <= writable
-    finally:
-        stop(server, servers)
-    log_text = log_path.read_text()
-    assert "Application shutdown complete" in log_text, log_text[-3000:]
     # ... and fails once nothing answers.
-    assert box.run(probe, env, timeout=probe_timeout).returncode != 0
+    assert box.run(probe, server.env, timeout=probe_timeout).returncode != 0
+
+
+# --- the serving image: --build-arg EXTRAS= -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serving_image(image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
+    built = build_image(tmp_path_factory.mktemp("serving-image") / "build.log", SERVING_TAG, SERVING_OPTIONS)
+    print(f"\nserving image built in {built.build_seconds:.0f} s: {built.size_bytes / 1e9:.2f} GB")
+    yield built
+    remove_image(built)
+
+
+@pytest.fixture(scope="module")
+def serving_box(serving_image: Image, store: Path, mnist_dir: Path) -> Iterator[Container]:
+    # As `box`, with the data too: buildah 1.28 mounts the image's anonymous /models volume over a
+    # lone --volume on the same path (with a second --volume it does not).
+    with container(serving_image, [f"{store}:/models", f"{mnist_dir}:/data/mnist:ro"]) as box:
+        yield box
+
+
+def test_serving_image_has_no_tensorflow_and_a_fraction_of_the_size(
+    image: Image, serving_image: Image, serving_box: Container
+) -> None:
+    found = serving_box.run(["python", "-c", FIND_TRAINING_PACKAGES])
+    assert found.returncode == 0 and found.stdout.split() == [], found.stdout + found.stderr
+    assert serving_image.size_bytes < 0.4 * image.size_bytes, (serving_image.size_bytes, image.size_bytes)
+    assert serving_image.config["Cmd"] == image.config["Cmd"]
+    assert serving_image.config["User"] == image.config["User"]
+
+
+def test_serving_image_serves_and_explains_by_occlusion(
+    serving_image: Image, serving_box: Container, store: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    needs_trained_version(store)
+    with serving(serving_image, serving_box, tmp_path / "server.log") as server:
+        predicts_test_digits(server.url, mnist_dir)
+        digit = load_split(mnist_dir, "test").images[128]
+        files = {"file": ("digit.png", png_of(digit), "image/png")}
+        answer = httpx.post(f"{server.url}/predict?explain=true", files=files, timeout=60).json()
+        assert answer["prediction"] == 8
+        assert answer["explanation"]["method"] == "occlusion" and answer["explanation"]["digit"] == 8
+
+
+def test_training_in_the_serving_image_is_one_line_naming_the_full_image(serving_box: Container) -> None:
+    result = serving_box.run(["mnist-train", "--no-download"])
+    assert result.returncode == 1
+    # buildah adds its own lines about the exit status; the program's own is one line, no traceback.
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("mnist-train")]
+    assert line.startswith("mnist-train: error: training needs Keras and TensorFlow") and "full image" in line
 
 
 def test_healthcheck_start_period_covers_the_cold_start() -> None:
