@@ -15,8 +15,8 @@
 FROM python:3.11-slim AS wheels
 
 # The project's extras to install beside its serving dependencies. The default `train` makes the
-# full image: the service, `mnist-train`, integrated-gradients explanations. `--build-arg EXTRAS=`
-# makes the serving image: no TensorFlow or Keras, a fifth of the size, explanations by occlusion.
+# full image: the service and `mnist-train`. `--build-arg EXTRAS=` makes the serving image: no
+# TensorFlow or Keras (so no integrated-gradients explanations), under a third of the size.
 ARG EXTRAS=train
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when pyproject.toml changes. The cache mount keeps

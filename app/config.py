@@ -66,13 +66,16 @@ class Settings(StoreSettings):
     # ONNX Runtime's threads per worker; 0: the cores this process may use, shared among the workers.
     runtime_threads: int = Field(0, ge=0)
 
-    # How explanations are computed: integrated gradients (needs TensorFlow), occlusion (forward
-    # passes on the serving runtime only), or auto: integrated gradients where TensorFlow is installed.
-    explain_method: Literal["auto", "integrated_gradients", "occlusion"] = "auto"
+    # How explanations are computed: occlusion (forward passes on the serving runtime only), or
+    # integrated gradients (TensorFlow). Occlusion is the more faithful on the default cnn, whose
+    # per-image normalisation makes the black-to-image path of integrated gradients degenerate
+    # (README, Explanations), and needs no TensorFlow.
+    explain_method: Literal["occlusion", "integrated_gradients"] = "occlusion"
     # Explanations computed at once; more get 503 at once, not a queue.
     explain_concurrency: int = Field(1, ge=1)
     # Integrated gradients need TensorFlow, which serving on ONNX Runtime otherwise never imports: the
-    # first explanation in a worker then takes a few seconds and ~0.5 GB. True pays that before ready.
+    # first explanation in a worker then takes a few seconds and ~0.5 GB. True pays that (or, for
+    # occlusion, the first explanation's small cost) before ready.
     explain_warmup: bool = False
 
     # Follow the store: seconds between looks for a newer version (0 = never; ignored when pinned).
@@ -100,11 +103,6 @@ class Settings(StoreSettings):
     def runtime_choice(self) -> RuntimeChoice:
         threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
         return RuntimeChoice(self.runtime, threads)
-
-    def explain_method_used(self) -> Literal["integrated_gradients", "occlusion"]:
-        if self.explain_method == "auto":
-            return "integrated_gradients" if keras_installed() else "occlusion"
-        return self.explain_method
 
     @field_validator("runtime", "explain_method")
     @classmethod

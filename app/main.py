@@ -107,7 +107,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         serving.loaded.path,
         os.getpid(),
     )
-    explainer = ExplainService(settings.explain_concurrency, settings.explain_method_used())
+    explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
     if settings.explain_warmup:
         explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
     state = ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)

@@ -57,8 +57,8 @@ class Explanation(BaseModel):
     """Why the network chose `digit`: an attribution per pixel of the 28x28 image it saw."""
 
     method: Literal["integrated_gradients", "occlusion"] = Field(
-        description="integrated gradients where the service has TensorFlow; occlusion (forward passes "
-        "only) in the serving image or with MNIST_EXPLAIN_METHOD=occlusion"
+        description="occlusion (forward passes only; the default) or integrated gradients "
+        "(MNIST_EXPLAIN_METHOD=integrated_gradients, with TensorFlow)"
     )
     steps: int | None = Field(
         None, description="integrated gradients: points on the path from a black image", examples=[32]

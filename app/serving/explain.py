@@ -2,14 +2,16 @@
 
 Two methods, both measured against a black image (MNIST's background: no ink, no evidence):
 
-- **Integrated gradients** (Sundararajan et al., 2017), where TensorFlow is installed. A pixel's
+- **Integrated gradients** (Sundararajan et al., 2017), with TensorFlow. A pixel's
   attribution is its value times the mean gradient of the chosen digit's probability along the
   straight path from black to the input; the attributions add up to p(input) - p(black). One batched
   backward pass through the `steps` points of the path, about `steps` forward passes of work.
-- **Occlusion** (Zeiler and Fergus, 2014), forward passes only, on whatever runtime serves the
-  version: each `patch` x `patch` square (every `stride` pixels) is blacked out in turn, and the drop
-  in the digit's probability is shared among that square's pixels by their ink, averaged over the
-  squares covering each pixel. The serving image has no TensorFlow and explains this way.
+- **Occlusion** (Zeiler and Fergus, 2014), the default: forward passes only, on whatever runtime
+  serves the version. Each `patch` x `patch` square (every `stride` pixels) is blacked out in turn,
+  and the drop in the digit's probability is shared among that square's pixels by their ink,
+  averaged over the squares covering each pixel. A model that standardises each image (the `cnn`)
+  answers the same for every point of integrated gradients' path but the first few, so its
+  gradients there say little; occlusion is not fooled (`python -m bench.explain`).
 
 Either costs tens to hundreds of forward passes, so explaining stays off the batched fast path
 (`ExplainService`).
@@ -168,9 +170,7 @@ class ExplainService:
     that explain is busy (ExplainBusyError -> 503), so a flood of explain requests can neither take
     the forward-pass thread nor pile up work, and plain predictions never wait for them."""
 
-    def __init__(
-        self, concurrency: int, method: Method = "integrated_gradients", wait_seconds: float = 1.0
-    ) -> None:
+    def __init__(self, concurrency: int, method: Method = "occlusion", wait_seconds: float = 1.0) -> None:
         self.method = method
         self._slots = asyncio.Semaphore(concurrency)
         self._wait = wait_seconds

@@ -62,8 +62,8 @@ class PredictOptions(BaseModel):
     include_image: bool = Field(False, description=INCLUDE_IMAGE)
     explain: bool = Field(
         False,
-        description="also explain the answer: a 28x28 attribution map (integrated gradients, or "
-        "occlusion without TensorFlow) and an overlay PNG; costs 30-170 forward passes, at most "
+        description="also explain the answer: a 28x28 attribution map (occlusion, or integrated "
+        "gradients if so configured) and an overlay PNG; costs 30-170 forward passes, at most "
         "MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)",
     )
 

@@ -58,8 +58,8 @@ def instances_to_pixels(instances: list[list[int] | list[list[int]]]) -> np.ndar
 async def explain(
     name: str, body: ExplainRequest, state: StateDep, predictor: PredictorDep
 ) -> ExplainResponse:
-    """Predict and explain up to 8 digits: an attribution map per digit (integrated gradients, or
-    occlusion without TensorFlow), for the predicted one, with an overlay PNG and the runner-up.
+    """Predict and explain up to 8 digits: an attribution map per digit (occlusion, or integrated
+    gradients if so configured), for the predicted one, with an overlay PNG and the runner-up.
     503 (Retry-After) while explanations are busy."""
     if name != state.holder.current.name:
         raise ApiError(404, f"unknown model {name!r}; this server serves {state.holder.current.name!r}")
