@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args
 import numpy as np
 
 from app.serving.inference import ServingModel
-from model_store.preprocessing import to_model_input
+from model_store.preprocessing import NUM_CLASSES, to_model_input
 
 if TYPE_CHECKING:
     # Imported by the first explanation: a service on ONNX Runtime that explains nothing never
@@ -135,16 +135,14 @@ class Occlusion:
         self._squares = np.zeros((len(starts) ** 2, *input_shape), np.float32)
         for square, (row, column) in zip(self._squares, itertools.product(starts, starts), strict=True):
             square[row : row + patch, column : column + patch] = 1
+        self._kept = 1 - self._squares  # 0 inside each square
         self._covering = np.maximum(self._squares.sum(axis=0), 1)  # squares over each pixel
 
     def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
-        kept = 1 - self._squares  # (S, *shape): 0 inside each square
-        occluded = images[:, np.newaxis] * kept  # (N, S, *shape)
+        occluded = images[:, np.newaxis] * self._kept  # (N, S, *shape)
         probabilities = self._forward(np.concatenate([images, occluded.reshape(-1, *images.shape[1:])]))
-        originals, each = (
-            probabilities[: len(images)],
-            probabilities[len(images) :].reshape(len(images), -1, 10),
-        )
+        originals = probabilities[: len(images)]
+        each = probabilities[len(images) :].reshape(len(images), len(self._squares), NUM_CLASSES)
         digits = np.argmax(originals, axis=1) if targets is None else targets
         found = []
         for i, digit in enumerate(digits):
