@@ -64,8 +64,8 @@ class LoadedModel:
     @cached_property
     def model(self) -> keras.Model:
         """The Keras model, loaded and checked against the metadata (InvalidModelError if it cannot
-        be). Serving on ONNX Runtime never asks for it unless a request asks for an explanation, so
-        such a process never imports TensorFlow: it starts in a fraction of the time and memory."""
+        be). Serving on ONNX Runtime never asks for it unless a request asks for integrated gradients,
+        so such a process never imports TensorFlow: it starts in a fraction of the time and memory."""
         model_path = self.path / MODEL_FILE
         if not keras_installed():
             raise ModelStoreError(

@@ -20,6 +20,7 @@ from app.config import Settings
 from app.main import create_app
 from app.serving.explain import (
     METHODS,
+    OCCLUSION_BATCH,
     ExplainBusyError,
     Explains,
     ExplainService,
@@ -78,6 +79,19 @@ def test_deleting_the_top_ranked_pixels_destroys_the_answer_much_faster_than_ran
     assert ratio < 0.6, f"area under the deletion curve, map / random ink = {ratio:.2f}"
     # After 39 pixels (5 %, about a third of a digit's ink), the map's choice has done far more harm.
     assert by_map[4] < 0.5 * at_random[4], (by_map.round(3), at_random.round(3))
+
+
+def test_occlusion_runs_bounded_forward_passes(test_split: MnistSplit) -> None:
+    """170 copies per image: 100 images in one pass of a Keras cnn once took 24 GB and the OOM killer."""
+    sizes: list[int] = []
+
+    def forward(images: np.ndarray) -> np.ndarray:
+        sizes.append(len(images))
+        return np.full((len(images), 10), 0.1, np.float32)
+
+    found = Occlusion(forward, (28, 28, 1)).explain(to_model_input(test_split.images[:100]))
+    assert len(found) == 100 and sum(sizes) == 100 * 170
+    assert max(sizes) <= OCCLUSION_BATCH
 
 
 def test_background_pixels_carry_no_evidence(maps: list[Explanation], test_split: MnistSplit) -> None:
