@@ -111,6 +111,11 @@ def emulate_build(root: Path, log: Path) -> BuiltImage:
                 elif instruction.name == "ENV":
                     for key, value in instruction.envs.items():
                         env[key] = expand_vars(to_root(value, root), env)
+                elif (
+                    instruction.name == "ARG"
+                ):  # a build argument's default, as `docker build` without --build-arg
+                    key, _, default = instruction.value.partition("=")
+                    env[key] = default
                 elif instruction.name == "COPY":
                     copy(instruction.value, context, workdir)
                 elif instruction.name == "RUN":
