@@ -194,7 +194,7 @@ REQUIREMENT_CLOSURE = """
 import importlib.metadata as m, re
 from packaging.requirements import Requirement
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
-seen, todo = set(), [("mnist-serve", frozenset())]
+seen, todo = set(), [("mnist-serve", frozenset(EXTRAS))]
 while todo:
     name, extras = todo.pop()
     if (norm(name), extras) in seen:
@@ -217,7 +217,15 @@ def test_build_steps_make_a_runtime_only_environment(image: BuiltImage) -> None:
         image.skipped
     )
     installed = installed_distributions(image)
-    needed = set(run_python(image, REQUIREMENT_CLOSURE).split())
+    # The project with the extras the Dockerfile's EXTRAS argument names by default (`train`).
+    [extras] = [
+        i.value.partition("=")[2]
+        for s in parse_dockerfile()
+        for i in s.all("ARG")
+        if i.value.startswith("EXTRAS=")
+    ]
+    closure = REQUIREMENT_CLOSURE.replace("EXTRAS", repr([e for e in extras.split(",") if e]))
+    needed = set(run_python(image, closure).split())
     assert "mnist-serve" in installed
     assert needed <= installed, f"missing from the image: {needed - installed}"
     assert installed <= needed, f"in the image but not needed at run time: {installed - needed}"
