@@ -83,6 +83,16 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
     return stages
 
 
+def build_arg_defaults(stages: list[Stage]) -> dict[str, str]:
+    """Each build stage's `ARG name=default`: what `docker build` uses without `--build-arg`."""
+    defaults: dict[str, str] = {}
+    for stage in stages:
+        for arg in stage.all("ARG"):
+            name, _, default = arg.value.partition("=")
+            defaults[name] = default
+    return defaults
+
+
 def exec_form(value: str) -> list[str]:
     """A JSON-array instruction argument (CMD, ENTRYPOINT, HEALTHCHECK CMD) as a list."""
     parsed = json.loads(value)

@@ -31,6 +31,7 @@ from tests.deploy import (
     REPO_ROOT,
     Stage,
     as_command,
+    build_arg_defaults,
     duration_seconds,
     exec_form,
     expand_vars,
@@ -111,9 +112,8 @@ def emulate_build(root: Path, log: Path) -> BuiltImage:
                 elif instruction.name == "ENV":
                     for key, value in instruction.envs.items():
                         env[key] = expand_vars(to_root(value, root), env)
-                elif (
-                    instruction.name == "ARG"
-                ):  # a build argument's default, as `docker build` without --build-arg
+                elif instruction.name == "ARG":
+                    # A build argument's default, as `docker build` without --build-arg.
                     key, _, default = instruction.value.partition("=")
                     env[key] = default
                 elif instruction.name == "COPY":
@@ -218,12 +218,7 @@ def test_build_steps_make_a_runtime_only_environment(image: BuiltImage) -> None:
     )
     installed = installed_distributions(image)
     # The project with the extras the Dockerfile's EXTRAS argument names by default (`train`).
-    [extras] = [
-        i.value.partition("=")[2]
-        for s in parse_dockerfile()
-        for i in s.all("ARG")
-        if i.value.startswith("EXTRAS=")
-    ]
+    extras = build_arg_defaults(parse_dockerfile()[:-1])["EXTRAS"]
     closure = REQUIREMENT_CLOSURE.replace("EXTRAS", repr([e for e in extras.split(",") if e]))
     needed = set(run_python(image, closure).split())
     assert "mnist-serve" in installed

@@ -36,6 +36,7 @@ from tests.deploy import (
     REPO_ROOT,
     Stage,
     as_command,
+    build_arg_defaults,
     build_context_files,
     duration_seconds,
     exec_form,
@@ -226,8 +227,7 @@ def requirements_for(stages: list[Stage], extras: str) -> list[str]:
 def test_wheels_are_built_from_the_project_dependencies_and_the_chosen_extras(stages: list[Stage]) -> None:
     build_runs = " ".join(split_run_flags(r.value)[1] for s in stages[:-1] for r in s.all("RUN"))
     assert re.search(r"pip wheel .*--no-deps .*\.$", build_runs), "then the project's own wheel"
-    extras = [a.value for s in stages[:-1] for a in s.all("ARG")]
-    assert extras == ["EXTRAS=train"], "the full image by default"
+    assert build_arg_defaults(stages[:-1]) == {"EXTRAS": "train"}, "the full image by default"
     project = PYPROJECT["project"]
     serving = project["dependencies"]
     assert requirements_for(stages, "train") == serving + project["optional-dependencies"]["train"]
