@@ -5,10 +5,12 @@ mnist-train --preset cnn --data-dir ../shared/mnist
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     from training.trust import compute_trust
 
     keras.utils.set_random_seed(hp.seed)
-    keras.mixed_precision.set_global_policy(hp.precision)
     held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
     test = load_split(args.data_dir, "test")
     y_train = trained_on.labels
@@ -67,19 +68,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # Build and train.
     steps_per_epoch = -(-len(y_train) // hp.batch_size)
-    model = PRESETS[args.preset].build(hp, steps_per_epoch)
-    model.summary(print_fn=log.info)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    history = model.fit(
-        **training_data(trained_on, hp),
-        epochs=hp.epochs,
-        validation_data=validation,
-        verbose=args.verbose,
-    )
-    train_seconds = time.perf_counter() - started
+    with dtype_policy(hp.precision):
+        model = PRESETS[args.preset].build(hp, steps_per_epoch)
+        model.summary(print_fn=log.info)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        history = model.fit(
+            **training_data(trained_on, hp),
+            epochs=hp.epochs,
+            validation_data=validation,
+            verbose=args.verbose,
+        )
+        train_seconds = time.perf_counter() - started
     # On a shared machine the wall time says little; the CPU time is what an idle one would spend.
     log.info(f"model.fit: {train_seconds:.0f} s wall, {time.process_time() - cpu_started:.0f} s of CPU")
-    keras.mixed_precision.set_global_policy("float32")
     model = plain_layers(model)
 
     # Evaluate on the 10,000 test images.
@@ -165,6 +166,18 @@ def training_data(trained_on: MnistSplit, hp: Hyperparameters) -> dict[str, Any]
     )
     # Shuffled by the batches themselves, seeded: Keras' own shuffle would reorder them unseeded.
     return {"x": data, "shuffle": False}
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' process-wide dtype policy set to `name` inside, and back to float32 however it ends."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def held_out_split(

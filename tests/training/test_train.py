@@ -219,6 +219,23 @@ def test_cnn_run_exports_a_savedmodel_into_the_version_folder(tmp_path: Path, mn
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_a_run_that_fails_while_training_leaves_the_float32_policy_behind(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dtype policy is process-wide: a caller that goes on after a failed run (a test, a notebook)
+    must not build its next model in bfloat16."""
+    import keras
+
+    def out_of_space(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "fit", out_of_space)
+    with pytest.raises(SystemExit):
+        train(tmp_path, mnist_dir, "--preset", "cnn", "--limit", "500", "--precision", "mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert ModelStore(tmp_path).versions() == []
+
+
 def test_training_without_data_and_no_download_fails_and_publishes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
