@@ -42,6 +42,7 @@ training_images = _checked(
 positive_float = _checked(float, lambda v: v > 0, "a number above 0")
 share = _checked(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
 count_int = seed_int
+momentum = _checked(float, lambda v: 0 <= v < 1, "a momentum from 0 up to, not including, 1")
 holdout_images = _checked(
     int, lambda v: 0 <= v < TRAIN_IMAGES, f"a number of images from 0 to {TRAIN_IMAGES - 1}"
 )
@@ -89,6 +90,12 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         help="Keras dtype policy while training; the published model computes in float32",
+    )
+    parser.add_argument(
+        "--weight-average",
+        type=momentum,
+        help="momentum of the weights' moving average, published instead of the last step's; 0 for none "
+        "(cnn: 0.999)",
     )
     parser.add_argument("--seed", type=seed_int, help="random seed; the same seed gives the same run")
     parser.add_argument("--limit", type=training_images, help="train on a random subset of this many images")

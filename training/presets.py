@@ -34,6 +34,9 @@ class Hyperparameters:
     # Keras dtype policy while training. Under mixed_bfloat16 the layers compute in bfloat16 and keep
     # float32 weights; the published model computes in float32 (`plain_layers`).
     precision: Precision = "float32"
+    # Momentum of the moving average of the weights kept while training and published in place of
+    # the last step's (Polyak averaging); 0 publishes the last step's.
+    weight_average: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,17 @@ def per_image_normalisation(x: keras.KerasTensor) -> keras.KerasTensor:
     return standardise(strokes)
 
 
+# The weights' average spans at most this share of a run's steps: a longer one would keep the early,
+# poor weights in it (Keras starts it at the first step's weights), and a short run would publish them.
+AVERAGED_SHARE = 0.2
+
+
+def weight_average_momentum(hp: Hyperparameters, total_steps: int) -> float:
+    """`hp.weight_average`, lowered when its span (1 / (1 - momentum) steps) would cover more than
+    AVERAGED_SHARE of the run."""
+    return max(0.0, min(hp.weight_average, 1 - 1 / (AVERAGED_SHARE * total_steps)))
+
+
 def build_cnn(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
     """Two conv blocks with batch norm behind a per-image normalisation; the corrupted batches and
     outliers are `training.batches`' (hyperparameters `corrupted`, `outliers`)."""
@@ -173,7 +187,9 @@ def build_cnn(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
         warmup_steps=total_steps // 10,
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(
+            schedule, use_ema=hp.weight_average > 0, ema_momentum=weight_average_momentum(hp, total_steps)
+        ),
         # Targets are distributions: one-hot for digits, uniform for outliers.
         loss="categorical_crossentropy",
         metrics=["accuracy"],
@@ -196,6 +212,9 @@ PRESETS: dict[str, Preset] = {
             corrupted=0.5,
             outliers=16,
             precision="mixed_bfloat16",
+            # Over about the last 1,000 steps (2.3 epochs): 99.60 % and 99.57 % clean at seeds 42
+            # and 43, against 99.59 % and 99.54 % with the last step's weights.
+            weight_average=0.999,
         ),
         build_cnn,
     ),

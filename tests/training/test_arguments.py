@@ -38,6 +38,8 @@ TRAIN = "training.train"
         (["--corrupted", "1.5"], "--corrupted: 1.5 is not a share from 0 to 1"),
         (["--outliers", "-2"], "--outliers: -2 is not a whole number of at least 0"),
         (["--precision", "float16"], "--precision: invalid choice: 'float16' (choose from"),
+        (["--weight-average", "1"], "--weight-average: 1 is not a momentum from 0 up to, not including, 1"),
+        (["--weight-average", "high"], "--weight-average: 'high' is not a momentum"),
     ],
 )
 def test_bad_argument_is_one_line_error(tmp_path: Path, args: list[str], expected: str) -> None:

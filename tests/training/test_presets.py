@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -9,7 +10,7 @@ import numpy as np
 
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
-from training.presets import PRESETS, fused_batch_normalization, plain_layers
+from training.presets import PRESETS, fused_batch_normalization, plain_layers, weight_average_momentum
 
 
 def test_cnn_sees_a_grey_background_and_faint_ink_as_the_plain_digit(mnist_dir: Path) -> None:
@@ -84,3 +85,44 @@ def test_plain_layers_publishes_stock_keras_layers_with_the_same_answers(mnist_d
         keras.layers.Flatten, keras.layers.Dense,
     }  # fmt: skip
     np.testing.assert_array_equal(published.predict(x, verbose=0), fused.predict(x, verbose=0))
+
+
+class _WeightsAfterEachStep(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[list[np.ndarray]] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        self.steps.append([variable.numpy().copy() for variable in self.model.trainable_variables])
+
+
+def test_cnn_ends_training_with_the_moving_average_of_its_weights(mnist_dir: Path) -> None:
+    """The last step's weights are one noisy point; their average over the last steps generalises
+    better (Polyak averaging), and it is what the cnn publishes."""
+    preset = PRESETS["cnn"]
+    hp = dataclasses.replace(preset.defaults, epochs=1, precision="float32")
+    keras.utils.set_random_seed(5)
+    train = load_split(mnist_dir, "train")
+    x, y = to_model_input(train.images[:1280]), np.eye(10, dtype=np.float32)[train.labels[:1280]]
+    model = preset.build(hp, 40)
+    seen = _WeightsAfterEachStep()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[seen])
+
+    assert len(seen.steps) == 40
+    momentum = weight_average_momentum(hp, 40)
+    assert momentum == 1 - 1 / 8  # a short run averages over its last fifth
+    average = seen.steps[0]  # Keras starts the average at the first step's weights
+    for step in seen.steps[1:]:
+        average = [momentum * mean + (1 - momentum) * now for mean, now in zip(average, step, strict=True)]
+    for variable, expected, last in zip(model.trainable_variables, average, seen.steps[-1], strict=True):
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-4, atol=1e-6)
+        assert not np.allclose(variable.numpy(), last, rtol=1e-4, atol=1e-6), variable.path
+
+
+def test_the_weight_average_spans_the_last_thousand_steps_of_a_full_run_and_a_fifth_of_a_short_one() -> None:
+    cnn, seed = PRESETS["cnn"].defaults, PRESETS["seed"].defaults
+    full_run = cnn.epochs * -(-55_000 // cnn.batch_size)
+    assert weight_average_momentum(cnn, full_run) == cnn.weight_average == 0.999
+    assert weight_average_momentum(cnn, 500) == 1 - 1 / 100
+    assert weight_average_momentum(cnn, 5) == 0.0  # the last step's weights
+    assert seed.weight_average == 0.0  # the notebook's network as the notebook trained it

@@ -136,6 +136,7 @@ def test_training_records_history_hyperparameters_and_data(seed_metadata: ModelM
         "corrupted": 0.0,
         "outliers": 0,
         "precision": "float32",
+        "weight_average": 0.0,
         "limit": 6000,
     }
     assert record.train_samples == 6000
@@ -278,6 +279,8 @@ def test_hyperparameters_from_applies_every_override() -> None:
             "8",
             "--precision",
             "mixed_bfloat16",
+            "--weight-average",
+            "0.99",
         ]
     )
     assert hyperparameters_from(args) == Hyperparameters(
@@ -289,6 +292,7 @@ def test_hyperparameters_from_applies_every_override() -> None:
         corrupted=0.25,
         outliers=8,
         precision="mixed_bfloat16",
+        weight_average=0.99,
     )
 
 
