@@ -28,7 +28,7 @@ from PIL import Image
 
 from app.serving.explain import METHODS, ExplainService, Explanation
 from app.serving.inference import ServingModel
-from bench.servers import ROOT, start_server
+from bench.servers import service_env, start_server
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
 from model_store.store import ModelStore
@@ -44,13 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     test = load_split(args.data_dir, "test")
-    env = os.environ | {
-        "MNIST_MODEL_STORE": str(args.store.resolve()),
-        "MNIST_DATA_DIR": str(args.data_dir.resolve()),
-        "MNIST_MODEL_VERSION": str(args.version or ""),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = service_env(args.store, args.data_dir, MNIST_MODEL_VERSION=str(args.version or ""))
     servers = []
     try:
         for method in METHODS:

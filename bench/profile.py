@@ -29,9 +29,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import Load, start_server, wrk
+from bench.servers import ROOT, Load, service_env, start_server, wrk
 
-ROOT = Path(__file__).resolve().parents[1]
 # (row, substrings of a frame's file) in the order they are tried, innermost frame first.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("access log (record on the loop, JSON on its thread)", ("logging/", "pythonjsonlogger")),
@@ -175,13 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.digit = args.out / "digit.png"
     Image.fromarray(load_split(args.data_dir, "test").images[128]).save(args.digit)
-    env = os.environ | {
-        "MNIST_MODEL_STORE": str(args.store.resolve()),
-        "MNIST_DATA_DIR": str(args.data_dir.resolve()),
-        "MNIST_MODEL_VERSION": str(args.version or ""),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = service_env(args.store, args.data_dir, MNIST_MODEL_VERSION=str(args.version or ""))
     results = {kind: profile(kind, env, args, args.out) for kind in ("ours", "empty")}
     report = table(results)
     (args.out / "profile.md").write_text(report + "\n")

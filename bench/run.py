@@ -39,7 +39,7 @@ from PIL import Image
 
 from bench.peers.model import MODEL_PATH_ENV
 from bench.report import MAX_BATCH, PEERS, RESULTS, ModelRun, Scenarios, Sweep, best_workers, write
-from bench.servers import ROOT, SERVERS, Load, Server, start_server, wrk
+from bench.servers import ROOT, SERVERS, Load, Server, service_env, start_server, wrk
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
 from model_store.reporting import fail, one_line_errors
@@ -205,16 +205,14 @@ def run_model(
     store: ModelStore, version: int, files: dict[str, Path], test_images: np.ndarray, args: argparse.Namespace
 ) -> ModelRun:
     metadata = store.read_metadata(version)
-    env = os.environ | {
-        "MNIST_MODEL_STORE": str(args.store.resolve()),
-        "MNIST_DATA_DIR": str(args.data_dir.resolve()),
-        "MNIST_MAX_ARRAY_IMAGES": str(max(args.batch_images, 10_000)),
-        "MNIST_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
-        "MNIST_MODEL_VERSION": str(version),
-        MODEL_PATH_ENV: str((store.version_path(version) / MODEL_FILE).resolve()),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = service_env(
+        args.store,
+        args.data_dir,
+        MNIST_MAX_ARRAY_IMAGES=str(max(args.batch_images, 10_000)),
+        MNIST_MAX_UPLOAD_BYTES=str(64 * 1024 * 1024),
+        MNIST_MODEL_VERSION=str(version),
+        **{MODEL_PATH_ENV: str((store.version_path(version) / MODEL_FILE).resolve())},
+    )
     run = ModelRun(
         model=f"{metadata.name} v{metadata.version} ({metadata.training.preset} preset)",
         preset=metadata.training.preset,

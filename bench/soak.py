@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.servers import ROOT, Load, Server, _children, _cmdline, _rss_kib, start_server, wrk
+from bench.servers import ROOT, Load, Server, _children, _cmdline, _rss_kib, service_env, start_server, wrk
 from model_store.mnist_data import load_split
 
 DIGIT_INDEX = 128  # an 8, the digit the README's examples use
@@ -173,13 +173,7 @@ def run_soak(
     digit_png = work / "digit.png"
     Image.fromarray(test.images[DIGIT_INDEX]).save(digit_png)
     png = digit_png.read_bytes()
-    env = os.environ | {
-        "MNIST_MODEL_STORE": str(store.resolve()),
-        "MNIST_DATA_DIR": str(data_dir.resolve()),
-        "MNIST_RELOAD_POLL_SECONDS": "0",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = service_env(store, data_dir, MNIST_RELOAD_POLL_SECONDS="0")
     server = start_server("ours", workers, env, log_dir or work)
     try:
         sampler = RssSampler(wait_for_workers(server, workers))
