@@ -103,7 +103,8 @@ def emulate_build(root: Path, log: Path) -> BuiltImage:
     path = f"{Path(sys.executable).parent}:{BASE_IMAGE_ENV['PATH']}"  # this python stands for the image's
     with log.open("w") as out:
         for stage in stages:
-            env = dict(BASE_IMAGE_ENV, PATH=path) | host_passthrough()
+            # Build arguments at their defaults, as `docker build` without --build-arg.
+            env = dict(BASE_IMAGE_ENV, PATH=path) | host_passthrough() | build_arg_defaults([stage])
             workdir = root
             for instruction in stage.instructions:
                 if instruction.name == "WORKDIR":
@@ -112,10 +113,6 @@ def emulate_build(root: Path, log: Path) -> BuiltImage:
                 elif instruction.name == "ENV":
                     for key, value in instruction.envs.items():
                         env[key] = expand_vars(to_root(value, root), env)
-                elif instruction.name == "ARG":
-                    # A build argument's default, as `docker build` without --build-arg.
-                    key, _, default = instruction.value.partition("=")
-                    env[key] = default
                 elif instruction.name == "COPY":
                     copy(instruction.value, context, workdir)
                 elif instruction.name == "RUN":
