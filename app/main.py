@@ -142,6 +142,8 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         # TensorFlow leaves millions of long-lived objects behind; freezing them keeps the garbage
         # collector from walking them all in a full collection (a pause of hundreds of ms).
         gc.freeze()
+        collector_thresholds = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, *collector_thresholds[1:])
         polling = None
         if settings.reload_poll_seconds and settings.model_version is None:
             polling = asyncio.create_task(state.manager.poll(settings.reload_poll_seconds))
@@ -150,6 +152,7 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
             polling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await polling
+        gc.set_threshold(*collector_thresholds)
         state.predictor.close()
         state.explainer.close()
         if tracer_provider is not None:
