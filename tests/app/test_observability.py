@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import threading
+from queue import SimpleQueue
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.operations.logs import start_listener
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode
 
@@ -130,20 +133,22 @@ def test_log_messages_are_built_off_the_calling_thread(client: TestClient) -> No
     assert built_on[0] is queued.listener._thread  # type: ignore[attr-defined]
 
 
+class CountingStream(io.StringIO):
+    """A log stream that counts its writes and tells when one happens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.written = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        self.written.set()
+        return super().write(text)
+
+
 def test_a_burst_of_log_records_is_written_at_once() -> None:
     """Records waiting in the queue go out in one write, not a system call (and GIL hand-off) each."""
-    import io
-    from queue import SimpleQueue
-
-    from app.operations.logs import start_listener
-
-    class CountingStream(io.StringIO):
-        writes = 0
-
-        def write(self, text: str) -> int:
-            self.writes += 1
-            return super().write(text)
-
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
     for i in range(100):
         queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO"}))
@@ -152,3 +157,21 @@ def test_a_burst_of_log_records_is_written_at_once() -> None:
     listener.stop()
     assert stream.getvalue().splitlines() == [f"line {i}" for i in range(100)]
     assert stream.writes < 10
+
+
+def test_records_arriving_one_by_one_gather_and_stop_writes_them_at_once() -> None:
+    """A record that arrives alone does not wake the log thread to write it: records gather for a
+    while, then go out together. Stopping ends the wait at once and loses nothing."""
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    stream = CountingStream()
+    listener = start_listener(queue, logging.Formatter("%(message)s"), stream, gather_seconds=600)
+    for i in range(3):
+        queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO"}))
+        # A listener that wrote each record as it came would have written it by now.
+        assert not stream.written.wait(0.2), f"line {i} was written alone"
+    stopping = threading.Thread(target=listener.stop)
+    stopping.start()
+    stopping.join(60)  # far less than the 600 s gathering time
+    assert not stopping.is_alive(), "stop() waited out the gathering time"
+    assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
+    assert stream.writes == 1
