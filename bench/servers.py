@@ -140,8 +140,10 @@ def start_server(
     log_dir: Path | None = None,
     timeout: float = 180,
     python: str = sys.executable,
+    root: Path = ROOT,
 ) -> Server:
-    """Start one of SERVERS and wait until every worker is ready; its output goes to log_dir."""
+    """Start one of SERVERS from the checkout `root` and wait until every worker is ready; its
+    output goes to log_dir."""
     spec = SERVERS[kind]
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     port = free_port()
@@ -156,8 +158,8 @@ def start_server(
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             spec.command(python, port, workers),
-            cwd=ROOT,
-            env=env,
+            cwd=root,
+            env=env | {"PYTHONPATH": str(root)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
