@@ -58,8 +58,8 @@ class Settings(StoreSettings):
         2048, ge=1, description="queued images before 503; a large request weighs as one full batch"
     )
     # Net allocations between collections of the garbage collector's youngest generation. Python's
-    # 700 made it walk the objects of every request in flight several times per request (a twentieth
-    # of a request's CPU at 64 at once), objects that reference counting frees anyway.
+    # 700 made it walk the objects of every request in flight several times per request (6-8 % of a
+    # request's CPU at 64 at once), objects that reference counting frees anyway.
     gc_threshold: int = Field(20_000, ge=700)
     # Threads TensorFlow may use per worker (explanations, and predictions on the tensorflow runtime);
     # 0 lets it decide.
