@@ -117,12 +117,12 @@ def _rss_kib(pid: int) -> int:
 
 def service_env(store: Path, data_dir: Path, **settings: str) -> dict[str, str]:
     """This process's environment plus what a benchmarked server needs: the store and the data,
-    TensorFlow's logging quiet, this checkout importable; `settings` adds more variables."""
+    TensorFlow's logging quiet (`start_server` makes its checkout importable); `settings` adds more
+    variables."""
     return os.environ | {
         "MNIST_MODEL_STORE": str(store.resolve()),
         "MNIST_DATA_DIR": str(data_dir.resolve()),
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT),
         **settings,
     }
 
