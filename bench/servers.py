@@ -61,6 +61,8 @@ class ServerSpec:
 SERVERS = {
     "empty": ServerSpec(_uvicorn("bench.empty_app:app"), UVICORN_READY),
     "ours": ServerSpec(_uvicorn("app.main:create_app", "--factory"), UVICORN_READY),
+    # The service without the parts named in MNIST_BENCH_WITHOUT (bench/ablate.py).
+    "ablated": ServerSpec(_uvicorn("bench.ablated_app:create_app", "--factory"), UVICORN_READY),
     "naive": ServerSpec(_uvicorn("bench.naive_app:app"), UVICORN_READY),
     "bentoml": ServerSpec(_bentoml, READY_MARKER, field="images", peer=True),
     "litserve": ServerSpec(_litserve, READY_MARKER, ready_path="/health", peer=True),
