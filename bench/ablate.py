@@ -6,8 +6,9 @@ Starts the empty endpoint (bench/empty_app.py), the whole service, the service w
 `bench/ablated_app.PARTS` in turn, and the service without all of them: all up at once, each with
 `--workers` workers. Then, round after round (the order reversed every other round), it drives each
 in turn with wrk at `--connections`, posting test digit 128 as a multipart PNG, and prints each
-one's req/s per round and its median ratio to the empty endpoint over the same rounds. Taking turns
-keeps a slow minute on a shared machine from landing on one side of a ratio only.
+one's req/s per round, its median p50 and its median ratio to the empty endpoint over the same
+rounds. Taking turns keeps a slow minute on a shared machine from landing on one side of a ratio
+only.
 
 What a part's removal buys bounds what making that part cheaper could; the last row is the most the
 service's own route, doing no inference and no bookkeeping, gets of the empty endpoint.
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bench.ablated_app import PARTS, WITHOUT_VARIABLE
-from bench.servers import Server, service_env, start_server, wrk
+from bench.servers import Load, Server, service_env, start_server, wrk
 
 WHOLE = "the whole service"
 EMPTY = "empty endpoint"
@@ -75,25 +76,28 @@ def main(argv: list[str] | None = None) -> int:
             servers[name] = start_server("ablated", args.workers, env | {WITHOUT_VARIABLE: ",".join(parts)})
         for server in servers.values():
             wrk(f"{server.url}/predict", args.connections, args.warmup, body, "multipart")
-        rates: dict[str, list[float]] = {name: [] for name in servers}
+        loads: dict[str, list[Load]] = {name: [] for name in servers}
         for round_number in range(args.rounds):
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
             for name in order:
                 load = wrk(f"{servers[name].url}/predict", args.connections, args.seconds, body, "multipart")
                 if load.errors:
                     raise RuntimeError(f"{name}: {load.errors} failed requests; see its log")
-                rates[name].append(load.requests_per_second)
+                loads[name].append(load)
                 print(f"round {round_number + 1}, {name}: {load.requests_per_second:,.0f} req/s", flush=True)
     finally:
         for server in servers.values():
             server.stop()
     print(f"\n{args.workers} worker(s), {args.connections} connections, ", end="")
     print(f"{args.rounds} rounds of {args.seconds} s\n")
-    print("| server | req/s by round | median ratio to the empty endpoint |")
-    print("| --- | --- | ---: |")
-    for name, runs in rates.items():
-        ratio = statistics.median(run / empty for run, empty in zip(runs, rates[EMPTY], strict=True))
-        print(f"| {name} | {', '.join(f'{run:,.0f}' for run in runs)} | {ratio:.2f}x |")
+    print("| server | req/s by round | median p50 | median ratio to the empty endpoint |")
+    print("| --- | --- | ---: | ---: |")
+    for name, runs in loads.items():
+        pairs = zip(runs, loads[EMPTY], strict=True)
+        ratio = statistics.median(run.requests_per_second / empty.requests_per_second for run, empty in pairs)
+        rates = ", ".join(f"{run.requests_per_second:,.0f}" for run in runs)
+        p50 = statistics.median(run.p50_ms for run in runs)
+        print(f"| {name} | {rates} | {p50:.2f} ms | {ratio:.2f}x |")
     return 0
 
 

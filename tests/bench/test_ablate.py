@@ -76,7 +76,8 @@ def test_it_reports_each_variant_against_the_empty_endpoint(
     argv += ["--workers", "1", "--connections", "2", "--rounds", "2", "--seconds", "1", "--warmup", "1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    rows = dict(re.findall(r"^\| ([a-z -]+) \| ([\d,]+, [\d,]+) \| [\d.]+x \|$", out, re.MULTILINE))
+    row = re.compile(r"^\| ([a-z -]+) \| ([\d,]+, [\d,]+) \| [\d.]+ ms \| [\d.]+x \|$", re.MULTILINE)
+    rows = dict(row.findall(out))
     assert list(rows) == [
         "empty endpoint",
         "the whole service",
