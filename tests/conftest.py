@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -104,3 +105,13 @@ def assert_one_line_error(result: CompletedProcess[str], prog: str, *fragments: 
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+def assert_argument_refused(
+    main: Callable[[list[str]], int], argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse refused `argv` before any work: exit status 2, `words` in its one-line message."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert words in capsys.readouterr().err

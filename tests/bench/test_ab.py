@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.ab import main
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, assert_argument_refused
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
@@ -60,7 +60,4 @@ def test_a_bad_argument_is_one_line_before_anything_starts(
 ) -> None:
     # argparse keeps the last of a repeated option, so a case's own --before replaces this one.
     argv = ["--store", str(mnist_dir), "--data-dir", str(mnist_dir), "--before", str(REPO_ROOT), *args]
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    assert stopped.value.code == 2
-    assert words in capsys.readouterr().err
+    assert_argument_refused(main, argv, words, capsys)

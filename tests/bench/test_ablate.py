@@ -17,6 +17,7 @@ from bench.ablate import main
 from bench.ablated_app import PARTS, WITHOUT_VARIABLE
 from bench.servers import service_env, start_server
 from model_store.mnist_data import load_split
+from tests.conftest import assert_argument_refused
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 
@@ -100,7 +101,6 @@ def test_it_reports_each_variant_against_the_empty_endpoint(
 def test_a_bad_argument_is_one_line_before_anything_starts(
     mnist_dir: Path, args: list[str], words: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["--store", str(mnist_dir), "--data-dir", str(mnist_dir), *args])
-    assert stopped.value.code == 2
-    assert words in capsys.readouterr().err
+    assert_argument_refused(
+        main, ["--store", str(mnist_dir), "--data-dir", str(mnist_dir), *args], words, capsys
+    )

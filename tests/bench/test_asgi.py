@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.asgi import main
+from tests.conftest import assert_argument_refused
 
 
 def test_it_measures_the_served_app_answering_real_digits(
@@ -36,7 +37,6 @@ def test_it_measures_the_served_app_answering_real_digits(
 def test_a_bad_argument_is_one_line_before_anything_loads(
     mnist_dir: Path, args: list[str], words: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["--store", str(mnist_dir), "--data-dir", str(mnist_dir), *args])
-    assert stopped.value.code == 2
-    assert words in capsys.readouterr().err
+    assert_argument_refused(
+        main, ["--store", str(mnist_dir), "--data-dir", str(mnist_dir), *args], words, capsys
+    )
