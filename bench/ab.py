@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.asgi import digit_png
 from bench.servers import ROOT, Load, service_env, start_server, wrk
 
 
@@ -69,12 +70,8 @@ def describe(load: Load) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from PIL import Image
-
-    from model_store.mnist_data import load_split
-
     body = Path(tempfile.mkdtemp(prefix="bench-ab-")) / "digit.png"
-    Image.fromarray(load_split(args.data_dir, "test").images[128]).save(body)
+    body.write_bytes(digit_png(args.data_dir))
     settings = dict(item.split("=", 1) for item in args.env)
     env = service_env(args.store, args.data_dir, MNIST_MODEL_VERSION=str(args.version or ""), **settings)
     checkouts = {"before": args.before.resolve(), "this": ROOT}

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from bench.ablated_app import PARTS, WITHOUT_VARIABLE
+from bench.asgi import digit_png
 from bench.servers import Load, Server, service_env, start_server, wrk
 
 WHOLE = "the whole service"
@@ -62,12 +63,8 @@ def variants(parts: list[str]) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from PIL import Image
-
-    from model_store.mnist_data import load_split
-
     body = Path(tempfile.mkdtemp(prefix="bench-ablate-")) / "digit.png"
-    Image.fromarray(load_split(args.data_dir, "test").images[128]).save(body)
+    body.write_bytes(digit_png(args.data_dir))
     env = service_env(args.store, args.data_dir, MNIST_MODEL_VERSION=str(args.version or ""))
     servers: dict[str, Server] = {}
     try:

@@ -33,17 +33,13 @@ WITHOUT_VARIABLE = "MNIST_BENCH_WITHOUT"
 
 
 class _Nothing:
-    """Takes any call and attribute, does nothing: a metric child whose updates are free."""
+    """Takes any call and attribute, does nothing: set as a metric's methods, its updates are free."""
 
     def __getattr__(self, name: str) -> _Nothing:
         return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> _Nothing:
         return self
-
-
-def _ignore(*args: Any, **kwargs: Any) -> _Nothing:
-    return _Nothing()
 
 
 def _answer_without_verdict(self: ServingModel, images: np.ndarray) -> np.ndarray:
@@ -70,7 +66,7 @@ def without(parts: set[str]) -> None:
         for metric in (Counter, Gauge, Histogram):
             for method in ("labels", "inc", "dec", "set", "observe"):
                 if hasattr(metric, method):
-                    setattr(metric, method, _ignore)
+                    setattr(metric, method, _Nothing())
     if "verdict" in parts:
         ServingModel.answer = _answer_without_verdict  # type: ignore[method-assign]
     if "model" in parts:

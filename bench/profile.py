@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.asgi import digit_png
 from bench.servers import ROOT, Load, service_env, start_server, wrk
 
 # (row, substrings of a frame's file) in the order they are tried, innermost frame first.
@@ -168,12 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds < 5:
         parser.error("--seconds must be at least 5")
     args.out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    from model_store.mnist_data import load_split
-
     args.digit = args.out / "digit.png"
-    Image.fromarray(load_split(args.data_dir, "test").images[128]).save(args.digit)
+    args.digit.write_bytes(digit_png(args.data_dir))
     env = service_env(args.store, args.data_dir, MNIST_MODEL_VERSION=str(args.version or ""))
     results = {kind: profile(kind, env, args, args.out) for kind in ("ours", "empty")}
     report = table(results)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -11,21 +10,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from bench.ablate import main
 from bench.ablated_app import PARTS, WITHOUT_VARIABLE
 from bench.servers import service_env, start_server
 from model_store.mnist_data import load_split
+from tests.app.conftest import encode
 from tests.conftest import assert_argument_refused
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
-
-
-def png(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
 
 
 def json_lines(path: Path) -> list[dict[str, object]]:
@@ -42,8 +35,8 @@ def served(trained_store: Path, mnist_dir: Path, parts: str, tmp_path: Path) -> 
     env = service_env(trained_store, mnist_dir, MNIST_LOG_LEVEL="info", **{WITHOUT_VARIABLE: parts})
     server = start_server("ablated", 1, env, log_dir=logs)
     try:
-        seven = httpx.post(f"{server.url}/predict", files={"file": png(test.images[0])}).json()
-        scribble = httpx.post(f"{server.url}/predict", files={"file": png(noise)}).json()
+        seven = httpx.post(f"{server.url}/predict", files={"file": encode(test.images[0])}).json()
+        scribble = httpx.post(f"{server.url}/predict", files={"file": encode(noise)}).json()
         oversized = httpx.post(f"{server.url}/predict", content=b"\0" * (4 * 1024 * 1024 + 1))
         metrics = httpx.get(f"{server.url}/metrics").text
     finally:
