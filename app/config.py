@@ -25,84 +25,170 @@ ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class Settings(StoreSettings):
-    # Serve the newest version of MODEL_NAME in MODEL_STORE, or the pinned MODEL_VERSION. Without the
-    # MNIST files in DATA_DIR the /test/... routes answer 503.
-    model_version: int | None = None
+    """The service's settings. Each field's description and example become docs/configuration.md."""
 
-    # Versions loaded beside the default one, each answering on ?version= and on
-    # /v2/models/<name>/versions/<v>/infer (TF Serving's version policy): the LOADED_VERSIONS listed
-    # (`3,5`), else the newest LOADED_NEWEST. The default (newest, or pinned) is always loaded, so the
-    # defaults load only that one.
-    loaded_newest: int = Field(0, ge=0)
-    loaded_versions: Annotated[list[int], NoDecode] = Field(default_factory=list)
-
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1)
-    # Seconds in-flight requests get to finish after SIGTERM.
-    graceful_shutdown_seconds: int = Field(20, ge=0)
-    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
-
-    # Limits on what a request may carry.
-    max_upload_bytes: int = Field(4 * MIB, ge=1024)
-    max_image_pixels: int = Field(16_000_000, ge=784)
-    max_batch_images: int = Field(256, ge=1, description="files in one multipart batch request")
-    max_array_images: int = Field(10_000, ge=1, description="images in one binary (.npy/raw) batch")
-    max_random_count: int = Field(100, ge=1)
-
-    # Dynamic batching of concurrent requests into one forward pass.
-    batching_enabled: bool = True
-    batch_max_size: int = Field(128, ge=1)
-    batch_max_delay_ms: float = Field(0.0, ge=0.0)
-    batch_queue_size: int = Field(
-        2048, ge=1, description="queued images before 503; a large request weighs as one full batch"
+    model_version: int | None = Field(
+        None,
+        description="Serve this version of the model, pinned; unset (or `latest`) serves the newest and "
+        "follows the store. The `/test` routes answer 503 without the MNIST files in the data folder.",
+        examples=[3],
     )
-    # Net allocations between collections of the garbage collector's youngest generation. Python's
-    # 700 made it walk the objects of every request in flight several times per request (6-8 % of a
-    # request's CPU at 64 at once), objects that reference counting frees anyway.
-    gc_threshold: int = Field(20_000, ge=700)
-    # Threads TensorFlow may use per worker (explanations, and predictions on the tensorflow runtime);
-    # 0 lets it decide.
-    tf_threads: int = Field(0, ge=0)
-    # What runs predictions: ONNX Runtime on the version's model.onnx (written at publish time), or
-    # TensorFlow. A version without a usable model.onnx is served by TensorFlow, logged.
-    runtime: Runtime = "onnxruntime"
-    # ONNX Runtime's threads per worker; 0: the cores this process may use, shared among the workers.
-    runtime_threads: int = Field(0, ge=0)
+    loaded_newest: int = Field(
+        0,
+        ge=0,
+        description="Also load the newest N versions, each answering on `?version=` and on "
+        "`/v2/models/<name>/versions/<v>/infer` (TF Serving's version policy). The default version is "
+        "always loaded.",
+        examples=[2],
+    )
+    loaded_versions: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Also load these versions (comma-separated or a JSON list); overrides "
+        "`MNIST_LOADED_NEWEST`.",
+        examples=[[3, 5]],
+    )
 
-    # How explanations are computed: occlusion (forward passes on the serving runtime only), or
-    # integrated gradients (TensorFlow). Occlusion is the more faithful on the default cnn, whose
-    # per-image normalisation makes the black-to-image path of integrated gradients degenerate
-    # (README, Explanations), and needs no TensorFlow.
-    explain_method: Literal["occlusion", "integrated_gradients"] = "occlusion"
-    # Explanations computed at once; more get 503 at once, not a queue.
-    explain_concurrency: int = Field(1, ge=1)
-    # Integrated gradients need TensorFlow, which serving on ONNX Runtime otherwise never imports: the
-    # first explanation in a worker then takes a few seconds and ~0.5 GB. True pays that (or, for
-    # occlusion, the first explanation's small cost) before ready.
-    explain_warmup: bool = False
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.", examples=["0.0.0.0"])
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.", examples=[8080])
+    workers: int = Field(
+        1, ge=1, description="uvicorn worker processes, each with its own copy of the model.", examples=[2]
+    )
+    graceful_shutdown_seconds: int = Field(
+        20, ge=0, description="Seconds requests in flight get to finish after SIGTERM.", examples=[30]
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="Lowest level logged (any case).", examples=["debug"]
+    )
+    log_json: bool = Field(
+        True,
+        description="One JSON object per log line, for log shippers; plain text when false.",
+        examples=[False],
+    )
 
-    # Follow the store: seconds between looks for a newer version (0 = never; ignored when pinned).
-    reload_poll_seconds: float = Field(10.0, ge=0.0)
-    # Bearer token for /admin routes; unset means the admin routes are disabled.
-    admin_token: SecretStr | None = None
-    # One JSON object per log line (for log shippers); plain text otherwise.
-    log_json: bool = True
+    max_upload_bytes: int = Field(
+        4 * MIB, ge=1024, description="Largest request body; larger ones get 413.", examples=[1048576]
+    )
+    max_image_pixels: int = Field(
+        16_000_000,
+        ge=784,
+        description="Largest decoded image (width × height); larger ones get 413 before decoding.",
+        examples=[1000000],
+    )
+    max_batch_images: int = Field(
+        256, ge=1, description="Files in one multipart batch request.", examples=[64]
+    )
+    max_array_images: int = Field(
+        10_000, ge=1, description="Images in one binary (.npy or raw) batch request.", examples=[1000]
+    )
+    max_random_count: int = Field(100, ge=1, description="Largest `count` of `/test/random`.", examples=[20])
 
-    # API keys for the inference routes: a file of `name:key` lines (or a JSON object), re-read when
-    # it changes. Unset: the API is open. Health, metrics, docs and the web page are always open.
-    api_keys_file: Path | None = None
-    # Per key and per worker: requests per second on average (0 = no limit), and the burst allowed.
-    api_key_rate_per_second: float = Field(0.0, ge=0.0)
-    api_key_rate_burst: int = Field(20, ge=1)
+    batching_enabled: bool = Field(
+        True,
+        description="Gather concurrent requests into one forward pass (dynamic batching).",
+        examples=[False],
+    )
+    batch_max_size: int = Field(128, ge=1, description="Images in one forward pass at most.", examples=[64])
+    batch_max_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="Milliseconds a batch may wait for more requests; 0 runs as soon as the runtime is "
+        "free (requests that arrive meanwhile still share the next pass).",
+        examples=[2.0],
+    )
+    batch_queue_size: int = Field(
+        2048,
+        ge=1,
+        description="Images waiting for a forward pass before new requests get 503 with Retry-After; a "
+        "large request weighs as one full batch.",
+        examples=[512],
+    )
+    gc_threshold: int = Field(
+        20_000,
+        ge=700,
+        description="Allocations between collections of the garbage collector's youngest generation. "
+        "Python's default of 700 walks the objects of every request in flight several times per request, objects "
+        "that reference counting frees anyway (docs/performance.md).",
+        examples=[50000],
+    )
+    tf_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads TensorFlow may use per worker (integrated gradients, the tensorflow runtime); "
+        "0 lets it decide.",
+        examples=[2],
+    )
+    runtime: Runtime = Field(
+        "onnxruntime",
+        description="What runs predictions: ONNX Runtime on the version's model.onnx, or TensorFlow (needs "
+        "the train extra). A version without a usable model.onnx is served by TensorFlow, logged.",
+        examples=["tensorflow"],
+    )
+    runtime_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime's threads per worker; 0 shares the cores this process may use among the "
+        "workers.",
+        examples=[1],
+    )
 
-    # OpenTelemetry: export a trace of each request over OTLP/HTTP to this endpoint, e.g.
-    # http://collector:4318/v1/traces. Unset: no tracing.
-    otlp_endpoint: str | None = None
+    explain_method: Literal["occlusion", "integrated_gradients"] = Field(
+        "occlusion",
+        description="How `/explain` attributes an answer: occlusion (forward passes on the serving runtime) "
+        "or integrated gradients (needs TensorFlow). Occlusion is the more faithful on the cnn, whose "
+        "per-image normalisation makes the black-to-image path of integrated gradients degenerate.",
+        examples=["integrated_gradients"],
+    )
+    explain_concurrency: int = Field(
+        1, ge=1, description="Explanations computed at once; more get 503 at once, not a queue.", examples=[2]
+    )
+    explain_warmup: bool = Field(
+        False,
+        description="Compute one explanation before the service reports ready, so the first user does not "
+        "pay for loading TensorFlow (integrated gradients).",
+        examples=[True],
+    )
 
-    # Browser origins allowed to call the API (CORS), as `https://app.example.com,http://localhost:3000`
-    # or a JSON list; empty: no cross-origin access. "*" allows any origin.
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    reload_poll_seconds: float = Field(
+        10.0,
+        ge=0.0,
+        description="Seconds between looks at the store for a newer version; 0 never looks. Ignored when "
+        "`MNIST_MODEL_VERSION` pins a version.",
+        examples=[60],
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for the `/admin` routes (at least 16 characters); unset disables them.",
+        examples=["3f9a7c0e5d1b8a2f4e6c9d0b"],
+    )
+
+    api_keys_file: Path | None = Field(
+        None,
+        description="API keys for the inference routes: a file of `name:key` lines or a JSON object, "
+        "re-read when it changes. Unset: the API is open. Health, metrics, docs and the page are always "
+        "open.",
+        examples=[Path("/etc/mnist-serve/api-keys.txt")],
+    )
+    api_key_rate_per_second: float = Field(
+        0.0,
+        ge=0.0,
+        description="Requests per second each key may make on average, per worker; 0 means no limit.",
+        examples=[50],
+    )
+    api_key_rate_burst: int = Field(
+        20, ge=1, description="Requests a key may make at once above its rate.", examples=[100]
+    )
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Export a trace of each request over OTLP/HTTP to this endpoint; unset: no tracing.",
+        examples=["http://collector:4318/v1/traces"],
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS), comma-separated or a JSON list; "
+        "empty: no cross-origin access; `*` allows any origin.",
+        examples=[["https://app.example.com", "http://localhost:3000"]],
+    )
 
     def runtime_choice(self) -> RuntimeChoice:
         threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
@@ -122,15 +208,16 @@ class Settings(StoreSettings):
             raise ValueError("must be at least 16 characters (try: openssl rand -hex 24)")
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "loaded_versions", mode="before")
     @classmethod
-    def _origins_from_text(cls, value: object) -> object:
+    def _list_from_text(cls, value: object) -> object:
+        """A list setting as the shell writes it: `a,b` (the form the docs show) or a JSON list."""
         if isinstance(value, str):
             text = value.strip()
             return (
                 json.loads(text)
                 if text.startswith("[")
-                else [o.strip() for o in text.split(",") if o.strip()]
+                else [item.strip() for item in text.split(",") if item.strip()]
             )
         return value
 

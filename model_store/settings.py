@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, check_model_name
@@ -22,11 +22,23 @@ class StoreSettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True
     )
 
-    # Where versions live: <model_store>/<model_name>/<version>/.
-    model_store: Path = DEFAULT_STORE_ROOT
-    model_name: str = DEFAULT_MODEL_NAME
-    # The four MNIST .gz files: training reads them all, the service's /test routes the test split.
-    data_dir: Path = Path("data/mnist")
+    model_store: Path = Field(
+        DEFAULT_STORE_ROOT,
+        description="The model store's root folder: versions live in `<store>/<name>/<version>/`. Read by "
+        "the service, `mnist-train` and `python -m model_store`.",
+        examples=[Path("/srv/models")],
+    )
+    model_name: str = Field(
+        DEFAULT_MODEL_NAME,
+        description="The model's folder in the store, and its name in the KServe v2 routes.",
+        examples=["digits"],
+    )
+    data_dir: Path = Field(
+        Path("data/mnist"),
+        description="Folder of the four MNIST `.gz` files: training reads them all (and downloads them "
+        "there when missing), the service's /test routes read the test split.",
+        examples=[Path("/data/mnist")],
+    )
 
     @field_validator("model_name")
     @classmethod
