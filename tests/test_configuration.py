@@ -35,6 +35,11 @@ FIELDS = sorted(Settings.model_fields.items())
 INTERNAL_VARIABLES = {"MNIST_SERVE_STARTUP_FAILURE_FILE", "MNIST_BENCH_WITHOUT"}
 
 
+def example(info: FieldInfo) -> Any:
+    assert info.examples, "every setting has an example"
+    return info.examples[0]
+
+
 def plain(value: Any) -> Any:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
 
@@ -59,26 +64,26 @@ def test_the_configuration_page_is_generated_from_the_code() -> None:
 def test_every_setting_is_described_with_an_example(name: str, info: FieldInfo) -> None:
     assert info.description and info.description.endswith("."), f"{env_name(name)} needs a description"
     assert info.examples, f"{env_name(name)} needs an example"
-    assert plain(info.examples[0]) != plain(info.get_default(call_default_factory=True)), (
+    assert plain(example(info)) != plain(info.get_default(call_default_factory=True)), (
         "an example equal to the default proves nothing"
     )
-    assert f"`{env_name(name)}={shell_form(info.examples[0])}`" in PAGE.read_text()
+    assert f"`{env_name(name)}={shell_form(example(info))}`" in PAGE.read_text()
 
 
 @pytest.mark.parametrize(("name", "info"), FIELDS, ids=[name for name, _ in FIELDS])
 def test_every_example_set_in_the_environment_is_read_as_documented(
     name: str, info: FieldInfo, clean_environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(env_name(name), shell_form(info.examples[0]))
-    assert plain(getattr(Settings(), name)) == plain(info.examples[0])
+    monkeypatch.setenv(env_name(name), shell_form(example(info)))
+    assert plain(getattr(Settings(), name)) == plain(example(info))
 
 
 @pytest.mark.parametrize(("name", "info"), FIELDS, ids=[name for name, _ in FIELDS])
 def test_every_example_written_in_dotenv_is_read_as_documented(
     name: str, info: FieldInfo, clean_environment: Path
 ) -> None:
-    (clean_environment / ".env").write_text(f"{env_name(name)}={shell_form(info.examples[0])}\n")
-    assert plain(getattr(Settings(), name)) == plain(info.examples[0])
+    (clean_environment / ".env").write_text(f"{env_name(name)}={shell_form(example(info))}\n")
+    assert plain(getattr(Settings(), name)) == plain(example(info))
 
 
 def test_training_reads_the_shared_settings_from_the_environment(
@@ -86,8 +91,8 @@ def test_training_reads_the_shared_settings_from_the_environment(
 ) -> None:
     expected = {}
     for name, info in StoreSettings.model_fields.items():
-        monkeypatch.setenv(env_name(name), shell_form(info.examples[0]))
-        expected[name] = info.examples[0]
+        monkeypatch.setenv(env_name(name), shell_form(example(info)))
+        expected[name] = example(info)
     args = parse_args([])
     assert (args.store, args.name, args.data_dir) == (
         expected["model_store"],
