@@ -1,4 +1,4 @@
-"""What bench/run.py measured, turned into issue 14's ratios and targets, a markdown report and a plot.
+"""What bench/run.py measured, turned into ratios, targets, a markdown report and a plot.
 
 Plain functions of the measurements (no timing, no servers), so tests can run them on real data.
 """
@@ -19,8 +19,9 @@ RESULTS = ROOT / "bench" / "results"
 
 MAX_BATCH = 128  # the default MNIST_BATCH_MAX_SIZE: the most images one forward pass holds
 PEERS = ("bentoml", "litserve")
-# Issue 14's targets. Throughput at the top concurrency: `seed` against the empty endpoint, `cnn`
-# against the combined limit of HTTP and the model; c=1 p50 above the empty endpoint; peers.
+# The performance targets (docs/performance.md). Throughput at the top concurrency: `seed` against
+# the empty endpoint, `cnn` against the combined limit of HTTP and the model; c=1 p50 above the
+# empty endpoint; peers.
 THROUGHPUT_TARGETS = {"seed": ("empty", 0.6), "cnn": ("combined", 0.8)}
 LATENCY_TARGETS_MS = {"seed": 0.4, "cnn": 0.6}
 PEER_THROUGHPUT_TARGET = 3.0
@@ -51,7 +52,7 @@ class Scenarios:
 
     @property
     def normalisation_cost(self) -> float | None:
-        """A normalised upload's cost per request, in native uploads (issue 14: at most 2)."""
+        """A normalised upload's cost per request, in native uploads (target: at most 2)."""
         if self.native_upload is None or self.normalised_upload is None:
             return None
         return self.native_upload.requests_per_second / self.normalised_upload.requests_per_second
@@ -142,7 +143,7 @@ def turn_ratios(run: ModelRun) -> list[float]:
 
 
 def targets(run: ModelRun, found: Ratios) -> list[Target]:
-    """Issue 14's targets that apply to this run's preset (the peer ones apply to every preset)."""
+    """The targets that apply to this run's preset (the peer ones apply to every preset)."""
     result = []
     if run.preset in THROUGHPUT_TARGETS:
         against, goal = THROUGHPUT_TARGETS[run.preset]
@@ -212,7 +213,7 @@ def render_run(run: ModelRun) -> str:
                 )
     if run.skipped:
         lines += ["", *(f"- {server}: skipped, {reason}" for server, reason in run.skipped.items())]
-    lines += ["", *_ratio_lines(run, found), "", "| target (issue 14) | measured | goal | |"]
+    lines += ["", *_ratio_lines(run, found), "", "| target | measured | goal | |"]
     lines.append("| --- | ---: | ---: | --- |")
     for target in targets(run, found):
         verdict = "pass" if target.passed else "FAIL"
@@ -349,14 +350,12 @@ def load(text: str) -> tuple[list[ModelRun], str]:
     return runs, raw["header"]
 
 
-def write(runs: list[ModelRun], header: str, out: Path, stamp: str = "") -> str:
-    """latest.json (the measurements), latest.md (and a copy named `stamp`) and throughput.png."""
+def write(runs: list[ModelRun], header: str, out: Path) -> str:
+    """latest.json (the measurements), latest.md and throughput.png; earlier runs live in git."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(dump(runs, header))
     report = render(runs, header)
-    for name in ("latest", stamp):
-        if name:
-            (out / f"{name}.md").write_text(report)
+    (out / "latest.md").write_text(report)
     plot(runs, out / "throughput.png")
     return report
 

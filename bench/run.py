@@ -15,7 +15,7 @@ it they are skipped, with the reason in the report. Then ours and the empty endp
 turns at the top concurrency for --turns rounds (their ratio, robust to a slow minute). Then the
 forward pass in process at batch sizes 1-128, and ours' batch endpoint, cold start, RSS and latency
 beside 10,000-image batches. Writes
-bench/results/latest.md (tables, issue 14's ratios and targets), latest.json and throughput.png.
+bench/results/latest.md (tables, ratios and targets), latest.json and throughput.png.
 Absolute numbers depend on the machine and what else runs on it; the ratios are the result.
 """
 
@@ -30,7 +30,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -334,12 +333,13 @@ def main(argv: list[str] | None = None) -> int:
 
     peers = ", ".join(f"{p} {i.version}" for p, i in args.peers.items() if i.python) or "none"
     header = (
-        f"# Benchmark of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        "# Benchmark\n\n"
         f"wrk {args.seconds} s per cell after a {args.warmup} s warm-up at {max(args.connections)} "
         f"connections, {os.cpu_count()} CPUs, one multipart PNG of test digit 128 per request, "
-        f"the same `.keras` version behind every server; peers: {peers}. Server logs: {work}."
+        f"the same `.keras` version behind every server; peers: {peers}."
     )
-    print(write(runs, header, args.out, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")))
+    print(write(runs, header, args.out))
+    print(f"server logs: {work}", file=sys.stderr)
     return 0
 
 

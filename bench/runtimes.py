@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -281,7 +280,7 @@ def render(rows: list[Row], args: argparse.Namespace, load_before: tuple[float, 
         lines.append(f"| {row.model} | {row.runtime} | {' | '.join(cells)} | {difference} |")
     load_after = os.getloadavg()
     facts = (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, {args.threads} thread(s) per runtime, median of calls over "
         f"{args.seconds:g} s per cell; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
         f"Differences over the 10,000 MNIST test images. Command: `{PROG} {' '.join(sys.argv[1:])}`"

@@ -1,4 +1,4 @@
-"""bench/run.py's arithmetic and report on real measurements (issue 14's own `cnn` run), the peers'
+"""bench/run.py's arithmetic and report on real measurements (a recorded `cnn` run), the peers'
 forward pass against the Keras model they serve, and the CLI's one-line mistakes. No timing here:
 speed is what the benchmark measures, never what a test asserts."""
 
@@ -33,8 +33,8 @@ from model_store.mnist_data import load_split
 from tests.conftest import assert_one_line_error, run_cli
 
 
-def issue_14_cnn_run() -> ModelRun:
-    """The side-by-side `cnn` run issue 14 reports (64 and 1 connections), as bench/run.py records it.
+def measured_cnn_run() -> ModelRun:
+    """A side-by-side `cnn` run (64 and 1 connections), as bench/run.py records it.
     The 1-worker rows are made up to be worse, so the 2-worker ones are each server's best."""
 
     def sweep(c64: tuple[float, float], c1_p50: float) -> dict[int, dict[int, Load]]:
@@ -59,15 +59,15 @@ def issue_14_cnn_run() -> ModelRun:
     )
 
 
-def test_ratios_of_the_issue_14_run_are_the_ones_it_states() -> None:
-    run = issue_14_cnn_run()
+def test_ratios_of_a_measured_run_are_the_ones_it_states() -> None:
+    run = measured_cnn_run()
     found = ratios(run)
 
     assert best_workers(run.sweeps["ours"]) == 2
     assert found.top == 64
     assert (found.forward_batch, found.forward_images_per_second) == (128, 4661)
     assert found.combined_limit == pytest.approx(1 / (1 / 8143 + 1 / 4661))
-    assert found.ours_over_combined == pytest.approx(0.51, abs=0.005)  # "about half", says the issue
+    assert found.ours_over_combined == pytest.approx(0.51, abs=0.005)  # about half
     assert found.ours_over_empty == pytest.approx(1513 / 8143)
     assert found.c1_overhead_ms == pytest.approx(2.03 - 0.24)
     assert found.best_peer == "litserve"
@@ -75,8 +75,8 @@ def test_ratios_of_the_issue_14_run_are_the_ones_it_states() -> None:
     assert found.ours_p99_over_peer_p99 == pytest.approx(64 / 104)
 
 
-def test_targets_of_the_issue_14_run_all_fail_for_cnn() -> None:
-    run = issue_14_cnn_run()
+def test_targets_of_a_measured_run_all_fail_for_cnn() -> None:
+    run = measured_cnn_run()
     checked = {target.name: target for target in targets(run, ratios(run))}
 
     assert set(checked) == {
@@ -90,7 +90,7 @@ def test_targets_of_the_issue_14_run_all_fail_for_cnn() -> None:
 
 
 def test_seed_is_held_to_the_empty_endpoint_and_peers_only_when_they_ran() -> None:
-    run = issue_14_cnn_run()
+    run = measured_cnn_run()
     run.preset = "seed"
     del run.sweeps["bentoml"], run.sweeps["litserve"]
     found = ratios(run)
@@ -107,7 +107,7 @@ def test_combined_limit_is_the_harmonic_sum() -> None:
 
 
 def test_report_round_trips_through_json_and_draws_the_plot(tmp_path: Path) -> None:
-    run = issue_14_cnn_run()
+    run = measured_cnn_run()
 
     runs, header = load(dump([run], "# header"))
     text = render_run(runs[0])
@@ -123,7 +123,7 @@ def test_report_round_trips_through_json_and_draws_the_plot(tmp_path: Path) -> N
 
 
 def test_taking_turns_pairs_each_round_and_reports_the_median() -> None:
-    run = issue_14_cnn_run()
+    run = measured_cnn_run()
     run.turns = {"empty": [5000, 3000, 6400], "ours": [1500, 1200, 1600]}
 
     text = render_run(load(dump([run], "# header"))[0][0])
@@ -133,7 +133,7 @@ def test_taking_turns_pairs_each_round_and_reports_the_median() -> None:
 
 
 def test_a_report_written_before_taking_turns_still_loads() -> None:
-    written = dump([issue_14_cnn_run()], "# header").replace('"turns": {}', '"absent": {}')
+    written = dump([measured_cnn_run()], "# header").replace('"turns": {}', '"absent": {}')
 
     runs, _ = load(written)
 
@@ -141,7 +141,7 @@ def test_a_report_written_before_taking_turns_still_loads() -> None:
 
 
 def test_report_renders_again_from_the_json(tmp_path: Path) -> None:
-    (tmp_path / "latest.json").write_text(dump([issue_14_cnn_run()], "# header"))
+    (tmp_path / "latest.json").write_text(dump([measured_cnn_run()], "# header"))
 
     result = run_cli("bench.report", str(tmp_path / "latest.json"), cwd=tmp_path)
 
@@ -218,7 +218,7 @@ def test_the_normalised_upload_target_compares_cost_per_request() -> None:
     """1,000 native uploads a second against 400 that need normalising: each costs 2.5 native ones."""
     from bench.report import Scenarios
 
-    run = issue_14_cnn_run()
+    run = measured_cnn_run()
     run.scenarios = Scenarios(
         workers=2,
         cold_start_seconds=7.0,
