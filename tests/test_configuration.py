@@ -1,6 +1,6 @@
 """Every documented setting works as documented: set the way a shell user sets it, read as shown.
 
-docs/configuration.md is generated from the settings classes (scripts/configuration_reference.py);
+docs/configuration.md is generated from the settings classes (scripts/reference_pages.py);
 these tests keep the page fresh and complete, and prove each example on it through the process
 environment and through `.env`, never by building `Settings(...)` in Python.
 """
@@ -28,7 +28,7 @@ from tests.servers import RunningServer, free_port, wait_ready
 from training.arguments import parse_args
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from configuration_reference import OTHER_VARIABLES, PAGE, env_name, shell_form
+from reference_pages import OTHER_VARIABLES, PAGE, env_name, shell_form
 
 FIELDS = sorted(Settings.model_fields.items())
 # Read by the code but not settings a user sets: the CLI's hand-off to its workers, and a bench knob.
@@ -55,7 +55,7 @@ def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_configuration_page_is_generated_from_the_code() -> None:
-    script = REPO_ROOT / "scripts" / "configuration_reference.py"
+    script = REPO_ROOT / "scripts" / "reference_pages.py"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -1,16 +1,19 @@
-"""Write docs/configuration.md from the settings classes, so the reference cannot drift from the code.
+"""Write the reference pages of the docs from the code, so they cannot drift from it.
 
-    python scripts/configuration_reference.py          # rewrite the page
-    python scripts/configuration_reference.py --check  # exit 1 when the page is stale
+    python scripts/reference_pages.py          # rewrite docs/configuration.md and docs/api-reference.md
+    python scripts/reference_pages.py --check  # exit 1 when either page is stale
 
-Every field's environment name, type, default, description and example come from `app.config.Settings`
-(which extends `model_store.settings.StoreSettings`); the few variables read outside the settings
-classes are listed in OTHER_VARIABLES. tests/test_configuration_reference.py keeps both honest.
+docs/configuration.md: every field's environment name, type, default, description and example, from
+`app.config.Settings` (which extends `model_store.settings.StoreSettings`), and the few variables
+read outside the settings classes (OTHER_VARIABLES). docs/api-reference.md: every route of the
+OpenAPI document the service publishes. tests/test_configuration.py and tests/test_docs.py keep
+them honest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 import typing
@@ -24,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "configuration.md"
+API_PAGE = ROOT / "docs" / "api-reference.md"
 sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
@@ -71,7 +75,7 @@ with one line naming the variable and what is wrong; secrets are never printed.
 List settings take the comma form (`MNIST_LOADED_VERSIONS=3,5`) or a JSON list
 (`MNIST_LOADED_VERSIONS='[3, 5]'`). Booleans take `true`/`false` (also `1`/`0`, `yes`/`no`).
 
-This page is generated from the settings classes by `python scripts/configuration_reference.py`;
+This page is generated from the settings classes by `python scripts/reference_pages.py`;
 a test fails when it is stale, and another sets every example below in the environment and in `.env`
 and checks that the service reads it as shown.
 """
@@ -171,19 +175,96 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+API_HEADER = """# Route reference
+
+Every route the service publishes in its OpenAPI document (`/openapi.json`; interactive at `/docs`),
+generated from that document by `python scripts/reference_pages.py`. *Key*: the route needs an API
+key when `MNIST_API_KEYS_FILE` is set; *admin*: the `/admin` routes, mounted only when
+`MNIST_ADMIN_TOKEN` is set. How to call them, with examples: [API](api.md).
+"""
+
+
+def api_document() -> dict[str, Any]:
+    """The OpenAPI document of a service with keys and the admin routes on, as an operator runs it."""
+    from app.main import create_app
+
+    settings = Settings(api_keys_file=Path("api-keys.txt"), admin_token=SecretStr("0" * 32))
+    return create_app(settings).openapi()
+
+
+def parameter_rows(parameters: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        "| parameter | in | type | default | example | meaning |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for parameter in parameters:
+        schema = parameter.get("schema", {})
+        kinds = [s.get("type", "") for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+        default = (
+            f"`{schema['default']}`"
+            if "default" in schema
+            else ("required" if parameter.get("required") else "")
+        )
+        example = parameter.get("example", schema.get("examples", [""])[0] if schema.get("examples") else "")
+        if not example and parameter.get("examples"):
+            example = next(iter(parameter["examples"].values())).get("value", "")
+        rows.append(
+            f"| `{parameter['name']}` | {parameter['in']} | {' or '.join(kinds)} | {default} | "
+            f"{f'`{example}`' if example != '' else ''} | {cell(parameter.get('description', ''))} |"
+        )
+    return rows
+
+
+def render_api(document: dict[str, Any]) -> str:
+    lines = [API_HEADER]
+    by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            by_tag.setdefault(operation.get("tags", ["other"])[0], []).append(
+                (method.upper(), path, operation)
+            )
+    for tag, operations in by_tag.items():
+        lines += [f"## {tag}", ""]
+        for method, path, operation in operations:
+            access = (
+                "admin" if path.startswith("/admin") else ("key" if operation.get("security") else "open")
+            )
+            lines += [f"### `{method} {path}`", "", cell(operation.get("summary", "")) + f" ({access})", ""]
+            description = operation.get("description", "").strip()
+            if description:
+                lines += [description, ""]
+            if operation.get("parameters"):
+                lines += [*parameter_rows(operation["parameters"]), ""]
+            body = operation.get("requestBody", {}).get("content", {})
+            if body:
+                lines += ["Body: " + ", ".join(f"`{kind}`" for kind in body), ""]
+            codes = operation.get("responses", {})
+            lines += [
+                "Answers: "
+                + "; ".join(f"{code} {cell(r.get('description', ''))}" for code, r in codes.items()),
+                "",
+            ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def pages() -> dict[Path, str]:
+    return {PAGE: render(), API_PAGE: render_api(api_document())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     args = parser.parse_args(argv)
-    page = render()
-    if args.check:
-        if not PAGE.is_file() or PAGE.read_text() != page:
-            sys.stderr.write(
-                f"{PAGE.relative_to(ROOT)} is stale: run python scripts/configuration_reference.py\n"
-            )
-            return 1
-        return 0
-    PAGE.write_text(page)
+    stale = []
+    for path, text in pages().items():
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.write_text(text)
+    if stale:
+        sys.stderr.write(f"stale: {', '.join(stale)}; run python scripts/reference_pages.py\n")
+        return 1
     return 0
 
 
