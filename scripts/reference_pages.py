@@ -201,7 +201,7 @@ def parameter_rows(parameters: list[dict[str, Any]]) -> list[str]:
         schema = parameter.get("schema", {})
         kinds = [s.get("type", "") for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
         default = (
-            f"`{schema['default']}`"
+            f"`{json.dumps(schema['default'])}`"
             if "default" in schema
             else ("required" if parameter.get("required") else "")
         )
