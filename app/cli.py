@@ -13,7 +13,8 @@ import uvicorn
 from app.config import get_settings
 from app.operations.metrics import multiprocess_mode
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
-from model_store.reporting import load_settings
+from model_store.reporting import fail, load_settings
+from model_store.store import ModelStore, ModelStoreError, NoModelError
 
 PROG = "mnist-serve"
 
@@ -30,6 +31,16 @@ def worker_count(text: str) -> int:
     return int(text)
 
 
+def check_store(root: Path, name: str, version: int | None) -> None:
+    """A store with nothing to serve is the user's to fix: one line, before uvicorn starts a worker."""
+    try:
+        ModelStore(root, name).resolve(version)
+    except NoModelError as exc:
+        fail(PROG, f"{exc}; publish one with mnist-train, or point MNIST_MODEL_STORE at a store that has one")
+    except ModelStoreError as exc:
+        fail(PROG, str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(PROG, get_settings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
@@ -37,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=port, default=settings.port, help="env MNIST_PORT")
     parser.add_argument("--workers", type=worker_count, default=settings.workers, help="env MNIST_WORKERS")
     args = parser.parse_args(argv)
+    check_store(settings.model_store, settings.model_name, settings.model_version)
     if args.workers > 1 and not multiprocess_mode():
         # Workers share one metrics directory so /metrics adds up every worker, not just one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mnist-metrics-")

@@ -2,10 +2,7 @@
 # Set up, then run the whole test suite against the real MNIST files.
 # Arguments go to pytest (e.g. -m "not browser", -k store, -x).
 source "$(dirname "$0")/setup.sh"
-if [ -z "${MNIST_DATA_DIR:-}" ]; then
-  if [ -d ../shared/mnist ]; then export MNIST_DATA_DIR=../shared/mnist; else export MNIST_DATA_DIR=data/mnist; fi
-fi
-export MNIST_DATA_DIR
+export MNIST_DATA_DIR=${MNIST_DATA_DIR:-data/mnist}
 mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there
 # The browser tests drive Debian's Chromium, the soak and scale-out tests drive wrk and nginx, the
 # image tests build with buildah on a debootstrap base; as root we install them.
