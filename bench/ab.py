@@ -1,7 +1,7 @@
 """Two checkouts of the service over HTTP, side by side: alternating wrk runs against each.
 
     git worktree add ../before <commit>
-    python -m bench.ab --store models --data-dir ../shared/mnist --before ../before --connections 1 64
+    python -m bench.ab --store models --data-dir data/mnist --before ../before --connections 1 64
 
 For each round and connection count it starts the other checkout's service and this one's (same
 store, version and workers; which goes first alternates between rounds), warms each up with wrk at

@@ -1,6 +1,6 @@
 """What each part of the service costs a request over HTTP: the service without it, beside the empty endpoint.
 
-    python -m bench.ablate --store models --data-dir ../shared/mnist --version 2
+    python -m bench.ablate --store models --data-dir data/mnist --version 2
 
 Starts the empty endpoint (bench/empty_app.py), the whole service, the service without each part of
 `bench/ablated_app.PARTS` in turn, and the service without all of them: all up at once, each with

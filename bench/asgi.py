@@ -1,7 +1,7 @@
 """CPU per request of the whole app in process: no HTTP server, no sockets, no wrk.
 
-    python -m bench.asgi --store models --data-dir ../shared/mnist --version 2
-    python -m bench.asgi --store models --data-dir ../shared/mnist --version 2 --repo ../old-checkout
+    python -m bench.asgi --store models --data-dir data/mnist --version 2
+    python -m bench.asgi --store models --data-dir data/mnist --version 2 --repo ../old-checkout
 
 Runs `create_app()` under its lifespan and calls `/predict` through its ASGI interface with the
 benchmark's multipart PNG of test digit 128 (or `--body`), `--concurrency` calls at a time, and

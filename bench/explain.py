@@ -1,6 +1,6 @@
 """What an explanation costs and how faithful it is, by each method, side by side.
 
-python -m bench.explain --store models --data-dir ../shared/mnist [--version N] [--requests 200]
+python -m bench.explain --store models --data-dir data/mnist [--version N] [--requests 200]
 
 Cost: one uvicorn worker per explain method (integrated gradients, occlusion), one client, requests
 one after another (no concurrency: the cost of one answer, not throughput), taking turns so machine

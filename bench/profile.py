@@ -1,6 +1,6 @@
 """Where the microseconds of one request go: one uvicorn worker under wrk, sampled by py-spy.
 
-    python -m bench.profile --store models --data-dir ../shared/mnist
+    python -m bench.profile --store models --data-dir data/mnist
 
 Starts the service and the empty endpoint (bench/empty_app.py) with one worker each, drives each with
 wrk at 64 connections posting test digit 128 as a multipart PNG, and meanwhile

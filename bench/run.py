@@ -1,6 +1,6 @@
 """Benchmark the service against its ceiling, a naive baseline and two serving frameworks, side by side.
 
-    python -m bench.run --store models --data-dir ../shared/mnist --preset seed cnn
+    python -m bench.run --store models --data-dir data/mnist --preset seed cnn
     python -m bench.run --store models --version 3 --quick
 
 For each model version (the newest of each --preset, or --version, or the newest), starts each

@@ -1,6 +1,6 @@
 """Soak test: a bounded run at fixed concurrency against the real service, watching errors and memory.
 
-    python -m bench.soak --store model_store --data-dir ../shared/mnist --seconds 60 --connections 64
+    python -m bench.soak --store models --data-dir data/mnist --seconds 60 --connections 64
 
 Starts `app.main:create_app` under uvicorn (2 workers by default) on 127.0.0.1, checks one answer,
 warms up, then drives POST /predict (multipart PNG of test digit 128) with wrk for --seconds while

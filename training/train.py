@@ -1,6 +1,6 @@
 """Train a preset on MNIST, score it on the test set, and publish it as a new store version.
 
-mnist-train --preset cnn --data-dir ../shared/mnist
+mnist-train --preset cnn --data-dir data/mnist
 """
 
 from __future__ import annotations

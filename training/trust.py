@@ -5,7 +5,7 @@ a validation draw of negatives. The MNIST test set and an evaluation draw of neg
 only measure. `mnist-train` calls `compute_trust` before publishing; to redo it for a published
 version (it rewrites that version's trust files and metadata):
 
-python -m training.trust --store model_store --version 3
+python -m training.trust --store models --version 3
 """
 
 from __future__ import annotations
