@@ -12,6 +12,6 @@ source .venv/bin/activate
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   python -m pip install --quiet --upgrade pip
-  python -m pip install --quiet -e '.[train,test]'
+  python -m pip install --quiet -e '.[train,test,docs]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -17,12 +17,12 @@ from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MNIST_DIR = REPO_ROOT.parent / "shared" / "mnist"
+DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The folder with the four real MNIST `.gz` files (env MNIST_DATA_DIR, else ../shared/mnist)."""
+    """The folder with the four real MNIST `.gz` files (env MNIST_DATA_DIR, else data/mnist)."""
     configured = os.environ.get("MNIST_DATA_DIR")
     path = Path(configured).resolve() if configured else DEFAULT_MNIST_DIR
     missing = [spec.name for spec in MNIST_FILES.values() if not (path / spec.name).is_file()]

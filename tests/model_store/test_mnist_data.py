@@ -21,7 +21,7 @@ from model_store.mnist_data import (
     read_idx,
 )
 
-# From /work/shared/mnist/README.md.
+# As the MNIST distribution publishes them.
 TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

