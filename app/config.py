@@ -39,6 +39,18 @@ class Settings(StoreSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
+    grpc_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC, shared by every worker; 0 turns it off",
+        examples=[8081],
+    )
+    grpc_host: str | None = Field(
+        None,
+        description="address the gRPC server listens on; unset: the HTTP host",
+        examples=["0.0.0.0"],
+    )
     # Seconds in-flight requests get to finish after SIGTERM.
     graceful_shutdown_seconds: int = Field(20, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
