@@ -13,9 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import propagate, trace
@@ -33,8 +35,33 @@ class GrpcStartError(RuntimeError):
     """The gRPC port could not be opened."""
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What arrived instead of a message: the RPC answers INVALID_ARGUMENT, where grpcio would
+    answer a deserializer's exception with INTERNAL."""
+
+    problem: str
+
+
+def _decoder(message_class: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(f"the request is not a {message_class.DESCRIPTOR.full_name} message: {exc}")
+
+    return decode
+
+
+@dataclass
+class InFlight:
+    """Calls being answered, so a stop can say how many it let finish."""
+
+    calls: int = 0
+
+
 def _observed(
-    state: ServiceState, name: str, rpc: Rpc
+    state: ServiceState, name: str, rpc: Rpc, in_flight: InFlight
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     """`rpc` as grpc.aio calls it: counted and timed by method and status, in a span that continues
     the caller's trace (`traceparent` metadata), its CallError turned into the call's status."""
@@ -43,6 +70,7 @@ def _observed(
 
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
+        in_flight.calls += 1
         metadata: Metadata = tuple(context.invocation_metadata() or ())
         code = grpc.StatusCode.OK
         span = None
@@ -55,6 +83,8 @@ def _observed(
             span.set_attribute("rpc.service", SERVICE)
             span.set_attribute("rpc.method", name)
         try:
+            if isinstance(request, Undecodable):
+                raise CallError(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
             with trace.use_span(span, end_on_exit=False) if span is not None else contextlib.nullcontext():
                 return await rpc(request, metadata, context.time_remaining())
         except CallError as exc:
@@ -71,6 +101,7 @@ def _observed(
             code = grpc.StatusCode.INTERNAL
             await context.abort(code, "the service failed on this call; see its log")
         finally:
+            in_flight.calls -= 1
             latency.observe(time.perf_counter() - started)
             metrics.grpc_requests.labels(name, code.name).inc()
             if span is not None:
@@ -80,12 +111,12 @@ def _observed(
     return handle
 
 
-def _handlers(state: ServiceState) -> grpc.GenericRpcHandler:
+def _handlers(state: ServiceState, in_flight: InFlight) -> grpc.GenericRpcHandler:
     service = InferenceService(state)
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _observed(state, name, getattr(service, name)),
-            request_deserializer=request_class.FromString,
+            _observed(state, name, getattr(service, name), in_flight),
+            request_deserializer=_decoder(request_class),
             response_serializer=response_class.SerializeToString,
         )
         for name, (request_class, response_class) in methods().items()
@@ -105,7 +136,8 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        self._server.add_generic_rpc_handlers((_handlers(state),))
+        self.in_flight = InFlight()
+        self._server.add_generic_rpc_handlers((_handlers(state, self.in_flight),))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -127,7 +159,10 @@ class GrpcServer:
         """Report NOT_SERVING, stop taking calls, and give the calls in flight up to
         `grace_seconds` to finish."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        draining = self.in_flight.calls
+        log.info("gRPC stopping: %d calls in flight get up to %s s to finish", draining, grace_seconds)
         await self._server.stop(grace_seconds)
+        log.info("gRPC stopped: %d calls cut off by the grace period", self.in_flight.calls)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE):  # the server as a whole, and the inference service

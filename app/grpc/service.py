@@ -7,6 +7,7 @@ INTERNAL or UNKNOWN.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,10 +88,18 @@ class InferenceService:
             images = request_images(request, self.state.settings.max_array_images)
         except InferError as exc:
             raise CallError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
-        if deadline is not None and deadline <= 0:
-            raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the forward pass")
+        prediction = self.state.predict(images, model, "grpc")
         try:
-            result = await self.state.predict(images, model, "grpc")
+            if deadline is None:
+                result = await prediction
+            else:
+                # Cancelled when the deadline passes: a call still queued then leaves the queue
+                # and takes no part in a forward pass.
+                result = await asyncio.wait_for(prediction, max(deadline, 0))
+        except TimeoutError as exc:
+            raise CallError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the answer"
+            ) from exc
         except OverloadedError as exc:
             raise CallError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -35,7 +35,7 @@ def grpc_server(
         yield GrpcServer(server, f"127.0.0.1:{port}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(
     trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GrpcServer]:
