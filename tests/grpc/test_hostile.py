@@ -47,7 +47,7 @@ def infer(shape: list[int], datatype: str = "UINT8", **fields: Any) -> service_p
 
 
 ZEROS = bytes(784)
-CORPUS: dict[str, tuple[Callable[[], Any], Code, str]] = {
+CORPUS: dict[str, tuple[Callable[[], Any], grpc.StatusCode, str]] = {
     "wrong datatype INT64": (
         lambda: infer([1, 784], "INT64", int64=[0] * 784),
         Code.INVALID_ARGUMENT,
