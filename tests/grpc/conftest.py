@@ -21,7 +21,7 @@ class GrpcServer:
 
 @contextmanager
 def grpc_server(
-    store: Path, mnist_dir: Path, log_path: Path, *, workers: int = 1, **settings: str
+    store: Path, mnist_dir: Path, log_path: Path, *, workers: int = 1, settings: dict[str, str] | None = None
 ) -> Iterator[GrpcServer]:
     """uvicorn with gRPC on a free port; `settings` are further MNIST_* variables (lower-case names)."""
     port = free_port()
@@ -30,7 +30,7 @@ def grpc_server(
         "MNIST_DATA_DIR": str(mnist_dir),
         "MNIST_GRPC_PORT": str(port),
         "MNIST_RELOAD_POLL_SECONDS": "0",
-    } | {f"MNIST_{name.upper()}": value for name, value in settings.items()}
+    } | {f"MNIST_{name.upper()}": value for name, value in (settings or {}).items()}
     with uvicorn_server(env, log_path, workers=workers) as server:
         yield GrpcServer(server, f"127.0.0.1:{port}")
 
