@@ -71,6 +71,7 @@ def _observed(
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         in_flight.calls += 1
+        metrics.grpc_in_progress.inc()
         metadata: Metadata = tuple(context.invocation_metadata() or ())
         code = grpc.StatusCode.OK
         span = None
@@ -102,6 +103,7 @@ def _observed(
             await context.abort(code, "the service failed on this call; see its log")
         finally:
             in_flight.calls -= 1
+            metrics.grpc_in_progress.dec()
             latency.observe(time.perf_counter() - started)
             metrics.grpc_requests.labels(name, code.name).inc()
             if span is not None:

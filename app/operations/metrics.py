@@ -65,6 +65,12 @@ class Metrics:
         self.grpc_requests = Counter(
             "mnist_grpc_requests", "gRPC calls served", ["method", "code"], registry=r
         )
+        self.grpc_in_progress = Gauge(
+            "mnist_grpc_calls_in_progress",
+            "gRPC calls received and not yet answered",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.grpc_latency = Histogram(
             "mnist_grpc_request_duration_seconds",
             "Time from gRPC call to response",
