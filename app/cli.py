@@ -25,6 +25,12 @@ def port(text: str) -> int:
     return int(text)
 
 
+def grpc_port(text: str) -> int:
+    if not text.isdecimal() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535; 0 turns gRPC off)")
+    return int(text)
+
+
 def worker_count(text: str) -> int:
     if not text.isdecimal() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
@@ -46,9 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--host", default=settings.host, help="env MNIST_HOST")
     parser.add_argument("--port", type=port, default=settings.port, help="env MNIST_PORT")
+    parser.add_argument(
+        "--grpc-port", type=grpc_port, default=settings.grpc_port, help="env MNIST_GRPC_PORT (0: no gRPC)"
+    )
     parser.add_argument("--workers", type=worker_count, default=settings.workers, help="env MNIST_WORKERS")
     args = parser.parse_args(argv)
     check_store(settings.model_store, settings.model_name, settings.model_version)
+    # The workers read their settings from the environment: the gRPC server listens on the port
+    # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise.
+    os.environ["MNIST_GRPC_PORT"] = str(args.grpc_port)
+    os.environ["MNIST_HOST"] = args.host
+    get_settings.cache_clear()
     if args.workers > 1 and not multiprocess_mode():
         # Workers share one metrics directory so /metrics adds up every worker, not just one.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mnist-metrics-")

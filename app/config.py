@@ -53,6 +53,19 @@ class Settings(StoreSettings):
     workers: int = Field(
         1, ge=1, description="uvicorn worker processes, each with its own copy of the model.", examples=[2]
     )
+    grpc_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol over gRPC, shared by every worker; "
+        "0 turns gRPC off.",
+        examples=[8001],
+    )
+    grpc_host: str | None = Field(
+        None,
+        description="Address the gRPC server binds; unset, the HTTP host.",
+        examples=["0.0.0.0"],
+    )
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="Seconds requests in flight get to finish after SIGTERM.", examples=[30]
     )
@@ -106,8 +119,8 @@ class Settings(StoreSettings):
         20_000,
         ge=700,
         description="Allocations between collections of the garbage collector's youngest generation. "
-        "Python's default of 700 walks the objects of every request in flight several times per request, objects "
-        "that reference counting frees anyway (docs/performance.md).",
+        "Python's default of 700 walks the objects of every request in flight several times per request, "
+        "objects that reference counting frees anyway (docs/performance.md).",
         examples=[50000],
     )
     tf_threads: int = Field(

@@ -26,6 +26,7 @@ from app.api.keys import require_api_key
 from app.api.routes import admin, health, model, ops, predict, testset, v1, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
+from app.grpc.server import GrpcServer
 from app.operations.api_keys import ApiKeys, RateLimiter
 from app.operations.body_limit import BodySizeLimit
 from app.operations.logs import configure_logging
@@ -144,10 +145,18 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         gc.freeze()
         collector_thresholds = gc.get_threshold()
         gc.set_threshold(settings.gc_threshold, *collector_thresholds[1:])
+        grpc_server = None
+        if settings.grpc_port:
+            # In every worker, on its event loop: the same versions and batcher as HTTP.
+            grpc_server = GrpcServer(state, settings.grpc_host or settings.host, settings.grpc_port)
+            await grpc_server.start()
         polling = None
         if settings.reload_poll_seconds and settings.model_version is None:
             polling = asyncio.create_task(state.manager.poll(settings.reload_poll_seconds))
         yield
+        if grpc_server is not None:
+            # uvicorn has drained HTTP by now; the gRPC calls in flight get the same grace.
+            await grpc_server.stop(settings.graceful_shutdown_seconds)
         if polling is not None:
             polling.cancel()
             with contextlib.suppress(asyncio.CancelledError):

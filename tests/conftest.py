@@ -20,6 +20,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The tests' in-process apps and servers would all listen for gRPC on the default port (and
+    # fail where something else holds it); the tests of gRPC give each server a free port.
+    os.environ.setdefault("MNIST_GRPC_PORT", "0")
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The folder with the four real MNIST `.gz` files (env MNIST_DATA_DIR, else data/mnist)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import numpy as np
@@ -10,7 +9,6 @@ from fastapi import Depends, Query, Request
 
 from app.api.errors import ApiError
 from app.config import Settings
-from app.operations.tracing import traced_prediction
 from app.serving.explain import ExplainBusyError, Explanation
 from app.serving.inference import BatchResult, OverloadedError, ServingModel
 from app.serving.router import UnknownVersionError
@@ -67,19 +65,12 @@ class RequestPredictor:
             raise ApiError(404, str(exc)) from exc
 
     async def predict(self, images: np.ndarray) -> BatchResult:
-        model = self.model()
-        started = time.perf_counter()
         try:
-            result = await traced_prediction(
-                self._state.tracer, model, images, lambda: self._state.predictor.predict(images, model)
-            )
+            return await self._state.predict(images, self.model(), "http")
         except OverloadedError as exc:
             raise ApiError(
                 503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
             ) from exc
-        self._state.router.shadow(images, result, time.perf_counter() - started)
-        self._state.metrics.count_predictions(result.probabilities.argmax(axis=1))
-        return result
 
     async def explain(self, images: np.ndarray, model: ServingModel) -> list[Explanation]:
         """Attribution maps from `model` (the version that answered); 503 while explain is busy."""

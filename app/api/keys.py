@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.api.deps import StateDep
 from app.api.errors import ApiError
+from app.operations.api_keys import KeyRefusedError, admit
 
 bearer = HTTPBearer(auto_error=False, description="an API key from MNIST_API_KEYS_FILE")
 key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, another header")
@@ -25,24 +26,14 @@ async def require_api_key(
     keys = state.api_keys
     if keys is None:
         return
-    counter = state.metrics.api_key_requests
     presented = header_key or (credentials.credentials if credentials is not None else None)
-    if not presented:
-        counter.labels("", "missing").inc()
-        raise ApiError(401, f"this route needs an API key: {HOW}", {"WWW-Authenticate": "Bearer"})
-    name = keys.identify(presented)
-    if name is None:
-        counter.labels("", "refused").inc()
-        raise ApiError(403, "unknown API key")
-    request.state.api_key = name
-    if state.rate_limiter is not None:
-        wait = state.rate_limiter.acquire(name)
-        if wait:
-            counter.labels(name, "rate_limited").inc()
+    try:
+        request.state.api_key = admit(keys, state.rate_limiter, state.metrics.api_key_requests, presented)
+    except KeyRefusedError as exc:
+        if exc.reason == "missing":
             raise ApiError(
-                429,
-                f"API key {name!r} is over its limit of {state.rate_limiter.rate:g} requests per second; "
-                f"retry in {wait} s",
-                {"Retry-After": str(wait)},
-            )
-    counter.labels(name, "accepted").inc()
+                401, f"this route needs an API key: {HOW}", {"WWW-Authenticate": "Bearer"}
+            ) from exc
+        if exc.reason == "refused":
+            raise ApiError(403, str(exc)) from exc
+        raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from exc

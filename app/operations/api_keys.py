@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import Counter
+
 log = logging.getLogger(__name__)
 
 KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -144,3 +146,37 @@ class RateLimiter:
                 bucket.tokens -= 1
                 return 0
             return max(1, math.ceil((1 - bucket.tokens) / self.rate))
+
+
+class KeyRefusedError(Exception):
+    """A call refused by the key check: `reason` is the outcome label (missing, refused,
+    rate_limited); `retry_after` the whole seconds to wait when rate-limited."""
+
+    def __init__(self, reason: str, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def admit(keys: ApiKeys, limiter: RateLimiter | None, counter: Counter, presented: str | None) -> str:
+    """The name of the key `presented`, counted by outcome; raises KeyRefusedError. The same check
+    for every protocol, so a key's rate is one budget over HTTP and gRPC."""
+    if not presented:
+        counter.labels("", "missing").inc()
+        raise KeyRefusedError("missing", "this call needs an API key")
+    name = keys.identify(presented)
+    if name is None:
+        counter.labels("", "refused").inc()
+        raise KeyRefusedError("refused", "unknown API key")
+    if limiter is not None:
+        wait = limiter.acquire(name)
+        if wait:
+            counter.labels(name, "rate_limited").inc()
+            raise KeyRefusedError(
+                "rate_limited",
+                f"API key {name!r} is over its limit of {limiter.rate:g} requests per second; "
+                f"retry in {wait} s",
+                wait,
+            )
+    counter.labels(name, "accepted").inc()
+    return name

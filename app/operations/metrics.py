@@ -55,6 +55,29 @@ class Metrics:
             ["route", "version", "status"],
             registry=r,
         )
+        self.request_images = Histogram(
+            "mnist_request_images",
+            "Images per inference request, by the protocol that brought it (http, grpc)",
+            ["protocol"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000),
+            registry=r,
+        )
+        self.grpc_requests = Counter(
+            "mnist_grpc_requests", "gRPC calls served", ["method", "code"], registry=r
+        )
+        self.grpc_in_progress = Gauge(
+            "mnist_grpc_calls_in_progress",
+            "gRPC calls received and not yet answered",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.grpc_latency = Histogram(
+            "mnist_grpc_request_duration_seconds",
+            "Time from gRPC call to response",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter("mnist_predictions", "Predicted digits", ["digit"], registry=r)
         self.batch_size = Histogram(
             "mnist_batch_size",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -13,11 +14,16 @@ from opentelemetry.trace import Tracer
 from app.config import Settings
 from app.operations.api_keys import ApiKeys, RateLimiter
 from app.operations.metrics import Metrics
+from app.operations.tracing import traced_prediction
 from app.serving.explain import ExplainService
 from app.serving.inference import BatchResult, ModelHolder, ServingModel
 from app.serving.reload import ModelManager
 from app.serving.router import VersionRouter
 from model_store.mnist_data import MnistSplit
+
+
+class NotServedError(LookupError):
+    """The model or version a call names is not served here (HTTP 404, gRPC NOT_FOUND)."""
 
 
 class Predictor(Protocol):
@@ -44,6 +50,31 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.router = VersionRouter(self.holder, self.manager, self.predictor, self.metrics)
+
+    def served_model(self, name: str, version: str | None) -> ServingModel:
+        """The default model, or the loaded `version`, if `name` names it; else NotServedError."""
+        current = self.holder.current
+        if name != current.name:
+            raise NotServedError(f"unknown model '{name}'; this server serves '{current.name}'")
+        if version is None:
+            return current
+        model = self.router.loaded(version)
+        if model is None:
+            loaded = ", ".join(map(str, sorted(self.holder.loaded)))
+            raise NotServedError(f"version {version!r} of '{name}' is not loaded; loaded versions: {loaded}")
+        return model
+
+    async def predict(self, images: np.ndarray, model: ServingModel, protocol: str) -> BatchResult:
+        """`images` through `model` on the shared predictor, traced, shadowed and counted, whichever
+        protocol brought them; OverloadedError when the queue is full."""
+        self.metrics.request_images.labels(protocol).observe(len(images))
+        started = time.perf_counter()
+        result = await traced_prediction(
+            self.tracer, model, images, lambda: self.predictor.predict(images, model)
+        )
+        self.router.shadow(images, result, time.perf_counter() - started)
+        self.metrics.count_predictions(result.probabilities.argmax(axis=1))
+        return result
 
 
 class AccuracyRuns:

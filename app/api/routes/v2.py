@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from app import __version__
-from app.api.deps import PredictorDep, StateDep
+from app.api.deps import PredictorDep, SettingsDep, StateDep
 from app.api.errors import ApiError
 from app.api.keys import require_api_key
 from app.inputs.kserve import (
@@ -18,8 +18,9 @@ from app.inputs.kserve import (
     parse_infer_request,
     tensor_metadata,
 )
+from app.inputs.tensors import PLATFORM
 from app.serving.inference import ServingModel
-from app.serving.state import ServiceState
+from app.serving.state import NotServedError, ServiceState
 
 router = APIRouter(prefix="/v2", tags=["KServe v2 (Open Inference Protocol)"])
 
@@ -38,7 +39,7 @@ def example(body: object, errors: bool = True) -> dict[int | str, dict[str, Any]
 METADATA_EXAMPLE = {
     "name": "mnist",
     "versions": ["3"],
-    "platform": "tensorflow_keras",
+    "platform": PLATFORM,
     "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 28, 28, 1]}],
     "outputs": [
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
@@ -63,28 +64,29 @@ INFER_EXAMPLE = {
 
 def served_model(state: ServiceState, name: str, version: str | None) -> ServingModel:
     """The default model, or the loaded `version`, if `name` names it; else 404."""
-    holder = state.holder
-    current = holder.current
-    if name != current.name:
-        raise ApiError(404, f"unknown model '{name}'; this server serves '{current.name}'")
-    if version is None:
-        return current
-    model = state.router.loaded(version)
-    if model is None:
-        loaded = ", ".join(map(str, sorted(holder.loaded)))
-        raise ApiError(404, f"version {version!r} of '{name}' is not loaded; loaded versions: {loaded}")
-    return model
+    try:
+        return state.served_model(name, version)
+    except NotServedError as exc:
+        raise ApiError(404, str(exc)) from exc
 
 
 @router.get(
     "",
     responses=example(
-        {"name": "mnist-serve", "version": "0.1.0", "extensions": ["binary_tensor_data"]}, False
+        {"name": "mnist-serve", "version": "0.1.0", "extensions": ["binary_tensor_data"], "grpc_port": 8081},
+        False,
     ),
 )
-async def server_metadata() -> dict[str, Any]:
-    """Server metadata."""
-    return {"name": "mnist-serve", "version": __version__, "extensions": ["binary_tensor_data"]}
+async def server_metadata(settings: SettingsDep) -> dict[str, Any]:
+    """Server metadata; `grpc_port` is where the same protocol is served over gRPC (absent: off)."""
+    body: dict[str, Any] = {
+        "name": "mnist-serve",
+        "version": __version__,
+        "extensions": ["binary_tensor_data"],
+    }
+    if settings.grpc_port:
+        body["grpc_port"] = settings.grpc_port
+    return body
 
 
 @router.get("/health/live", responses=example({"live": True}, False))
@@ -108,7 +110,7 @@ async def model_metadata(state: StateDep, name: str, version: str | None = None)
     return {
         "name": model.name,
         "versions": [str(v) for v in versions],
-        "platform": "tensorflow_keras",
+        "platform": PLATFORM,
         **tensor_metadata(),
     }
 

@@ -1,0 +1,48 @@
+"""Real server processes with gRPC on a free port, over the session's trained store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from model_store.mnist_data import MnistSplit, load_split
+from tests.servers import RunningServer, free_port, uvicorn_server
+
+
+@dataclass
+class GrpcServer:
+    http: RunningServer
+    target: str  # host:port of the gRPC server
+
+
+@contextmanager
+def grpc_server(
+    store: Path, mnist_dir: Path, log_path: Path, *, workers: int = 1, settings: dict[str, str] | None = None
+) -> Iterator[GrpcServer]:
+    """uvicorn with gRPC on a free port; `settings` are further MNIST_* variables (lower-case names)."""
+    port = free_port()
+    env = {
+        "MNIST_MODEL_STORE": str(store),
+        "MNIST_DATA_DIR": str(mnist_dir),
+        "MNIST_GRPC_PORT": str(port),
+        "MNIST_RELOAD_POLL_SECONDS": "0",
+    } | {f"MNIST_{name.upper()}": value for name, value in (settings or {}).items()}
+    with uvicorn_server(env, log_path, workers=workers) as server:
+        yield GrpcServer(server, f"127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def served(
+    trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GrpcServer]:
+    with grpc_server(trained_store, mnist_dir, tmp_path_factory.mktemp("grpc") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def test_split(mnist_dir: Path) -> MnistSplit:
+    return load_split(mnist_dir, "test")
