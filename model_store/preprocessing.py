@@ -14,9 +14,6 @@ from pydantic import BaseModel, ConfigDict
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 INPUT_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)
-DIGIT_BOX = 20
-# A pixel darker than this fraction of the brightest one is background when cropping.
-INK_THRESHOLD = 0.1
 
 # MNIST's own convention: 0 is background, 255 is ink (a light digit on a dark field).
 Polarity = Literal["light_on_dark", "dark_on_light"]

@@ -37,6 +37,15 @@ TRUST_TABLE_FILE = "trust.md"
 INK_LEVEL = 128
 
 
+def trust_files() -> dict[str, str]:
+    """The metadata `files` entries a version with a fitted trust rule carries."""
+    return {
+        "reliability_diagram": RELIABILITY_DIAGRAM_FILE,
+        "trust_statistics": TRUST_STATISTICS_FILE,
+        "trust_table": TRUST_TABLE_FILE,
+    }
+
+
 class TrustRule(BaseModel):
     """The numbers `judge` needs; fitted on held-out data at publish time."""
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from model_store.preprocessing import INPUT_SHAPE, NUM_CLASSES, to_model_input
 from training.augment import corrupt, shift
-from training.train import one_hot
+from training.splits import one_hot
 
 
 class CorruptedBatches(keras.utils.PyDataset):

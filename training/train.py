@@ -26,14 +26,15 @@ from model_store.metadata import (
     TrainingRecord,
 )
 from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
-from model_store.preprocessing import DEFAULT_INPUT_SPEC, NUM_CLASSES, to_model_input
+from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import fail, one_line_errors
 from model_store.runtimes import INSTALL_KERAS_HINT, keras_installed
 from model_store.store import ModelStore
-from model_store.trust import RELIABILITY_DIAGRAM_FILE, TRUST_STATISTICS_FILE, TRUST_TABLE_FILE
+from model_store.trust import trust_files
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.presets import PRESETS, Hyperparameters, plain_layers
+from training.splits import held_out_split, one_hot
 
 log = logging.getLogger("training")
 OUTLIER_POOL = 8000
@@ -178,30 +179,6 @@ def dtype_policy(name: str) -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-def held_out_split(
-    train: MnistSplit, holdout: int, seed: int, limit: int | None
-) -> tuple[MnistSplit, MnistSplit]:
-    """(held out, trained on): the held-out images come first in a seeded shuffle of all 60,000,
-    so --limit never reaches them and they are never trained on."""
-    order = np.random.default_rng(seed).permutation(len(train.labels))
-    held, used = order[:holdout], order[holdout:][:limit]
-    return MnistSplit(train.images[held], train.labels[held]), MnistSplit(
-        train.images[used], train.labels[used]
-    )
-
-
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
-
-
-def trust_files() -> dict[str, str]:
-    return {
-        "reliability_diagram": RELIABILITY_DIAGRAM_FILE,
-        "trust_statistics": TRUST_STATISTICS_FILE,
-        "trust_table": TRUST_TABLE_FILE,
-    }
 
 
 def library_versions() -> dict[str, str]:

@@ -34,8 +34,10 @@ from model_store.trust import (
     judge,
     ood_score,
     penultimate,
+    trust_files,
 )
 from training import negatives
+from training.splits import held_out_split
 
 # On held-out digits the out-of-distribution score may flag 0.4 %, and the ink check, the score and
 # the confidence threshold together keep 99.2 %: a margin over the 99 % goal on the test set.
@@ -254,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     from model_store.metadata import METADATA_FILE
     from model_store.mnist_data import load_split
     from model_store.store import ModelStore
-    from training.train import held_out_split, trust_files
 
     store = ModelStore(args.store, args.name)
     loaded = store.load(args.version)

@@ -116,9 +116,7 @@ def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
     statistics = None
     if metadata.trust.method == "mahalanobis":
         statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
-    return TrustRule.model_validate(
-        metadata.trust.model_dump(include=set(TrustRule.model_fields))
-    ), statistics
+    return metadata.trust.rule(), statistics
 
 
 class ModelHolder:
