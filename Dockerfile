@@ -63,6 +63,7 @@ RUN groupadd --system --gid 10001 app \
 ENV PATH="/opt/venv/bin:$PATH" \
     MNIST_HOST=0.0.0.0 \
     MNIST_PORT=8000 \
+    MNIST_GRPC_PORT=8081 \
     MNIST_WORKERS=1 \
     MNIST_MODEL_STORE=/models \
     MNIST_DATA_DIR=/data/mnist
@@ -70,7 +71,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
 WORKDIR /home/app
 USER 10001:10001
 VOLUME ["/models"]
-EXPOSE 8000
+# 8000: HTTP (REST and Open Inference Protocol v2); 8081: the same protocol over gRPC.
+EXPOSE 8000 8081
 
 # Liveness, as /healthz answers it; python's urllib, since the slim image has no curl. The start
 # period covers loading and warming up the model (and TensorFlow, with MNIST_EXPLAIN_WARMUP=true).
