@@ -266,7 +266,7 @@ def test_every_environment_variable_is_a_setting(final: Stage, monkeypatch: pyte
 def test_exposed_port_volume_and_settings_agree(final: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(final.env(), monkeypatch)
     exposed = {p.split("/")[0] for i in final.all("EXPOSE") for p in i.value.split()}
-    assert exposed == {str(settings.port)}
+    assert exposed == {str(settings.port), str(settings.grpc_port)}
     volumes = {
         v for i in final.all("VOLUME") for v in (exec_form(i.value) if "[" in i.value else i.value.split())
     }

@@ -150,7 +150,10 @@ def test_kserve_predictor_is_this_image_on_protocol_v2(rendered: dict[str, list[
     env = {k: v["value"] for k, v in container_env(container).items()}
     assert set(env) <= settings_variables()
     assert env["MNIST_MODEL_STORE"] == "/mnt/models", "where KServe's storage initializer puts storageUri"
-    assert [p["containerPort"] for p in container["ports"]] == [int(env["MNIST_PORT"])]
+    ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+    # KServe takes the first port as HTTP and the one named h2c as the v2 gRPC endpoint.
+    assert container["ports"][0]["containerPort"] == int(env["MNIST_PORT"])
+    assert ports["h2c"] == int(env["MNIST_GRPC_PORT"])
     assert container["readinessProbe"]["httpGet"]["path"] in app_routes()
     assert container["image"].rsplit("/", 1)[-1].split(":")[0] == compose_image_name()
     import yaml
@@ -197,8 +200,8 @@ def test_configmap_settings_validate(
         assert set(data) <= settings_variables(), name
         settings = settings_from(dict(data), monkeypatch)
         assert settings.host == "0.0.0.0" and settings.workers == 1, "one worker a pod; pods scale"
-        [port] = api_container(manifests)["ports"]
-        assert port["containerPort"] == settings.port
+        ports = {p["name"]: p["containerPort"] for p in api_container(manifests)["ports"]}
+        assert ports == {"http": settings.port, "grpc": settings.grpc_port}, name
 
 
 def test_probes_use_real_routes_and_cover_startup(rendered: dict[str, list[Manifest]]) -> None:
