@@ -208,12 +208,13 @@ def parameter_rows(parameters: list[dict[str, Any]]) -> list[str]:
             if "default" in schema
             else ("required" if parameter.get("required") else "")
         )
-        example = parameter.get("example", schema.get("examples", [""])[0] if schema.get("examples") else "")
-        if not example and parameter.get("examples"):
-            example = next(iter(parameter["examples"].values())).get("value", "")
+        example = parameter.get("example", next(iter(schema.get("examples", [])), None))
+        if example is None and parameter.get("examples"):
+            example = next(iter(parameter["examples"].values())).get("value")
+        shown = "" if example is None else f"`{example if isinstance(example, str) else json.dumps(example)}`"
         rows.append(
             f"| `{parameter['name']}` | {parameter['in']} | {' or '.join(kinds)} | {default} | "
-            f"{f'`{example}`' if example != '' else ''} | {cell(parameter.get('description', ''))} |"
+            f"{shown} | {cell(parameter.get('description', ''))} |"
         )
     return rows
 

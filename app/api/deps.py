@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import Depends, Query, Request
 
 from app.api.errors import ApiError
+from app.api.examples import VERSION_EXAMPLE
 from app.config import Settings
 from app.serving.explain import ExplainBusyError, Explanation
 from app.serving.inference import BatchResult, OverloadedError, ServingModel
@@ -91,7 +92,12 @@ async def get_request_predictor(request: Request) -> RequestPredictor:
 async def get_versioned_predictor(
     request: Request,
     version: Annotated[
-        int | None, Query(ge=1, description="a loaded version to answer (default: the served one)")
+        int | None,
+        Query(
+            ge=1,
+            description="a loaded version to answer (default: the served one)",
+            openapi_examples=VERSION_EXAMPLE,
+        ),
     ] = None,
 ) -> RequestPredictor:
     """The predictor for routes that take `?version=` (checked here, read by RequestPredictor)."""

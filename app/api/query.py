@@ -28,14 +28,20 @@ def parse_query(model: type[Options], request: Request) -> Options:
 
 
 def openapi_parameters(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` declaring `model`'s fields as optional query parameters."""
+    """`openapi_extra` declaring `model`'s fields as optional query parameters, each with the first
+    of its field's `examples`."""
     schema = model.model_json_schema()
     parameters = []
     for name, field in schema["properties"].items():
         description = field.pop("description", None)
+        examples = field.pop("examples", None)
         field.pop("title", None)
         parameter = {"name": name, "in": "query", "required": False, "schema": field}
         if description:
             parameter["description"] = description
+        if examples:
+            # On the parameter: clients that fill in requests from the document (Postman) read it
+            # there, not inside an `anyOf` schema (and Postman's converter drops a named `false`).
+            parameter["example"] = examples[0]
         parameters.append(parameter)
     return {"parameters": parameters}

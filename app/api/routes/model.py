@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
 from app.api.deps import StateDep
@@ -109,7 +109,9 @@ async def model_info(state: StateDep) -> ModelInfo:
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such plot"}},
 )
-def model_plot(name: PlotName, state: StateDep) -> FileResponse:
+def model_plot(
+    name: Annotated[PlotName, Path(description="which plot", examples=["learning_curves"])], state: StateDep
+) -> FileResponse:
     """A PNG plot saved with the served version: learning curves, confusion matrix, reliability
     diagram or robustness."""
     loaded = state.holder.current.loaded

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import PredictorDep, VersionedPredictorDep
 from app.api.errors import ApiError
+from app.api.examples import VERSION
 from app.api.query import openapi_parameters, parse_query
 from app.api.responses import describe_explanation, describe_normalisation, json_response, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
@@ -49,7 +50,7 @@ def _upload_body(multiple: bool) -> dict[str, Any]:
 
 
 INCLUDE_IMAGE = "also return the normalised 28x28 image the model saw, as base64 PNG"
-IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE)]
+IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE, examples=[True])]
 
 
 class PredictOptions(BaseModel):
@@ -57,14 +58,15 @@ class PredictOptions(BaseModel):
 
     # Checked here; the predictor reads it from the query string, as it does on every other route.
     version: int | None = Field(
-        None, ge=1, description="a loaded version to answer (default: the served one)"
+        None, ge=1, description="a loaded version to answer (default: the served one)", examples=[VERSION]
     )
-    include_image: bool = Field(False, description=INCLUDE_IMAGE)
+    include_image: bool = Field(False, description=INCLUDE_IMAGE, examples=[True])
     explain: bool = Field(
         False,
         description="also explain the answer: a 28x28 attribution map (occlusion, or integrated "
         "gradients if so configured) and an overlay PNG; costs 30-170 forward passes, at most "
         "MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)",
+        examples=[False],
     )
 
 

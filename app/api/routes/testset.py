@@ -3,10 +3,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import SettingsDep, StateDep, TestSetDep, VersionedPredictorDep
 from app.api.errors import ApiError
+from app.api.examples import TEST_INDEX, named
 from app.api.responses import model_ref, png_bytes, scores
 from app.api.schemas import ErrorBody, RandomSamples, TestAccuracy, TestSample
 from app.serving.inference import BatchResult
@@ -17,6 +18,8 @@ router = APIRouter(
     tags=["test set"],
     responses={503: {"model": ErrorBody, "description": "the MNIST test files are not available"}},
 )
+
+TestIndex = Annotated[int, Path(description="a test image, 0-9999", examples=[TEST_INDEX])]
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "index outside 0-9999"}
@@ -51,8 +54,13 @@ async def random_samples(
     test_set: TestSetDep,
     predictor: VersionedPredictorDep,
     settings: SettingsDep,
-    count: Annotated[int, Query(ge=1, description="how many samples (at most MNIST_MAX_RANDOM_COUNT)")] = 20,
-    seed: Annotated[int | None, Query(ge=0, description="repeatable choice of samples")] = None,
+    count: Annotated[
+        int, Query(ge=1, description="how many samples (at most MNIST_MAX_RANDOM_COUNT)", examples=[5])
+    ] = 20,
+    seed: Annotated[
+        int | None,
+        Query(ge=0, description="repeatable choice of samples", openapi_examples=named("seed 7", 7)),
+    ] = None,
 ) -> RandomSamples:
     """The notebook's check: `count` random test digits with prediction and true label."""
     if count > settings.max_random_count:
@@ -85,7 +93,7 @@ async def accuracy(state: StateDep, test_set: TestSetDep, predictor: VersionedPr
 
 
 @router.get("/{index}", response_model=TestSample, responses=NOT_FOUND)
-async def test_sample(index: int, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestSample:
+async def test_sample(index: TestIndex, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestSample:
     """Predict test image `index` (0-9999) and compare with its true label."""
     check_index(index, test_set)
     result = await predictor.predict(test_set.images[index : index + 1])
@@ -98,9 +106,9 @@ async def test_sample(index: int, test_set: TestSetDep, predictor: VersionedPred
     responses={**NOT_FOUND, 200: {"content": {"image/png": {}}, "description": "the sample as PNG"}},
 )
 def test_image(
-    index: int,
+    index: TestIndex,
     test_set: TestSetDep,
-    scale: Annotated[int, Query(ge=1, le=20, description="enlarge by this factor")] = 1,
+    scale: Annotated[int, Query(ge=1, le=20, description="enlarge by this factor", examples=[4])] = 1,
 ) -> Response:
     """Test image `index` as a PNG, exactly the pixels the model gets (light digit on dark)."""
     check_index(index, test_set)

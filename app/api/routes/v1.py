@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 
 from app.api.deps import PredictorDep, StateDep
 from app.api.errors import ApiError
+from app.api.examples import EXPLAIN_REQUEST, MODEL_NAME, named
 from app.api.responses import describe_explanation, model_ref, scores
 from app.api.schemas import ErrorBody, Explanation, ModelRef, Scores
 from model_store.preprocessing import IMAGE_SIDE
@@ -56,7 +59,12 @@ def instances_to_pixels(instances: list[list[int] | list[list[int]]]) -> np.ndar
     responses={code: {"model": ErrorBody} for code in (400, 404, 503)},
 )
 async def explain(
-    name: str, body: ExplainRequest, state: StateDep, predictor: PredictorDep
+    name: Annotated[str, Path(description="the model's name", examples=[MODEL_NAME])],
+    body: Annotated[
+        ExplainRequest, Body(openapi_examples=named("test image 128, an 8, as 784 pixels", EXPLAIN_REQUEST))
+    ],
+    state: StateDep,
+    predictor: PredictorDep,
 ) -> ExplainResponse:
     """Predict and explain up to 8 digits: an attribution map per digit (occlusion, or integrated
     gradients if so configured), for the predicted one, with an overlay PNG and the runner-up.

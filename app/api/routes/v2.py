@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from app import __version__
-from app.api.deps import PredictorDep, SettingsDep, StateDep
+from app.api.deps import PredictorDep, RequestPredictor, SettingsDep, StateDep
 from app.api.errors import ApiError
+from app.api.examples import INFER_REQUEST, MODEL_NAME, VERSION, named
 from app.api.keys import require_api_key
 from app.inputs.kserve import (
     HEADER_LENGTH,
@@ -101,10 +102,19 @@ async def server_ready(state: StateDep) -> dict[str, bool]:
     return {"ready": True}
 
 
-@router.get("/models/{name}", responses=example(METADATA_EXAMPLE))
-@router.get("/models/{name}/versions/{version}", responses=example(METADATA_EXAMPLE))
-async def model_metadata(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
-    """Model metadata: versions, inputs and outputs with datatypes and shapes (-1 = batch)."""
+ModelName = Annotated[str, Path(description="the model's name", examples=[MODEL_NAME])]
+VersionPath = Annotated[str, Path(description="a loaded version", examples=[str(VERSION)])]
+# The unversioned routes take the version from the query string too, as every other route does.
+VersionQuery = Annotated[
+    str | None,
+    Query(
+        description="a loaded version (default: the served one)",
+        openapi_examples=named("version 1: a freshly trained store has no other", str(VERSION)),
+    ),
+]
+
+
+def metadata(state: ServiceState, name: str, version: str | None) -> dict[str, Any]:
     model = served_model(state, name, version)
     versions = [model.version] if version is not None else sorted(state.holder.loaded)
     return {
@@ -115,46 +125,71 @@ async def model_metadata(state: StateDep, name: str, version: str | None = None)
     }
 
 
-@router.get("/models/{name}/ready", responses=example({"name": "mnist", "ready": True}))
-@router.get("/models/{name}/versions/{version}/ready", responses=example({"name": "mnist", "ready": True}))
-async def model_ready(state: StateDep, name: str, version: str | None = None) -> dict[str, Any]:
+@router.get("/models/{name}", responses=example(METADATA_EXAMPLE))
+async def model_metadata(state: StateDep, name: ModelName, version: VersionQuery = None) -> dict[str, Any]:
+    """Model metadata: versions, inputs and outputs with datatypes and shapes (-1 = batch)."""
+    return metadata(state, name, version)
+
+
+@router.get("/models/{name}/versions/{version}", responses=example(METADATA_EXAMPLE))
+async def version_metadata(state: StateDep, name: ModelName, version: VersionPath) -> dict[str, Any]:
+    """Metadata of one loaded version: inputs and outputs with datatypes and shapes (-1 = batch)."""
+    return metadata(state, name, version)
+
+
+READY_EXAMPLE = example({"name": "mnist", "ready": True})
+
+
+@router.get("/models/{name}/ready", responses=READY_EXAMPLE)
+async def model_ready(state: StateDep, name: ModelName, version: VersionQuery = None) -> dict[str, Any]:
     """Model readiness."""
-    model = served_model(state, name, version)
-    return {"name": model.name, "ready": True}
+    return {"name": served_model(state, name, version).name, "ready": True}
 
 
+@router.get("/models/{name}/versions/{version}/ready", responses=READY_EXAMPLE)
+async def version_ready(state: StateDep, name: ModelName, version: VersionPath) -> dict[str, Any]:
+    """Readiness of one version."""
+    return {"name": served_model(state, name, version).name, "ready": True}
+
+
+# The route reads the raw body itself (JSON, or JSON with binary tensors after it), so the body is
+# declared here rather than by a pydantic parameter.
 INFER_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "example": {
-                    "inputs": [{"name": "images", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]
-                }
-            }
+            "application/json": {"examples": named("test image 128, an 8, as UINT8 pixels", INFER_REQUEST)}
         },
     }
 }
+INFER_ROUTE: dict[str, Any] = {
+    "responses": example(INFER_EXAMPLE),
+    "openapi_extra": INFER_BODY,
+    "dependencies": [Depends(require_api_key)],
+}
 
 
-KEYED = [Depends(require_api_key)]
-
-
-@router.post(
-    "/models/{name}/infer", responses=example(INFER_EXAMPLE), openapi_extra=INFER_BODY, dependencies=KEYED
-)
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    responses=example(INFER_EXAMPLE),
-    openapi_extra=INFER_BODY,
-    dependencies=KEYED,
-)
+@router.post("/models/{name}/infer", **INFER_ROUTE)
 async def infer(
-    request: Request, state: StateDep, predictor: PredictorDep, name: str, version: str | None = None
+    request: Request, state: StateDep, predictor: PredictorDep, name: ModelName, version: VersionQuery = None
 ) -> Response:
     """Inference: `images` as FP32 (0-1) or UINT8 (0-255), shape [N,784], [N,28,28] or [N,28,28,1];
     returns `probabilities` [N,10] FP32, `digit` [N] INT64 and `verdict` [N] BYTES (`digit`,
     `unsure` or `not_a_digit`)."""
+    return await inference(request, state, predictor, name, version)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **INFER_ROUTE)
+async def version_infer(
+    request: Request, state: StateDep, predictor: PredictorDep, name: ModelName, version: VersionPath
+) -> Response:
+    """Inference by one loaded version, as `/v2/models/{name}/infer` does by the default one."""
+    return await inference(request, state, predictor, name, version)
+
+
+async def inference(
+    request: Request, state: ServiceState, predictor: RequestPredictor, name: str, version: str | None
+) -> Response:
     served_model(state, name, version)
     try:
         infer_request, images = parse_infer_request(
