@@ -27,4 +27,10 @@ kserve_sdk=${KSERVE_SDK_DIR:-/var/tmp/mnist-serve-kserve-sdk}
 if [ ! -f "$kserve_sdk/kserve/models/__init__.py" ]; then
   python -m pip install --quiet --no-deps --target "$kserve_sdk" kserve==0.21.0 kubernetes==37.0.2
 fi
+# newman and Postman's OpenAPI converter, pinned in postman/package-lock.json (tests/test_postman.py).
+if command -v npm >/dev/null; then
+  npm ci --prefix postman --no-audit --no-fund --loglevel=error >/dev/null
+else
+  echo "Missing npm: sudo apt-get install nodejs npm (the Postman tests skip without it)." >&2
+fi
 exec python -m pytest "$@"

@@ -8,7 +8,6 @@ the JSON bodies.
 from __future__ import annotations
 
 TEST_INDEX = 128
-TEST_DIGIT = 8
 MODEL_NAME = "mnist"
 VERSION = 1
 

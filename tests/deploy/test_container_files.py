@@ -337,6 +337,7 @@ MUST_BE_IGNORED = [
     "mnist_serve.egg-info/PKG-INFO",
     "tests/conftest.py",
     "tests/deploy/test_container_files.py",
+    "postman/node_modules/newman/package.json",
     ".env",
 ]
 MUST_BE_SENT = [
