@@ -189,6 +189,7 @@ def test_kserve_v1_explain(client: TestClient, test_split: MnistSplit) -> None:
     assert all(np.array(e["explanation"]["attributions"]).shape == (28, 28) for e in explained)
     assert client.post("/v1/models/mnist:explain", json={"instances": [[0] * 10]}).status_code == 400
     assert client.post("/v1/models/mnist:explain", json={"instances": [[300] * 784]}).status_code == 400
+    assert client.post("/v1/models/mnist:explain", json={"instances": [[2**70] * 784]}).status_code == 400
     assert client.post("/v1/models/other:explain", json={"instances": instances}).status_code == 404
     assert client.post("/v1/models/mnist:explain", json={"instances": []}).status_code == 422
 

@@ -43,6 +43,8 @@ def instances_to_pixels(instances: list[list[int] | list[list[int]]]) -> np.ndar
     for number, instance in enumerate(instances):
         try:
             values = np.asarray(instance, dtype=np.int64)
+        except OverflowError as exc:  # an integer beyond 64 bits: not a pixel either
+            raise ApiError(400, f"instance {number}: pixels must be within 0-255") from exc
         except ValueError as exc:
             raise ApiError(400, f"instance {number}: rows of different lengths") from exc
         if values.shape not in ((IMAGE_SIDE * IMAGE_SIDE,), (IMAGE_SIDE, IMAGE_SIDE)):
