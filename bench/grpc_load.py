@@ -4,15 +4,16 @@
 
 For each model version (the newest of each --preset, or --version, or the newest) it starts the
 service once with both ports, checks that every protocol answers test digit 128 with an 8, then for
---rounds rounds (the order rotating) drives each protocol at each --connections count for --seconds
-or --calls calls, whichever ends first, with one digit per call and then --batch digits per call:
-  grpc       ModelInfer, one raw UINT8 tensor (grpc.aio, one channel)
+--rounds rounds (the order rotating) drives each protocol for --seconds or --calls calls, whichever
+ends first: one digit per call at each --connections count in flight, then --batch digits per call
+at each --batch-connections count:
+  grpc       ModelInfer, one raw UINT8 tensor
   v2-json    POST /v2/models/<name>/infer, the pixels as JSON numbers
   v2-binary  the same with the binary tensor extension: raw bytes in, raw bytes out
   predict    POST /predict, a multipart PNG (a batch: POST /predict/batch, one .npy array)
-One Python asyncio generator (grpc.aio, httpx) drives all four, so its ratios compare protocols,
-not load generators; wrk drives the HTTP three as well, as the other benchmarks do. Bodies are
-built once and answers are read as bytes, unparsed, by every client. Writes bench/results/grpc.md.
+gRPC is driven by grpc.aio, HTTP by two Python generators on the same event loop (asyncio streams
+and httpx, `bench.async_load`) and by wrk, the other benchmarks' generator. Bodies are built once
+and answers read as bytes, unparsed. Writes bench/results/grpc.md.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.async_load import GENERATORS, Generator, drive
 from bench.grpc_report import Cell, render
 from bench.report import RESULTS
 from bench.run import versions_to_run
@@ -46,10 +46,8 @@ from model_store.store import ModelStore
 
 PROG = "bench.grpc_load"
 PROTOCOLS = ("grpc", "v2-json", "v2-binary", "predict")
-HTTP_PROTOCOLS = PROTOCOLS[1:]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DIGIT = 128  # test image 128, an 8: the digit every benchmark sends
-Call = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -116,82 +114,27 @@ def sent_bytes(protocol: str, body: Body) -> int:
     return len(body.data) if protocol == "grpc" else len(http_request(body)[0])
 
 
-class Clients:
-    """One grpc.aio channel and one httpx pool (a connection per concurrent call) to the server."""
-
-    def __init__(self, http_url: str, grpc_target: str, connections: int) -> None:
-        self.channel = grpc.aio.insecure_channel(grpc_target)
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.http = httpx.AsyncClient(base_url=http_url, limits=limits, timeout=60)
-
-    async def close(self) -> None:
-        await self.channel.close()
-        await self.http.aclose()
-
-    def call(self, protocol: str, body: Body) -> Call:
-        """A call that sends `body` and reads the answer's bytes; raises unless it succeeded."""
-        if protocol == "grpc":
-            # No serializers: the message is serialized once, the answer left as bytes.
-            model_infer = self.channel.unary_unary(body.path)
-
-            async def grpc_call() -> None:
-                await model_infer(body.data, timeout=60)
-
-            return grpc_call
-        data, headers = http_request(body)
-
-        async def http_call() -> None:
-            response = await self.http.post(body.path, content=data, headers=headers)
-            response.raise_for_status()
-
-        return http_call
-
-
-async def drive(call: Call, concurrency: int, seconds: float, calls: int | None) -> Load:
-    """`concurrency` calls in flight until `seconds` pass or `calls` have been sent: req/s and the
-    latency percentiles of the calls that succeeded, and how many failed."""
-    latencies: list[float] = []
-    sent = errors = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-
-    async def worker() -> None:
-        nonlocal sent, errors
-        while time.perf_counter() < deadline and (calls is None or sent < calls):
-            sent += 1
-            began = time.perf_counter()
-            try:
-                await call()
-            except (grpc.RpcError, httpx.HTTPError):
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - began)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    if not latencies:
-        return Load(0.0, 0.0, 0.0, errors)
-    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-    return Load(len(latencies) / elapsed, float(p50), float(p99), errors)
-
-
-async def check_answers(clients: Clients, cases: dict[int, dict[str, Body]]) -> None:
+async def check_answers(http_url: str, grpc_target: str, cases: dict[int, dict[str, Body]]) -> None:
     """Every protocol answers 8 for test digit 128 (the first image of every case)."""
-    for images, found in cases.items():
-        for protocol, body in found.items():
-            if protocol == "grpc":
-                answer = ModelInferResponse.FromString(
-                    await clients.channel.unary_unary(body.path)(body.data, timeout=60)
-                )
-                outputs = [output.name for output in answer.outputs]
-                digit = int(np.frombuffer(answer.raw_output_contents[outputs.index("digit")], "<i8")[0])
-            else:
-                data, headers = http_request(body)
-                response = await clients.http.post(body.path, content=data, headers=headers)
-                response.raise_for_status()
-                digit = _http_digit(protocol, response)
-            if digit != 8:
-                raise RuntimeError(f"{protocol} with {images} images answered {digit} for an 8")
+    async with (
+        grpc.aio.insecure_channel(grpc_target) as channel,
+        httpx.AsyncClient(base_url=http_url) as http,
+    ):
+        for images, found in cases.items():
+            for protocol, body in found.items():
+                if protocol == "grpc":
+                    answer = ModelInferResponse.FromString(
+                        await channel.unary_unary(body.path)(body.data, timeout=60)
+                    )
+                    outputs = [output.name for output in answer.outputs]
+                    digit = int(np.frombuffer(answer.raw_output_contents[outputs.index("digit")], "<i8")[0])
+                else:
+                    data, headers = http_request(body)
+                    response = await http.post(body.path, content=data, headers=headers, timeout=60)
+                    response.raise_for_status()
+                    digit = _http_digit(protocol, response)
+                if digit != 8:
+                    raise RuntimeError(f"{protocol} with {images} images answered {digit} for an 8")
 
 
 def _http_digit(protocol: str, response: httpx.Response) -> int:
@@ -232,22 +175,21 @@ def measure_model(
     )
     cases = {1: bodies(metadata.name, images[:1], png)}
     cases[args.batch] = bodies(metadata.name, images[: args.batch], png)
-    generators = ["python", *(["wrk"] if args.wrk else [])]
+    http_generators = [*GENERATORS["http"], *(["wrk"] if args.wrk else [])]
     cells = {
         (protocol, generator, connections, count): Cell(
             protocol, generator, connections, count, [], sent_bytes(protocol, cases[count][protocol])
         )
         for count in cases
-        for connections in args.connections
+        for connections in (args.connections if count == 1 else args.batch_connections)
         for protocol in PROTOCOLS
-        for generator in generators
-        if generator == "python" or protocol in HTTP_PROTOCOLS
+        for generator in (GENERATORS["grpc"] if protocol == "grpc" else http_generators)
     }
     folder = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
     server = start_server("ours", args.workers, env, log_dir=folder)
     target = f"127.0.0.1:{grpc_port}"
     try:
-        asyncio.run(_check(server.url, target, cases))
+        asyncio.run(check_answers(server.url, target, cases))
         for round_number in range(args.rounds):
             for key in _rotated(list(cells), round_number):
                 protocol, generator, connections, count = key
@@ -255,7 +197,7 @@ def measure_model(
                 if generator == "wrk":
                     load = wrk_load(server.url, body, connections, args.seconds, folder)
                 else:
-                    load = asyncio.run(_python_load(server.url, target, body, protocol, connections, args))
+                    load = asyncio.run(python_load(generator, server.url, target, body, connections, args))
                 cells[key].loads.append(load)
                 print(f"{metadata.name} v{version} round {round_number + 1}: {describe(cells[key], load)}")
     finally:
@@ -271,29 +213,23 @@ def _rotated(keys: list[tuple[str, str, int, int]], round_number: int) -> list[t
     return sorted(keys, key=lambda key: (key[3], key[2], order[key[0]], key[1]))
 
 
-async def _check(http_url: str, target: str, cases: dict[int, dict[str, Body]]) -> None:
-    clients = Clients(http_url, target, 1)
-    try:
-        await check_answers(clients, cases)
-    finally:
-        await clients.close()
-
-
-async def _python_load(
-    http_url: str, target: str, body: Body, protocol: str, connections: int, args: argparse.Namespace
+async def python_load(
+    kind: str, http_url: str, grpc_target: str, body: Body, connections: int, args: argparse.Namespace
 ) -> Load:
-    clients = Clients(http_url, target, connections)
+    """A warm-up, then the measured run, on connections made once for both (in this event loop)."""
+    generator = Generator(kind, http_url, grpc_target, connections)
+    data, headers = (body.data, {}) if generator.kind == "grpc.aio" else http_request(body)
     try:
-        call = clients.call(protocol, body)
-        await drive(call, connections, args.warmup, None)
-        return await drive(call, connections, args.seconds, args.calls)
+        calls = generator.calls(connections, body.path, data, headers)
+        await drive(calls, args.warmup, None)
+        return await drive(calls, args.seconds, args.calls)
     finally:
-        await clients.close()
+        await generator.close()
 
 
 def describe(cell: Cell, load: Load) -> str:
     return (
-        f"{cell.protocol:9} {cell.generator:6} c={cell.connections:<3} n={cell.images:<3} "
+        f"{cell.protocol:9} {cell.generator:8} c={cell.connections:<3} n={cell.images:<3} "
         f"{load.requests_per_second:8,.0f} req/s, p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, "
         f"errors {load.errors}"
     )
@@ -309,6 +245,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64], help="calls in flight")
     parser.add_argument("--batch", type=int, default=128, help="digits per call in the batch rows")
+    parser.add_argument(
+        "--batch-connections",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="calls in flight in the batch rows (64 x 128 digits would pass the service's queue)",
+    )
     parser.add_argument("--seconds", type=int, default=5, help="length of each run")
     parser.add_argument("--calls", type=int, help="end a run after this many calls, if sooner")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each Python run")
@@ -317,6 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS / "grpc.md")
     args = parser.parse_args(argv)
     numbers = {"--workers": [args.workers], "--connections": args.connections, "--rounds": [args.rounds]}
+    numbers["--batch-connections"] = args.batch_connections
     numbers |= {"--seconds": [args.seconds], "--calls": [args.calls or 1], "--version": [args.version or 1]}
     for name, values in numbers.items():
         if min(values) < 1:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from bench.servers import Load
 
 OTHERS = ("v2-json", "v2-binary", "predict")
+GRPC_GENERATOR = "grpc.aio"
 NAMES = {
     "grpc": "gRPC ModelInfer",
     "v2-json": "HTTP v2 JSON",
@@ -23,7 +24,7 @@ class Cell:
     """One protocol, generator, concurrency and images per call: a Load per round."""
 
     protocol: str
-    generator: str  # "python" (grpc.aio / httpx) or "wrk"
+    generator: str  # grpc.aio; asyncio, httpx or wrk
     connections: int
     images: int
     loads: list[Load]
@@ -45,12 +46,20 @@ def command(args: argparse.Namespace) -> str:
         words.append("--preset " + " ".join(args.preset))
     elif args.version:
         words.append(f"--version {args.version}")
-    defaults = {"workers": 1, "connections": [1, 64], "batch": 128, "seconds": 5, "warmup": 1.0, "rounds": 3}
+    defaults = {
+        "workers": 1,
+        "connections": [1, 64],
+        "batch": 128,
+        "batch_connections": [1, 8],
+        "seconds": 5,
+        "warmup": 1.0,
+        "rounds": 3,
+    }
     for name, default in defaults.items():
         value = getattr(args, name)
         if value != default:
             shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
-            words.append(f"--{name} {shown}")
+            words.append(f"--{name.replace('_', '-')} {shown}")
     if args.calls:
         words.append(f"--calls {args.calls}")
     if not args.wrk:
@@ -58,20 +67,23 @@ def command(args: argparse.Namespace) -> str:
     return " ".join(words)
 
 
+Medians = dict[tuple[str, str, int, int], Load]  # (protocol, generator, in flight, digits per call)
+
+
 def _row(cell: Cell) -> str:
     load = cell.median()
     return (
-        f"| {NAMES[cell.protocol]} | {cell.connections} | {cell.images} | {load.requests_per_second:,.0f} "
-        f"| {load.requests_per_second * cell.images:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} "
-        f"| {load.errors} | {cell.sent_bytes:,} |"
+        f"| {NAMES[cell.protocol]} | {cell.generator} | {cell.connections} | {cell.images} "
+        f"| {load.requests_per_second:,.0f} | {load.requests_per_second * cell.images:,.0f} "
+        f"| {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.errors} | {cell.sent_bytes:,} |"
     )
 
 
 def _table(cells: list[Cell]) -> list[str]:
     return [
-        "| protocol | calls in flight | digits per call | req/s | images/s | p50 ms | p99 ms | errors "
-        "| request bytes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| protocol | generator | calls in flight | digits per call | req/s | images/s | p50 ms | p99 ms "
+        "| errors | request bytes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(_row(cell) for cell in cells),
     ]
 
@@ -82,89 +94,93 @@ def _ratio(ours: Load, theirs: Load) -> str:
     return f"{ours.requests_per_second / theirs.requests_per_second:.2f}×"
 
 
-def _ratios(python: dict[tuple[str, int, int], Load]) -> list[str]:
-    cases = sorted({(images, connections) for _, connections, images in python})
+def _http_generators(medians: Medians) -> list[str]:
+    return sorted({generator for protocol, generator, _, _ in medians if protocol != "grpc"})
+
+
+def _ratios(medians: Medians) -> list[str]:
+    cases = sorted({(images, connections) for _, _, connections, images in medians})
     lines = [
-        "| digits per call | calls in flight | gRPC req/s | ÷ v2 JSON | ÷ v2 binary | ÷ /predict "
-        "| p50 saved vs v2 JSON | p50 saved vs v2 binary |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| digits per call | calls in flight | HTTP generator | gRPC req/s | ÷ v2 JSON | ÷ v2 binary "
+        "| ÷ /predict | p50 saved vs v2 JSON | p50 saved vs v2 binary |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for images, connections in cases:
-        ours = python[("grpc", connections, images)]
-        json_load, binary = (
-            python[("v2-json", connections, images)],
-            python[("v2-binary", connections, images)],
-        )
-        ratios = " | ".join(_ratio(ours, python[(other, connections, images)]) for other in OTHERS)
-        lines.append(
-            f"| {images} | {connections} | {ours.requests_per_second:,.0f} | {ratios} "
-            f"| {json_load.p50_ms - ours.p50_ms:+.2f} ms | {binary.p50_ms - ours.p50_ms:+.2f} ms |"
-        )
+        ours = medians[("grpc", GRPC_GENERATOR, connections, images)]
+        for generator in _http_generators(medians):
+            theirs = {other: medians[(other, generator, connections, images)] for other in OTHERS}
+            ratios = " | ".join(_ratio(ours, theirs[other]) for other in OTHERS)
+            lines.append(
+                f"| {images} | {connections} | {generator} | {ours.requests_per_second:,.0f} | {ratios} "
+                f"| {theirs['v2-json'].p50_ms - ours.p50_ms:+.2f} ms "
+                f"| {theirs['v2-binary'].p50_ms - ours.p50_ms:+.2f} ms |"
+            )
     return lines
 
 
-def _per_request(python: dict[tuple[str, int, int], Load], connections: list[int]) -> list[str]:
-    """What one call costs less over gRPC: latency alone, and server time at the top concurrency."""
+def _per_request(medians: Medians, connections: list[int]) -> list[str]:
+    """What one call costs less over gRPC: its latency alone, and the server's time per call at the
+    top concurrency (1 ÷ req/s), against each HTTP protocol as each generator drove it."""
     low, high = min(connections), max(connections)
-    ours_low, ours_high = python[("grpc", low, 1)], python[("grpc", high, 1)]
+    ours_low = medians[("grpc", GRPC_GENERATOR, low, 1)]
+    ours_high = medians[("grpc", GRPC_GENERATOR, high, 1)]
     lines = []
     for other in ("v2-json", "v2-binary"):
-        theirs_low, theirs_high = python[(other, low, 1)], python[(other, high, 1)]
-        saved_latency = (theirs_low.p50_ms - ours_low.p50_ms) * 1000
-        saved_capacity = (
-            1e6 / theirs_high.requests_per_second - 1e6 / ours_high.requests_per_second
-            if min(theirs_high.requests_per_second, ours_high.requests_per_second) > 0
-            else float("nan")
-        )
-        lines.append(
-            f"- against {NAMES[other]}: {saved_latency:+.0f} µs of p50 latency per one-digit call at "
-            f"{low} in flight; {saved_capacity:+.0f} µs of the service's time per call at {high} in "
-            "flight (1 ÷ req/s)."
-        )
+        for generator in _http_generators(medians):
+            theirs_low = medians[(other, generator, low, 1)]
+            theirs_high = medians[(other, generator, high, 1)]
+            rates = (theirs_high.requests_per_second, ours_high.requests_per_second)
+            per_call = 1e6 / rates[0] - 1e6 / rates[1] if min(rates) > 0 else float("nan")
+            lines.append(
+                f"- against {NAMES[other]} ({generator}): "
+                f"{(theirs_low.p50_ms - ours_low.p50_ms) * 1000:+,.0f} µs of p50 latency at {low} in "
+                f"flight; {per_call:+,.0f} µs per call at {high} in flight."
+            )
     return lines
 
 
 def render_model(title: str, cells: list[Cell], args: argparse.Namespace) -> str:
-    python = {(c.protocol, c.connections, c.images): c.median() for c in cells if c.generator == "python"}
-    lines = [
-        f"## {title}",
-        "",
-        "Every protocol driven by the same Python generator (grpc.aio, httpx):",
-        "",
-        *_table([cell for cell in cells if cell.generator == "python"]),
-        "",
-        "gRPC's req/s over each HTTP protocol's (above 1 gRPC is faster), and how much lower its p50 is:",
-        "",
-        *_ratios(python),
-        "",
-        "What gRPC saves per request (positive: gRPC costs less):",
-        "",
-        *_per_request(python, args.connections),
-    ]
-    wrk_cells = [cell for cell in cells if cell.generator == "wrk"]
-    if wrk_cells:
-        lines += [
+    medians = {(c.protocol, c.generator, c.connections, c.images): c.median() for c in cells}
+    return "\n".join(
+        [
+            f"## {title}",
             "",
-            "The HTTP protocols under wrk, the generator of the other benchmarks (C, not Python: its "
-            "numbers are not comparable with the gRPC row above, only with each other):",
+            *_table(cells),
             "",
-            *_table(wrk_cells),
+            "gRPC's req/s over each HTTP protocol's as each HTTP generator drove it (above 1: gRPC "
+            "serves more), and how much lower gRPC's p50 is:",
+            "",
+            *_ratios(medians),
+            "",
+            "What gRPC saves per one-digit call (positive: gRPC costs less):",
+            "",
+            *_per_request(medians, args.connections),
         ]
-    return "\n".join(lines)
+    )
 
 
 def render(runs: list[tuple[str, list[Cell]]], args: argparse.Namespace, cpus: int) -> str:
     header = [
         "# gRPC against HTTP",
         "",
-        f"One service at {args.workers} worker(s) with both ports on 127.0.0.1; {cpus} CPUs, shared by "
-        f"the service and the load generator. Each cell runs {args.seconds} s"
+        f"One service ({args.workers} worker{'s' if args.workers > 1 else ''}) with both ports on "
+        f"127.0.0.1; {cpus} CPUs, shared by the service, the load generator and whatever else ran. "
+        f"Each cell runs {args.seconds} s"
         + (f" or {args.calls} calls" if args.calls else "")
-        + f" after a {args.warmup:g} s warm-up; the median of {args.rounds} rounds, each round "
-        "starting at another protocol. One call carries test digit 128 (a batch: test digits from "
-        f"128 on, {args.batch} per call) as a raw UINT8 tensor (gRPC, v2 binary), JSON numbers (v2 "
-        "JSON) or a PNG (/predict; a batch as one .npy array to /predict/batch). gRPC uses one channel "
-        "for all calls in flight, httpx one HTTP/1.1 connection per call in flight.",
+        + f" after a {args.warmup:g} s warm-up; the median of {args.rounds} "
+        f"round{'s' if args.rounds > 1 else ''}, each round starting at another protocol. A call "
+        "carries test digit 128 (a batch: test digits from 128 on) as a raw UINT8 tensor (gRPC, v2 "
+        "binary), JSON numbers (v2 JSON) or a PNG (/predict; a batch as one .npy array to "
+        "/predict/batch); answers are read as bytes, unparsed.",
+        "",
+        "Generators: gRPC by grpc.aio (one channel for every call in flight, grpc's C core "
+        "beneath); HTTP by asyncio (HTTP/1.1 on asyncio streams, a keep-alive connection per call "
+        "in flight, prepared bytes: the least Python can spend per request, gRPC's counterpart), "
+        "by httpx (a pooled connection per call in flight, as an application would call) and by wrk "
+        "(C, as in the other benchmarks). The generators differ in cost; each ratio names the one "
+        f"that drove HTTP. The batch rows stop at {max(args.batch_connections)} in flight: "
+        f"{max(args.connections)} × {args.batch} digits would pass the service's queue "
+        "(`MNIST_BATCH_QUEUE_SIZE`) and measure its load shedding instead.",
         "",
         "Rerun (the store holding the versions, the folder of the MNIST files):",
         "",
