@@ -256,14 +256,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, help="end a run after this many calls, if sooner")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each Python run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="only the Python generator")
+    parser.add_argument("--no-wrk", dest="wrk", action="store_false", help="only the Python generators")
     parser.add_argument("--out", type=Path, default=RESULTS / "grpc.md")
     args = parser.parse_args(argv)
-    numbers = {"--workers": [args.workers], "--connections": args.connections, "--rounds": [args.rounds]}
-    numbers["--batch-connections"] = args.batch_connections
-    numbers |= {"--seconds": [args.seconds], "--calls": [args.calls or 1], "--version": [args.version or 1]}
+    numbers = {
+        "--workers": [args.workers],
+        "--connections": args.connections,
+        "--batch-connections": args.batch_connections,
+        "--seconds": [args.seconds],
+        "--rounds": [args.rounds],
+        "--calls": [] if args.calls is None else [args.calls],
+        "--version": [] if args.version is None else [args.version],
+    }
     for name, values in numbers.items():
-        if min(values) < 1:
+        if values and min(values) < 1:
             parser.error(f"{name} must be at least 1")
     if not 2 <= args.batch <= 10_000:
         parser.error("--batch must be between 2 and 10000")
