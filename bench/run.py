@@ -290,7 +290,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def versions_to_run(store: ModelStore, args: argparse.Namespace) -> list[int]:
+def versions_to_run(store: ModelStore, args: argparse.Namespace, prog: str = PROG) -> list[int]:
+    """`--version`, or the newest of each `--preset`, or the newest."""
     if not args.preset:
         return [store.resolve(args.version)]
     newest_first = sorted(store.versions(), reverse=True)
@@ -299,7 +300,7 @@ def versions_to_run(store: ModelStore, args: argparse.Namespace) -> list[int]:
         match = next((v for v in newest_first if store.read_metadata(v).training.preset == preset), None)
         if match is None:
             fail(
-                PROG,
+                prog,
                 f"no version of preset {preset!r} in {store.root}; "
                 f"train one with mnist-train --preset {preset}",
             )

@@ -190,12 +190,14 @@ def wrk(
     mode: str,
     content_type: str = "",
     field: str = "file",
+    header: str = "",
 ) -> Load:
     env = os.environ | {
         "BENCH_BODY": str(body),
         "BENCH_MODE": mode,
         "BENCH_TYPE": content_type,
         "BENCH_FIELD": field,
+        "BENCH_HEADER": header,
     }
     threads = min(connections, 2)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]

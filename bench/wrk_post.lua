@@ -1,5 +1,6 @@
 -- wrk script: POST the file BENCH_BODY, as multipart field BENCH_FIELD (default "file") with
--- BENCH_MODE=multipart, or as the raw body with content type BENCH_TYPE (BENCH_MODE=raw).
+-- BENCH_MODE=multipart, or as the raw body with content type BENCH_TYPE (BENCH_MODE=raw), with the
+-- header BENCH_HEADER ("Name: value") if set.
 -- Prints one JSON line of results at the end.
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 local payload = f:read("*all")
@@ -15,6 +16,11 @@ else
     .. '"; filename="digit.png"\r\n'
     .. "Content-Type: image/png\r\n\r\n" .. payload .. "\r\n--" .. boundary .. "--\r\n"
   wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
+end
+local header = os.getenv("BENCH_HEADER") or ""
+local name, value = header:match("^([^:]+):%s*(.*)$")
+if name then
+  wrk.headers[name] = value
 end
 
 function done(summary, latency, requests)

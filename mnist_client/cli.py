@@ -16,12 +16,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--url",
         default=os.environ.get("MNIST_SERVE_URL", "http://127.0.0.1:8000"),
-        help="the service (default: $MNIST_SERVE_URL or http://127.0.0.1:8000)",
+        help="the service: http://host:port, or grpc://host:port for its gRPC port "
+        "(default: $MNIST_SERVE_URL or http://127.0.0.1:8000)",
     )
     parser.add_argument("--api-key", default=os.environ.get("MNIST_API_KEY"), help="default: $MNIST_API_KEY")
     parser.add_argument("--version", type=int, help="ask this loaded model version")
     parser.add_argument("--json", action="store_true", help="one JSON array instead of a table")
-    parser.add_argument("--retries", type=int, default=3, help="retries after 503/429 (default 3)")
+    parser.add_argument(
+        "--retries", type=int, default=3, help="retries after 503/429 or RESOURCE_EXHAUSTED (default 3)"
+    )
     return parser.parse_args(argv)
 
 
@@ -35,17 +38,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import httpx
 
-    from mnist_client.client import Client, MnistServeError, Prediction
+    from mnist_client.client import Client, MnistServeError, Prediction, UnreachableError
 
     rows: list[tuple[Path, Prediction | str]] = []
     try:
-        with Client(args.url, api_key=args.api_key, retries=args.retries) as client:
+        client = Client(args.url, api_key=args.api_key, retries=args.retries)
+    except ValueError as exc:
+        print(f"mnist-predict: {exc} (--url)", file=sys.stderr)
+        return 2
+    try:
+        with client:
             for path in args.files:
                 try:
                     rows.append((path, client.predict(path, version=args.version)))
                 except MnistServeError as exc:
                     rows.append((path, exc.detail))
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, UnreachableError) as exc:
         print(
             f"mnist-predict: cannot reach {args.url} ({exc}); is mnist-serve running? (--url)",
             file=sys.stderr,

@@ -4,9 +4,13 @@
     with Client("http://127.0.0.1:8000", api_key="...") as mnist:
         print(mnist.predict("digit.png").digit)
 
+A grpc:// (or grpcs://) URL, e.g. `Client("grpc://127.0.0.1:8081")`, sends `predict` and
+`predict_batch` as ModelInfer calls of the Open Inference Protocol instead, with the same answers.
+
 An image is a path, bytes of an image file, a PIL image or a numpy array (28x28 uint8, MNIST
-polarity: light digit on dark). A 503 (queue full) or 429 (rate limit) is retried after the
-server's Retry-After, at most `retries` times; other errors raise MnistServeError.
+polarity: light digit on dark). A 503 (queue full) or 429 (rate limit), over gRPC a
+RESOURCE_EXHAUSTED, is retried after the server's advice, at most `retries` times; other errors
+raise MnistServeError.
 """
 
 from __future__ import annotations
@@ -20,41 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 from PIL import Image
 
+from mnist_client import grpc_transport
+from mnist_client.results import MnistServeError, Prediction, TestSample, UnreachableError
+from model_store.store import DEFAULT_MODEL_NAME
+
+__all__ = ["AsyncClient", "Client", "MnistServeError", "Prediction", "TestSample", "UnreachableError"]
+
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 RETRIED = (429, 503)
 RetryHook = Callable[[int, float], None]  # (status, seconds to wait)
-
-
-class MnistServeError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class Prediction:
-    digit: int
-    confidence: float
-    probabilities: list[float]
-    model_version: int
-    verdict: str | None = None  # present on servers that judge their answers
-    source: str | None = None  # the file name, for batches of files
-
-
-@dataclass(frozen=True)
-class TestSample:
-    index: int
-    label: int
-    prediction: Prediction
-
-    @property
-    def correct(self) -> bool:
-        return self.label == self.prediction.digit
 
 
 def _prediction(body: dict[str, Any], source: str | None = None) -> Prediction:
@@ -87,12 +70,17 @@ def image_file(image: ImageInput, index: int = 0) -> tuple[str, bytes]:
     if isinstance(image, bytes):
         return f"image-{index}", image
     if isinstance(image, np.ndarray):
-        if image.ndim != 2 or image.dtype != np.uint8:
-            raise ValueError(f"a numpy image is one 2-D uint8 array; got {image.dtype} {image.shape}")
-        image = Image.fromarray(image, mode="L")
+        image = Image.fromarray(_checked_array(image, 2), mode="L")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return f"image-{index}.png", buffer.getvalue()
+
+
+def _checked_array(images: np.ndarray, ndim: int) -> np.ndarray:
+    if images.ndim != ndim or images.dtype != np.uint8:
+        what = "one 2-D uint8 array" if ndim == 2 else "an (N, 28, 28) uint8 array"
+        raise ValueError(f"a numpy image is {what}; got {images.dtype} {images.shape}")
+    return images
 
 
 def _npy(images: np.ndarray) -> bytes:
@@ -146,12 +134,33 @@ def _batch_call(
     return call, [name for name, _ in files]
 
 
-def _retry_after(response: httpx.Response, attempt: int, retries: int, max_wait: float) -> float | None:
-    """Seconds to wait before retrying `response`, or None to stop."""
-    if response.status_code not in RETRIED or attempt >= retries:
+def _grpc_predict_call(image: ImageInput, version: int | None) -> tuple[Any, list[str | None]]:
+    """The ModelInfer request of `_predict_call`: the digit the service would make of the upload."""
+    if isinstance(image, np.ndarray):
+        pixels = grpc_transport.array_digit(_checked_array(image, 2))
+        return grpc_transport.infer_request(pixels[np.newaxis], version), [None]
+    name, data = image_file(image)
+    source = name if isinstance(image, str | os.PathLike) else None
+    return grpc_transport.infer_request(grpc_transport.file_digit(data)[np.newaxis], version), [source]
+
+
+def _grpc_batch_call(
+    images: Sequence[ImageInput] | np.ndarray, version: int | None
+) -> tuple[Any, list[str | None]]:
+    """The ModelInfer request of `_batch_call`: an array as it is, files as the service reads them."""
+    if isinstance(images, np.ndarray):
+        return grpc_transport.infer_request(_checked_array(images, 3), version), [None] * len(images)
+    files = [image_file(image, i) for i, image in enumerate(images)]
+    pixels = np.stack([grpc_transport.file_digit(data) for _, data in files])
+    return grpc_transport.infer_request(pixels, version), [name for name, _ in files]
+
+
+def _backoff(status: int, advice: str | None, attempt: int, retries: int, max_wait: float) -> float | None:
+    """Seconds to wait before retrying an answer with `status` and the server's advice, or None."""
+    if status not in RETRIED or attempt >= retries:
         return None
     try:
-        wait = float(response.headers.get("retry-after", "1"))
+        wait = float(advice or "1")
     except ValueError:
         wait = 1.0
     return min(max(wait, 0.0), max_wait)
@@ -169,7 +178,8 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
 
 
 class _Base:
-    """Settings and the retry rule shared by both clients; each opens its own httpx client."""
+    """Settings and the retry rule shared by both clients; each opens its own httpx client, or its
+    own gRPC channel for a grpc:// URL."""
 
     def __init__(
         self,
@@ -180,9 +190,13 @@ class _Base:
         retries: int = 3,
         max_wait_seconds: float = 10.0,
         on_retry: RetryHook | None = None,
+        model_name: str = DEFAULT_MODEL_NAME,
     ) -> None:
         self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.metadata = grpc_transport.metadata(api_key)
         self.base_url = base_url.rstrip("/")
+        self.grpc = grpc_transport.is_grpc_url(self.base_url)
+        self.model_name = model_name  # the protocol names the model in every gRPC call
         self.timeout = timeout
         self.retries = retries
         self.max_wait_seconds = max_wait_seconds
@@ -192,18 +206,46 @@ class _Base:
     def _open(self) -> None:
         raise NotImplementedError
 
-    def _should_retry(self, response: httpx.Response, attempt: int) -> float | None:
-        wait = _retry_after(response, attempt, self.retries, self.max_wait_seconds)
+    def _should_retry(self, status: int, advice: str | None, attempt: int) -> float | None:
+        wait = _backoff(status, advice, attempt, self.retries, self.max_wait_seconds)
         if wait is not None and self.on_retry is not None:
-            self.on_retry(response.status_code, wait)
+            self.on_retry(status, wait)
         return wait
+
+    def _response_wait(self, response: httpx.Response, attempt: int) -> float | None:
+        return self._should_retry(response.status_code, response.headers.get("retry-after"), attempt)
+
+    def _grpc_wait(self, error: grpc.RpcError, attempt: int) -> float:
+        """Seconds to wait before the call again, or the error the failed call raises."""
+        failed = grpc_transport.failure(error)
+        if isinstance(failed, MnistServeError):
+            wait = self._should_retry(failed.status, grpc_transport.retry_advice(error), attempt)
+            if wait is not None:
+                return wait
+        raise failed from error
+
+    def _http_only(self, call: _Call) -> None:
+        if self.grpc:
+            raise NotImplementedError(
+                f"{call.path} is an HTTP route, not in the gRPC protocol; use the service's http:// URL"
+            )
+
+    def _grpc_request(self, request: Any) -> Any:
+        request.model_name = self.model_name
+        return request
 
 
 class Client(_Base):
     """Blocking client. Use as a context manager, or call close()."""
 
     def _open(self) -> None:
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+        if self.grpc:
+            self._channel = grpc_transport.open_channel(self.base_url)
+            self._model_infer = self._channel.unary_unary(
+                grpc_transport.MODEL_INFER, **grpc_transport.serializers()
+            )
+        else:
+            self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -212,25 +254,45 @@ class Client(_Base):
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self.grpc:
+            self._channel.close()
+        else:
+            self._http.close()
 
     def _send(self, call: _Call) -> dict[str, Any]:
+        self._http_only(call)
         attempt = 0
         while True:
             response = self._http.request(call.method, call.path, **call.send_args())
-            wait = self._should_retry(response, attempt)
+            wait = self._response_wait(response, attempt)
             if wait is None:
                 return _checked(response)
             time.sleep(wait)  # the server's Retry-After, bounded
             attempt += 1
 
+    def _infer(self, request: Any, sources: list[str | None]) -> list[Prediction]:
+        request = self._grpc_request(request)
+        attempt = 0
+        while True:
+            try:
+                response = self._model_infer(request, metadata=self.metadata, timeout=self.timeout)
+                return grpc_transport.predictions(response, sources)
+            except grpc.RpcError as error:
+                wait = self._grpc_wait(error, attempt)
+            time.sleep(wait)  # the server's retry-after, bounded
+            attempt += 1
+
     def predict(self, image: ImageInput, version: int | None = None) -> Prediction:
+        if self.grpc:
+            return self._infer(*_grpc_predict_call(image, version))[0]
         call, source = _predict_call(image, version)
         return _prediction(self._send(call), source)
 
     def predict_batch(
         self, images: Sequence[ImageInput] | np.ndarray, version: int | None = None
     ) -> list[Prediction]:
+        if self.grpc:
+            return self._infer(*_grpc_batch_call(images, version))
         call, sources = _batch_call(images, version)
         return _batch_predictions(self._send(call), sources)
 
@@ -249,7 +311,13 @@ class AsyncClient(_Base):
     """The same calls as `Client`, awaitable."""
 
     def _open(self) -> None:
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+        if self.grpc:
+            self._channel = grpc_transport.open_aio_channel(self.base_url)
+            self._model_infer = self._channel.unary_unary(
+                grpc_transport.MODEL_INFER, **grpc_transport.serializers()
+            )
+        else:
+            self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -258,25 +326,45 @@ class AsyncClient(_Base):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self.grpc:
+            await self._channel.close()
+        else:
+            await self._http.aclose()
 
     async def _send(self, call: _Call) -> dict[str, Any]:
+        self._http_only(call)
         attempt = 0
         while True:
             response = await self._http.request(call.method, call.path, **call.send_args())
-            wait = self._should_retry(response, attempt)
+            wait = self._response_wait(response, attempt)
             if wait is None:
                 return _checked(response)
             await asyncio.sleep(wait)  # the server's Retry-After, bounded
             attempt += 1
 
+    async def _infer(self, request: Any, sources: list[str | None]) -> list[Prediction]:
+        request = self._grpc_request(request)
+        attempt = 0
+        while True:
+            try:
+                response = await self._model_infer(request, metadata=self.metadata, timeout=self.timeout)
+                return grpc_transport.predictions(response, sources)
+            except grpc.RpcError as error:
+                wait = self._grpc_wait(error, attempt)
+            await asyncio.sleep(wait)  # the server's retry-after, bounded
+            attempt += 1
+
     async def predict(self, image: ImageInput, version: int | None = None) -> Prediction:
+        if self.grpc:
+            return (await self._infer(*_grpc_predict_call(image, version)))[0]
         call, source = _predict_call(image, version)
         return _prediction(await self._send(call), source)
 
     async def predict_batch(
         self, images: Sequence[ImageInput] | np.ndarray, version: int | None = None
     ) -> list[Prediction]:
+        if self.grpc:
+            return await self._infer(*_grpc_batch_call(images, version))
         call, sources = _batch_call(images, version)
         return _batch_predictions(await self._send(call), sources)
 

@@ -1,4 +1,5 @@
-"""The contract between training and serving: store layout, metadata schema, input convention."""
+"""The contract between training and serving (store layout, metadata schema, input convention), and
+between the service and its clients (upload normalisation, the gRPC protocol)."""
 
 from model_store.metadata import ModelMetadata
 from model_store.preprocessing import INPUT_SHAPE, NUM_CLASSES, InputSpec, to_model_input

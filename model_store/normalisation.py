@@ -10,6 +10,7 @@ centred by centre of mass in 28x28.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -21,6 +22,8 @@ from PIL import Image, ImageOps
 from model_store.preprocessing import IMAGE_SIDE
 
 DIGIT_BOX = 20
+# Large JPEGs are decoded at a reduced scale, keeping at least this many pixels on each side.
+JPEG_DRAFT_SIDE = 512
 ORIENTATION = 0x0112  # the EXIF tag
 # A pixel darker than this fraction of the brightest one is background when cropping.
 INK_THRESHOLD = 0.1
@@ -208,6 +211,22 @@ def normalise_native(pixels: np.ndarray) -> Normalised:
         steps.append("inverted")
         pixels = 255 - pixels
     return Normalised(pixels=pixels, original_size=(IMAGE_SIDE, IMAGE_SIDE), original_mode="L", steps=steps)
+
+
+def draft_large_jpeg(image: Image.Image) -> None:
+    """Ask libjpeg to decode a large JPEG at 1/2, 1/4 or 1/8 scale: a phone photo is decoded in a
+    fraction of the time and memory, still far larger than the 20-pixel box the digit ends in.
+    Call before the pixels are loaded."""
+    if image.format == "JPEG" and image.mode in ("L", "RGB") and max(image.size) > 2 * JPEG_DRAFT_SIDE:
+        image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
+
+
+def normalise_file(data: bytes) -> Normalised:
+    """The bytes of an image file as the service normalises an upload (without its size limits and
+    error messages): what a client that sends tensors instead of files must do first."""
+    image = Image.open(io.BytesIO(data))
+    draft_large_jpeg(image)
+    return normalise_decoded(image)
 
 
 def normalise_decoded(image: Image.Image, background: Background = SERVICE_BACKGROUND) -> Normalised:

@@ -19,14 +19,18 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry import propagate, trace
 
-from app.grpc.messages import POOL, SERVICE, methods
 from app.grpc.service import CallError, InferenceService, Metadata
 from app.serving.state import ServiceState
+from model_store.open_inference.messages import POOL, SERVICE, methods
 
 log = logging.getLogger(__name__)
+
+# Reflection answers from the protocol's pool, so it describes the health and reflection services too.
+for _module in (health_pb2, reflection_pb2):
+    POOL.AddSerializedFile(_module.DESCRIPTOR.serialized_pb)
 
 Rpc = Callable[[Any, Metadata, float | None], Awaitable[Any]]
 

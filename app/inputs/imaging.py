@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model_store.normalisation import Normalised, normalise_decoded, normalise_native
+from model_store.normalisation import Normalised, draft_large_jpeg, normalise_decoded, normalise_native
 from model_store.preprocessing import IMAGE_SIDE
 
 __all__ = [
@@ -30,8 +30,6 @@ __all__ = [
     "sniff_format",
 ]
 
-# Large JPEGs are decoded at a reduced scale, keeping at least this many pixels on each side.
-JPEG_DRAFT_SIDE = 512
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # File signatures, to tell a damaged image from something that is not an image at all.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -150,10 +148,7 @@ def load_pixels(image: Image.Image) -> Image.Image:
 def normalise(image: Image.Image) -> Normalised:
     """Decode an opened upload and make it an MNIST-style 28x28 uint8 digit, recording each step."""
     size = image.size
-    if image.format == "JPEG" and image.mode in ("L", "RGB") and max(size) > 2 * JPEG_DRAFT_SIDE:
-        # libjpeg scales by 1/2, 1/4 or 1/8 while decoding: a phone photo is decoded in a fraction
-        # of the time and memory, still far larger than the 20-pixel box the digit ends in.
-        image.draft("L", (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
+    draft_large_jpeg(image)
     normalised = normalise_decoded(load_pixels(image))
     if image.size != size:
         normalised.original_size = size

@@ -18,11 +18,10 @@ from PIL import Image
 
 from mnist_client import AsyncClient, Client, MnistServeError
 from model_store.mnist_data import MnistSplit
-from tests.app.conftest import encode
+from tests.client.conftest import INDICES
 from tests.servers import REPO_ROOT, RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
-INDICES = list(range(20))
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +31,6 @@ def server(
     env = {"MNIST_MODEL_STORE": str(trained_store), "MNIST_DATA_DIR": str(mnist_dir)}
     with uvicorn_server(env, tmp_path_factory.mktemp("log") / "server.log") as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def digit_files(test_split: MnistSplit, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("digits")
-    paths = []
-    for index in INDICES:
-        path = folder / f"test-{index:02d}-label-{test_split.labels[index]}.png"
-        path.write_bytes(encode(test_split.images[index]))
-        paths.append(path)
-    return paths
 
 
 def correct(digits: list[int], test_split: MnistSplit) -> int:

@@ -4,6 +4,7 @@ their rate over metadata, and every worker answering on the one port."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from model_store.mnist_data import MnistSplit
 from tests.app.test_api_keys import ALICE, write_keys
 from tests.grpc.conftest import GrpcServer, grpc_server
+from tests.servers import READY_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.e2e
 SERVICE = "inference.GRPCInferenceService"
@@ -124,6 +126,12 @@ def test_every_worker_answers_on_the_one_port(
     metrics_dir.mkdir()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     with grpc_server(trained_store, mnist_dir, tmp_path / "server.log", workers=2) as server:
+        # Ready means one worker answers /readyz; on a busy machine the other may start a second
+        # later, and every connection made before then goes to the first.
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while server.http.log().count("gRPC (Open Inference Protocol) on") < 2:
+            assert time.monotonic() < deadline, server.http.log()[-3000:]
+            time.sleep(0.1)
         for index in range(40):
             # A new connection each time: the kernel spreads connections, not calls, over the workers.
             client = triton.InferenceServerClient(server.target)

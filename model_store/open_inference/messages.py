@@ -10,19 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection_pb2
 
-from app.grpc.descriptor import FILE_DESCRIPTOR
+from model_store.open_inference.descriptor import FILE_DESCRIPTOR
 
 PACKAGE = "inference"
 SERVICE = f"{PACKAGE}.GRPCInferenceService"
 
 POOL = descriptor_pool.DescriptorPool()
 POOL.Add(descriptor_pb2.FileDescriptorProto.FromString(FILE_DESCRIPTOR))
-# Reflection answers from this pool, so it describes the health and reflection services as well.
-for module in (health_pb2, reflection_pb2):
-    POOL.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
 
 
 def message(name: str) -> Any:
@@ -40,6 +35,11 @@ def methods() -> dict[str, tuple[Any, Any]]:
         )
         for method in service.methods
     }
+
+
+def method_path(name: str) -> str:
+    """The HTTP/2 path a call of RPC `name` goes to, e.g. `/inference.GRPCInferenceService/ModelInfer`."""
+    return f"/{SERVICE}/{name}"
 
 
 ModelInferRequest = message("ModelInferRequest")
