@@ -24,7 +24,7 @@ from app.config import Settings
 from model_store.settings import StoreSettings
 from tests.app.conftest import publish_copy
 from tests.conftest import REPO_ROOT
-from tests.servers import RunningServer, free_port, wait_ready
+from tests.support.live_server import RunningServer, free_port, wait_ready
 from training.arguments import parse_args
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))

@@ -24,7 +24,7 @@ from PIL import Image
 from model_store.mnist_data import load_split
 from tests.app.conftest import publish_copy
 from tests.conftest import REPO_ROOT
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from model_store.store import ModelStore
-from tests.servers import REPO_ROOT, RunningServer, free_port, wait_ready
+from tests.support.live_server import REPO_ROOT, RunningServer, free_port, wait_ready
 
 # mnist-train as serve.sh calls it, plus what keeps the run short; everything else it decides itself.
 QUICK_TRAIN = """#!/usr/bin/env bash

@@ -19,7 +19,7 @@ from PIL import Image
 from mnist_client import AsyncClient, Client, MnistServeError
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode
-from tests.servers import REPO_ROOT, RunningServer, uvicorn_server
+from tests.support.live_server import REPO_ROOT, RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 INDICES = list(range(20))

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from model_store.mnist_data import load_split
-from tests.deploy import (
+from tests.support.dockerfile import (
     REPO_ROOT,
     Stage,
     as_command,
@@ -43,7 +43,7 @@ from tests.deploy import (
     service_environment,
     split_run_flags,
 )
-from tests.servers import free_port
+from tests.support.live_server import free_port
 
 STARTUP_TIMEOUT_SECONDS = 150
 # The python:3.11-slim image's own environment, under the Dockerfile's ENV.

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.deploy import (
+from tests.support.dockerfile import (
     COMPOSE_FILE,
     DEPLOYMENT_DOC,
     DOCKERFILE,

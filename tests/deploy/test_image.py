@@ -25,8 +25,8 @@ import pytest
 from PIL import Image as PILImage
 
 from model_store.mnist_data import load_split
-from tests.deploy import duration_seconds, parse_dockerfile
-from tests.deploy.image import (
+from tests.support.dockerfile import duration_seconds, parse_dockerfile
+from tests.support.image import (
     Container,
     Image,
     build_image,
@@ -37,7 +37,7 @@ from tests.deploy.image import (
     remove_image,
     uid_of,
 )
-from tests.servers import free_port
+from tests.support.live_server import free_port
 
 pytestmark = [
     pytest.mark.e2e,

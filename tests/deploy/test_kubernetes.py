@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.deploy import (
+from tests.deploy.test_container_files import app_routes, settings_variables
+from tests.support.dockerfile import (
     COMPOSE_FILE,
     duration_seconds,
     load_compose,
@@ -20,7 +21,7 @@ from tests.deploy import (
     parse_healthcheck,
     service_environment,
 )
-from tests.deploy.kubernetes import (
+from tests.support.kubernetes import (
     CUSTOM_KINDS,
     KSERVE_SDK_DIR,
     KSERVE_SDK_PACKAGES,
@@ -37,7 +38,6 @@ from tests.deploy.kubernetes import (
     render,
     render_with_component,
 )
-from tests.deploy.test_container_files import app_routes, settings_variables
 
 OVERLAYS = sorted(p.name for p in (KUBERNETES_DIR / "overlays").iterdir() if p.is_dir())
 COMPONENTS = sorted(p.name for p in (KUBERNETES_DIR / "components").iterdir() if p.is_dir())

@@ -29,8 +29,8 @@ from PIL import Image
 from model_store.metadata import ModelMetadata
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
-from tests.deploy import REPO_ROOT, nginx_text
-from tests.servers import RunningServer, free_port, wait_ready
+from tests.support.dockerfile import REPO_ROOT, nginx_text
+from tests.support.live_server import RunningServer, free_port, wait_ready
 
 pytestmark = [
     pytest.mark.e2e,

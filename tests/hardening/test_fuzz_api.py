@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 

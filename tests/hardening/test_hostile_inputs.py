@@ -1,7 +1,7 @@
 """Hostile and odd inputs, built here: every one gets a clear 4xx JSON error, or the right digit when
 it is a valid image; never a 500, and the next good request still answers correctly.
 
-tests/app/test_bad_input.py already covers the plain cases (text, random bytes, a truncated PNG,
+tests/app/api/test_bad_input.py already covers the plain cases (text, random bytes, a truncated PNG,
 an empty file, a real 20,000 x 20,000 PNG, /test/-1 and friends, one bad file in a two-file batch);
 this corpus goes past them: formats and colour modes, lying headers, multipart abuse, mutations.
 """

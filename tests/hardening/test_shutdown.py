@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from model_store.mnist_data import MnistSplit, load_split
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from model_store.metadata import METADATA_FILE, MODEL_FILE
-from tests.servers import REPO_ROOT, free_port
+from tests.support.live_server import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 

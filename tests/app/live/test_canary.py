@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from app.serving.router import share_of
-from tests.app.test_admin import AUTH, TOKEN
-from tests.servers import uvicorn_server
+from tests.app.api.test_admin import AUTH, TOKEN
+from tests.support.live_server import uvicorn_server
 
 pytestmark = pytest.mark.e2e
 # Client ids whose hash falls in a 10 % canary's share, and ids that fall outside it.

@@ -3,7 +3,7 @@
 Digits are drawn with real input events (mouse on desktop, touch on the phone), so they go through
 the page's own pointer handlers. Screenshots land in artifacts/screenshots/ for a person to look at.
 
-    python -m pytest tests/app/test_web_page.py        # needs /usr/bin/chromium (apt-get install chromium)
+    python -m pytest tests/app/live/test_web_page.py  # needs /usr/bin/chromium (apt-get install chromium)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response, sync_playwright
 
 from model_store.mnist_data import MnistSplit
-from tests.servers import uvicorn_server
+from tests.support.live_server import uvicorn_server
 
 pytestmark = pytest.mark.browser
 

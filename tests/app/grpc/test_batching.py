@@ -23,7 +23,7 @@ from app.config import Settings
 from app.main import create_app
 from app.serving.inference import ServingModel
 from model_store.mnist_data import MnistSplit
-from tests.servers import free_port
+from tests.support.live_server import free_port
 
 WAIT = 30.0
 

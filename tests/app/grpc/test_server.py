@@ -18,8 +18,8 @@ from prometheus_client.mmap_dict import MmapedDict
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from model_store.mnist_data import MnistSplit
-from tests.app.test_api_keys import ALICE, write_keys
-from tests.grpc.conftest import GrpcServer, grpc_server
+from tests.app.grpc.conftest import GrpcServer, grpc_server
+from tests.app.operations.test_api_keys import ALICE, write_keys
 
 pytestmark = pytest.mark.e2e
 SERVICE = "inference.GRPCInferenceService"

@@ -17,7 +17,7 @@ import tritonclient.http as triton
 
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode, publish_copy
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 

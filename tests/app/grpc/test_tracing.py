@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from app.config import Settings
 from app.main import create_app
 from model_store.mnist_data import MnistSplit
-from tests.servers import free_port
+from tests.support.live_server import free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 

@@ -26,8 +26,8 @@ from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
 from model_store.runtimes import ONNX_FILE, RuntimeChoice, file_sha256
 from model_store.store import ModelStore, ModelStoreError
+from tests.app.api.test_versions import service, versions_app
 from tests.app.conftest import publish_copy, publish_perturbed
-from tests.app.test_versions import service, versions_app
 from tests.conftest import REPO_ROOT, run_cli
 
 ONNX = RuntimeChoice("onnxruntime", threads=1)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.main import create_app
-from tests.app.test_api_keys import ALICE, write_keys
+from tests.app.operations.test_api_keys import ALICE, write_keys
 
 ALLOWED = "https://digits.example.com"
 PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model_store.mnist_data import MnistSplit, load_split
-from tests.servers import RunningServer, free_port, uvicorn_server
+from tests.support.live_server import RunningServer, free_port, uvicorn_server
 
 
 @dataclass

@@ -12,8 +12,8 @@ from model_store.mnist_data import MnistSplit
 from model_store.pins import write_routing
 from model_store.store import ModelStore
 from tests.app.conftest import encode
-from tests.app.test_web_page import DESKTOP, browser  # noqa: F401  (the browser fixture)
-from tests.servers import uvicorn_server
+from tests.app.live.test_web_page import DESKTOP, browser  # noqa: F401  (the browser fixture)
+from tests.support.live_server import uvicorn_server
 
 pytestmark = pytest.mark.browser
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.test_api_keys import ALICE, BOB, write_keys
-from tests.servers import uvicorn_server
+from tests.app.operations.test_api_keys import ALICE, BOB, write_keys
+from tests.support.live_server import uvicorn_server
 
 pytestmark = pytest.mark.e2e
 THREADS = 4

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 
 from model_store.mnist_data import MnistSplit
-from tests.servers import uvicorn_server
+from tests.support.live_server import uvicorn_server
 
 pytestmark = pytest.mark.e2e
 

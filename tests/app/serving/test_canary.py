@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.serving.router import share_of
-from tests.app.test_admin import AUTH, polling_app, polls_done, wait_until
-from tests.app.test_versions import service, versions_app
+from tests.app.api.test_admin import AUTH, polling_app, polls_done, wait_until
+from tests.app.api.test_versions import service, versions_app
 
 
 @pytest.fixture

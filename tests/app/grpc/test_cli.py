@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc as triton
 
 from tests.conftest import REPO_ROOT, assert_one_line_error, run_cli
-from tests.servers import RunningServer, free_port, wait_ready
+from tests.support.live_server import RunningServer, free_port, wait_ready
 
 
 @pytest.mark.parametrize("value", ["70000", "-1", "x"])

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.serving.state import ServiceState
+from tests.app.api.test_admin import AUTH, TOKEN
 from tests.app.conftest import encode, publish_copy
-from tests.app.test_admin import AUTH, TOKEN
 
 DIGIT = 128
 

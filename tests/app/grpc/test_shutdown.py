@@ -16,7 +16,7 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from model_store.mnist_data import MnistSplit
-from tests.grpc.conftest import grpc_server
+from tests.app.grpc.conftest import grpc_server
 
 pytestmark = pytest.mark.e2e
 

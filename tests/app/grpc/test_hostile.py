@@ -12,7 +12,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from model_store.mnist_data import MnistSplit
-from tests.grpc.conftest import GrpcServer
+from tests.app.grpc.conftest import GrpcServer
 
 pytestmark = pytest.mark.e2e
 Code = grpc.StatusCode

@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode
-from tests.grpc.conftest import GrpcServer
+from tests.app.grpc.conftest import GrpcServer
 
 pytestmark = pytest.mark.e2e
 
