@@ -26,34 +26,35 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.support.dockerfile import (
+from tests.support.compose import (
     COMPOSE_FILE,
-    DEPLOYMENT_DOC,
+    as_command,
+    interpolation_variables,
+    load_compose,
+    load_compose_raw,
+    service_environment,
+    service_mounts,
+)
+from tests.support.dockerfile import (
     DOCKERFILE,
+    Stage,
+    build_arg_defaults,
+    duration_seconds,
+    exec_form,
+    parse_dockerfile,
+    parse_healthcheck,
+    split_run_flags,
+)
+from tests.support.dockerignore import build_context_files, is_ignored, read_dockerignore
+from tests.support.nginx import (
     NGINX_CONF,
     NGINX_PROXY_CONF,
     NGINX_PROXY_CONF_TARGET,
-    REPO_ROOT,
-    Stage,
-    as_command,
-    build_arg_defaults,
-    build_context_files,
-    duration_seconds,
-    exec_form,
-    interpolation_variables,
-    is_ignored,
-    load_compose,
-    load_compose_raw,
     nginx_directives,
     nginx_inlined,
     nginx_text,
-    parse_dockerfile,
-    parse_healthcheck,
-    read_dockerignore,
-    service_environment,
-    service_mounts,
-    split_run_flags,
 )
+from tests.support.paths import DEPLOYMENT_DOC, REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 ENV_PREFIX = "MNIST_"

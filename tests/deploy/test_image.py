@@ -37,7 +37,7 @@ from tests.support.image import (
     remove_image,
     uid_of,
 )
-from tests.support.live_server import free_port
+from tests.support.live_server import RunningServer, free_port, wait_ready
 
 pytestmark = [
     pytest.mark.e2e,
@@ -136,7 +136,7 @@ def serving(image: Image, box: Container, log_path: Path) -> Iterator[Server]:
         command = box.command(image.config["Cmd"], server.env)
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_ready(process, server.url, log_path)
+        wait_ready(RunningServer(server.url, process, log_path), READY_TIMEOUT_SECONDS)
         server.cold_start_seconds = time.monotonic() - started
         print(f"\ncold start of {image.tag}'s CMD to ready: {server.cold_start_seconds:.1f} s")
         # The server: python running the image's console script (not buildah's own helpers).
@@ -260,20 +260,6 @@ def test_healthcheck_start_period_covers_the_cold_start() -> None:
 def is_python_running(command_line: str, script: str) -> bool:
     words = command_line.split()
     return bool(words) and Path(words[0]).name.startswith("python") and script in words
-
-
-def wait_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the image's CMD exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"not ready after {READY_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-4000:]}")
 
 
 def stop(process: subprocess.Popen[bytes], servers: list[int]) -> None:

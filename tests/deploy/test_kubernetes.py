@@ -13,14 +13,8 @@ import pytest
 
 from app.config import Settings
 from tests.deploy.test_container_files import app_routes, settings_variables
-from tests.support.dockerfile import (
-    COMPOSE_FILE,
-    duration_seconds,
-    load_compose,
-    parse_dockerfile,
-    parse_healthcheck,
-    service_environment,
-)
+from tests.support.compose import COMPOSE_FILE, load_compose, service_environment
+from tests.support.dockerfile import duration_seconds, parse_dockerfile, parse_healthcheck
 from tests.support.kubernetes import (
     CUSTOM_KINDS,
     KSERVE_SDK_DIR,

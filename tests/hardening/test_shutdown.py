@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from model_store.mnist_data import MnistSplit, load_split
-from tests.support.live_server import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +38,15 @@ def digits(mnist_dir: Path) -> MnistSplit:
 
 @contextmanager
 def start(trained_store: Path, mnist_dir: Path, log: Path, drain_seconds: int) -> Iterator[RunningServer]:
-    env = {
-        "MNIST_MODEL_STORE": str(trained_store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_GRACEFUL_SHUTDOWN_SECONDS": str(drain_seconds),
-        "MNIST_RELOAD_POLL_SECONDS": "0",
-        "MNIST_BATCH_QUEUE_SIZE": "100000",  # every request is queued: none is refused as overload
-        "MNIST_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
-        "MNIST_LOG_JSON": "false",
-    }
+    env = service_env(
+        trained_store,
+        mnist_dir,
+        graceful_shutdown_seconds=str(drain_seconds),
+        reload_poll_seconds="0",
+        batch_queue_size="100000",  # every request is queued: none is refused as overload
+        max_upload_bytes=str(64 * 1024 * 1024),
+        log_json="false",
+    )
     extra = ("--timeout-graceful-shutdown", str(drain_seconds))
     with uvicorn_server(env, log, extra_args=extra) as server:
         yield server

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.dockerfile import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-image.sh"
 IMAGE_TAG = "mnist-serve:test"

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.dockerfile import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 # The oldest Kubernetes release the manifests must work on (autoscaling/v2, policy/v1, seccompProfile).

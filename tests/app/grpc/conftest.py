@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model_store.mnist_data import MnistSplit, load_split
-from tests.support.live_server import RunningServer, free_port, uvicorn_server
+from tests.support.live_server import RunningServer, free_port, service_env, uvicorn_server
 
 
 @dataclass
@@ -25,12 +25,8 @@ def grpc_server(
 ) -> Iterator[GrpcServer]:
     """uvicorn with gRPC on a free port; `settings` are further MNIST_* variables (lower-case names)."""
     port = free_port()
-    env = {
-        "MNIST_MODEL_STORE": str(store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_GRPC_PORT": str(port),
-        "MNIST_RELOAD_POLL_SECONDS": "0",
-    } | {f"MNIST_{name.upper()}": value for name, value in (settings or {}).items()}
+    defaults = {"grpc_port": str(port), "reload_poll_seconds": "0"}
+    env = service_env(store, mnist_dir, **defaults | (settings or {}))
     with uvicorn_server(env, log_path, workers=workers) as server:
         yield GrpcServer(server, f"127.0.0.1:{port}")
 

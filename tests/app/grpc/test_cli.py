@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import tritonclient.grpc as triton
 
-from tests.conftest import REPO_ROOT, assert_one_line_error, run_cli
-from tests.support.live_server import RunningServer, free_port, wait_ready
+from tests.conftest import assert_one_line_error, run_cli
+from tests.support.live_server import environment_without_settings, free_port, running, service_env
 
 
 @pytest.mark.parametrize("value", ["70000", "-1", "x"])
@@ -24,17 +21,9 @@ def test_bad_grpc_port_is_one_line(tmp_path: Path, value: str) -> None:
 @pytest.mark.e2e
 def test_grpc_port_flag_reaches_the_server(trained_store: Path, mnist_dir: Path, tmp_path: Path) -> None:
     port, grpc_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
-    env |= {"MNIST_MODEL_STORE": str(trained_store), "MNIST_DATA_DIR": str(mnist_dir)}
+    env = environment_without_settings() | service_env(trained_store, mnist_dir)
     command = [sys.executable, "-m", "app.cli", "--port", str(port), "--grpc-port", str(grpc_port)]
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(RunningServer(f"http://127.0.0.1:{port}", process, log_path))
+    with running(command, port, tmp_path / "server.log", env=env, stop_timeout=60):
         client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
         assert client.is_server_ready() and client.is_model_ready("mnist")
         client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)

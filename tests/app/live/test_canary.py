@@ -11,7 +11,7 @@ import pytest
 
 from app.serving.router import share_of
 from tests.app.api.test_admin import AUTH, TOKEN
-from tests.support.live_server import uvicorn_server
+from tests.support.live_server import service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 # Client ids whose hash falls in a 10 % canary's share, and ids that fall outside it.
@@ -36,12 +36,7 @@ def settle(http: httpx.Client, expected: str, timeout: float = 60.0) -> None:
 def test_a_90_10_canary_and_its_rollback_hold_on_every_worker_and_after_a_restart(
     two_versions: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
-    env = {
-        "MNIST_MODEL_STORE": str(two_versions),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_ADMIN_TOKEN": TOKEN,
-        "MNIST_RELOAD_POLL_SECONDS": "0.2",
-    }
+    env = service_env(two_versions, mnist_dir, admin_token=TOKEN, reload_poll_seconds="0.2")
     with (
         uvicorn_server(env, tmp_path / "first.log", workers=2) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,

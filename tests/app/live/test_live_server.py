@@ -17,18 +17,14 @@ import tritonclient.http as triton
 
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode, publish_copy
-from tests.support.live_server import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def live_store(private_store: Path, mnist_dir: Path, tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
-    env = {
-        "MNIST_MODEL_STORE": str(private_store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_RELOAD_POLL_SECONDS": "0.2",
-    }
+    env = service_env(private_store, mnist_dir, reload_poll_seconds="0.2")
     with uvicorn_server(env, tmp_path / "server.log") as server:
         yield server, private_store
 
@@ -152,12 +148,9 @@ def test_full_queue_answers_503_with_retry_after(
 ) -> None:
     # A 10,000-image request moves in 79 passes of 128 and weighs 128 on a queue of 200 meanwhile;
     # a 1,000-image request beside it would weigh 128 more: refused with 503, not queued.
-    env = {
-        "MNIST_MODEL_STORE": str(private_store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_BATCH_QUEUE_SIZE": "200",
-        "MNIST_MAX_UPLOAD_BYTES": str(16 * 1024 * 1024),
-    }
+    env = service_env(
+        private_store, mnist_dir, batch_queue_size="200", max_upload_bytes=str(16 * 1024 * 1024)
+    )
     headers = {"Content-Type": "application/octet-stream"}
     large: list[httpx.Response] = []
 

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 
 from model_store.mnist_data import MnistSplit
-from tests.support.live_server import uvicorn_server
+from tests.support.live_server import service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 
@@ -18,11 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_tritonclient_calls_a_specific_version(
     two_versions: Path, mnist_dir: Path, tmp_path: Path, test_split: MnistSplit
 ) -> None:
-    env = {
-        "MNIST_MODEL_STORE": str(two_versions),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_LOADED_NEWEST": "2",
-    }
+    env = service_env(two_versions, mnist_dir, loaded_newest="2")
     with uvicorn_server(env, tmp_path / "server.log", workers=2) as server:
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         assert client.is_model_ready("mnist", "1") and client.is_model_ready("mnist", "2")

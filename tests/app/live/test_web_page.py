@@ -22,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response, sync_playwright
 
 from model_store.mnist_data import MnistSplit
-from tests.support.live_server import uvicorn_server
+from tests.support.live_server import service_env, uvicorn_server
 
 pytestmark = pytest.mark.browser
 
@@ -57,7 +57,7 @@ Stroke = tuple[float, float, float]  # y, x start, x end, in 28x28 pixel units
 @pytest.fixture(scope="module")
 def base_url(trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real uvicorn process serving the trained store; its log is shown if it fails to start."""
-    env = {"MNIST_MODEL_STORE": str(trained_store), "MNIST_DATA_DIR": str(mnist_dir)}
+    env = service_env(trained_store, mnist_dir)
     # The page explains every drawing: TensorFlow is imported before ready, not during the first
     # explanation, whose wait would then depend on how fast this machine imports it.
     env["MNIST_EXPLAIN_WARMUP"] = "true"

@@ -13,7 +13,7 @@ from model_store.pins import write_routing
 from model_store.store import ModelStore
 from tests.app.conftest import encode
 from tests.app.live.test_web_page import DESKTOP, browser  # noqa: F401  (the browser fixture)
-from tests.support.live_server import uvicorn_server
+from tests.support.live_server import service_env, uvicorn_server
 
 pytestmark = pytest.mark.browser
 
@@ -26,7 +26,7 @@ def canary_page(
     browser: object,  # noqa: F811
 ) -> Iterator[Page]:
     write_routing(ModelStore(two_versions), "canary", 1, 10.0, "test")
-    env = {"MNIST_MODEL_STORE": str(two_versions), "MNIST_DATA_DIR": str(mnist_dir)}
+    env = service_env(two_versions, mnist_dir)
     with uvicorn_server(env, tmp_path / "uvicorn.log") as server:
         context = browser.new_context(**DESKTOP)  # type: ignore[attr-defined]
         page = context.new_page()

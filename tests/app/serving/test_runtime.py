@@ -29,6 +29,7 @@ from model_store.store import ModelStore, ModelStoreError
 from tests.app.api.test_versions import service, versions_app
 from tests.app.conftest import publish_copy, publish_perturbed
 from tests.conftest import REPO_ROOT, run_cli
+from tests.support.live_server import environment_without_settings
 
 ONNX = RuntimeChoice("onnxruntime", threads=1)
 TENSORFLOW = RuntimeChoice("tensorflow")
@@ -242,7 +243,7 @@ def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
     # A fresh interpreter: this one imported TensorFlow long ago.
     digit = tmp_path / "digit.png"
     Image.fromarray(test_split.images[128]).save(digit)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    env = environment_without_settings()
     env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_WARMUP": str(warmup).lower()}
     env |= {"MNIST_EXPLAIN_METHOD": method}
     result = subprocess.run(
