@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.deploy.test_container_files import app_routes, settings_variables
 from tests.support.compose import COMPOSE_FILE, load_compose, service_environment
 from tests.support.dockerfile import duration_seconds, parse_dockerfile, parse_healthcheck
 from tests.support.kubernetes import (
@@ -32,6 +31,7 @@ from tests.support.kubernetes import (
     render,
     render_with_component,
 )
+from tests.support.project import app_routes, settings_variables
 
 OVERLAYS = sorted(p.name for p in (KUBERNETES_DIR / "overlays").iterdir() if p.is_dir())
 COMPONENTS = sorted(p.name for p in (KUBERNETES_DIR / "components").iterdir() if p.is_dir())
@@ -187,7 +187,7 @@ def test_every_setting_is_configurable_in_compose_and_kubernetes(production: lis
 def test_configmap_settings_validate(
     rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.deploy.test_container_files import settings_from
+    from tests.support.project import settings_from
 
     for name, manifests in api_objects(rendered):
         data = settings_of(manifests)

@@ -93,7 +93,7 @@ def split_run_flags(value: str) -> tuple[list[str], str]:
 
 def mount_options(flag: str) -> dict[str, str]:
     assert flag.startswith("--mount="), flag
-    return dict(part.split("=", 1) if "=" in part else (part, "") for part in flag[8:].split(","))
+    return {key: value for key, _, value in (part.partition("=") for part in flag[8:].split(","))}
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 from tests.support.paths import REPO_ROOT
@@ -48,3 +49,25 @@ def nginx_directives(text: str) -> list[tuple[tuple[str, ...], str, list[str]]]:
             words.append(token)
     assert not stack and not words, "unbalanced nginx config"
     return directives
+
+
+@cache
+def nginx() -> list[tuple[tuple[str, ...], str, list[str]]]:
+    return nginx_directives(nginx_inlined())
+
+
+def nginx_upstream_port() -> int:
+    servers = [args for block, name, args in nginx() if name == "server" and block[-1:] == ("upstream api",)]
+    assert len(servers) == 1, servers
+    host, _, port = servers[0][0].partition(":")
+    assert host == "api", "the compose service name, resolved by Docker's DNS"
+    return int(port)
+
+
+def nginx_listen_port() -> int:
+    [listen] = [args for block, name, args in nginx() if name == "listen"]
+    return int(listen[0])
+
+
+def nginx_exact_locations() -> set[str]:
+    return {block[-1].split()[-1] for block, _, _ in nginx() if block and block[-1].startswith("location = ")}
