@@ -1,5 +1,5 @@
 """The in-memory multipart parser behind the upload routes, on bodies built by httpx as a client
-would send them (the HTTP behaviour is in tests/hardening/test_hostile_inputs.py)."""
+would send them (the HTTP behaviour is in tests/hardening/test_refused_inputs.py)."""
 
 from __future__ import annotations
 
