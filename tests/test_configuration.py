@@ -24,7 +24,7 @@ from app.config import Settings
 from model_store.settings import StoreSettings
 from tests.app.conftest import publish_copy
 from tests.conftest import REPO_ROOT
-from tests.support.live_server import environment_without_settings, free_port, running
+from tests.support.live_server import environment_without_settings, free_port, running, spawn
 from training.arguments import parse_args
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -162,7 +162,7 @@ def test_mnist_serve_loads_the_versions_listed_in_the_environment(
     env = environment_without_settings()
     env |= {"MNIST_MODEL_STORE": str(store), "MNIST_LOADED_VERSIONS": "3,5", "MNIST_PORT": str(port)}
     mnist_serve = Path(sys.executable).with_name("mnist-serve")
-    with running([str(mnist_serve)], port, tmp_path / "server.log", env=env, cwd=tmp_path) as server:
+    with running(spawn([str(mnist_serve)], port, tmp_path / "server.log", env=env, cwd=tmp_path)) as server:
         ready = {
             version: httpx.get(f"{server.url}/v2/models/mnist/versions/{version}/ready").status_code
             for version in range(1, 7)

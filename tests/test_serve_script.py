@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from model_store.store import ModelStore
-from tests.support.live_server import environment_without_settings, free_port, running
+from tests.support.live_server import environment_without_settings, free_port, running, spawn
 from tests.support.paths import REPO_ROOT
 
 # mnist-train as serve.sh calls it, plus what keeps the run short; everything else it decides itself.
@@ -50,11 +50,8 @@ def test_serve_sh_trains_and_serves_the_store_named_in_dotenv(tmp_path: Path, mn
     )
     env = environment_without_settings() | {"MNIST_TRAIN_PRESET": "seed"}
     command = [str(project / "scripts" / "serve.sh")]
-    log_path = tmp_path / "serve.log"
-    serving = running(
-        command, port, log_path, env=env, cwd=tmp_path, new_session=True, ready_timeout=300, stop_timeout=60
-    )
-    with serving as server:
+    server = spawn(command, port, tmp_path / "serve.log", env=env, cwd=tmp_path, new_session=True)
+    with running(server, ready_timeout=300, stop_timeout=60):
         served = httpx.get(f"{server.url}/model", timeout=10).json()["metadata"]
 
     assert "The model store is empty: training the seed preset first." in server.log()

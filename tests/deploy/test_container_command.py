@@ -40,7 +40,7 @@ from tests.support.dockerfile import (
     split_run_flags,
 )
 from tests.support.dockerignore import materialize_context
-from tests.support.live_server import RunningServer, free_port, wait_ready
+from tests.support.live_server import free_port, spawn, wait_ready
 from tests.support.paths import REPO_ROOT
 
 STARTUP_TIMEOUT_SECONDS = 150
@@ -251,17 +251,10 @@ def test_container_command_serves_predictions(
     log_path = tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=image.workdir(),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = spawn(command, port, log_path, env=env, cwd=image.workdir(), new_session=True)
+    process = server.process
     try:
-        wait_ready(RunningServer(url, process, log_path), STARTUP_TIMEOUT_SECONDS, route="/healthz")
+        wait_ready(server, STARTUP_TIMEOUT_SECONDS, route="/healthz")
         print(f"\nserver live after {time.monotonic() - started:.0f} s")
         # The command is the server itself (exec form, no shell in between): it gets SIGTERM directly.
         assert "mnist-serve" in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace")

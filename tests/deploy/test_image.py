@@ -37,7 +37,7 @@ from tests.support.image import (
     remove_image,
     uid_of,
 )
-from tests.support.live_server import RunningServer, free_port, wait_ready
+from tests.support.live_server import free_port, spawn, wait_ready
 
 pytestmark = [
     pytest.mark.e2e,
@@ -132,11 +132,10 @@ def serving(image: Image, box: Container, log_path: Path) -> Iterator[Server]:
     # As `docker run -e MNIST_PORT=...`: a free port on this host's network (the image binds 0.0.0.0).
     server = Server(f"http://127.0.0.1:{port}", {"MNIST_PORT": str(port)})
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        command = box.command(image.config["Cmd"], server.env)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    spawned = spawn(box.command(image.config["Cmd"], server.env), port, log_path, new_session=True)
+    process = spawned.process
     try:
-        wait_ready(RunningServer(server.url, process, log_path), READY_TIMEOUT_SECONDS)
+        wait_ready(spawned, READY_TIMEOUT_SECONDS)
         server.cold_start_seconds = time.monotonic() - started
         print(f"\ncold start of {image.tag}'s CMD to ready: {server.cold_start_seconds:.1f} s")
         # The server: python running the image's console script (not buildah's own helpers).

@@ -43,6 +43,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    own_session: bool = False  # started as a session leader: stopped with its whole process group
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -82,7 +83,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=new_session,
         )
-    return RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    return RunningServer(f"http://127.0.0.1:{port}", process, log_path, new_session)
 
 
 def stop(
@@ -107,23 +108,16 @@ def stop(
 
 @contextmanager
 def running(
-    command: list[str],
-    port: int,
-    log_path: Path,
-    *,
-    env: dict[str, str] | None = None,
-    cwd: Path = REPO_ROOT,
-    new_session: bool = False,
+    server: RunningServer,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
     stop_timeout: float = STOP_TIMEOUT_SECONDS,
 ) -> Iterator[RunningServer]:
-    """`command` serving on `port` until the block ends, ready before it starts; stopped with SIGTERM."""
-    server = spawn(command, port, log_path, env=env, cwd=cwd, new_session=new_session)
+    """A spawned server, ready before the block starts; stopped with SIGTERM when it ends."""
     try:
         wait_ready(server, ready_timeout)
         yield server
     finally:
-        stop(server.process, stop_timeout, group=new_session)
+        stop(server.process, stop_timeout, group=server.own_session)
 
 
 @contextmanager
@@ -134,5 +128,5 @@ def uvicorn_server(
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers), *extra_args]
-    with running(command, port, log_path, env=os.environ | env) as server:
+    with running(spawn(command, port, log_path, env=os.environ | env)) as server:
         yield server

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.app.conftest import publish_copy
+from tests.support.waiting import wait_until
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -75,13 +75,6 @@ def test_admin_reload_to_missing_version_is_409(admin_client: TestClient) -> Non
     response = admin_client.post("/admin/reload", headers=AUTH, json={"version": 99})
     assert response.status_code == 409
     assert "99" in response.json()["detail"]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def polling_app(settings: Settings, store: Path) -> TestClient:

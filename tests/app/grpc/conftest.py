@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from model_store.mnist_data import MnistSplit, load_split
 from tests.support.live_server import RunningServer, free_port, service_env, uvicorn_server
 
 
@@ -37,8 +36,3 @@ def served(
 ) -> Iterator[GrpcServer]:
     with grpc_server(trained_store, mnist_dir, tmp_path_factory.mktemp("grpc") / "server.log") as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def test_split(mnist_dir: Path) -> MnistSplit:
-    return load_split(mnist_dir, "test")

@@ -5,8 +5,7 @@ retry advice. The app runs in-process, its model gated so the test decides when 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +23,7 @@ from app.main import create_app
 from app.serving.inference import ServingModel
 from model_store.mnist_data import MnistSplit
 from tests.support.live_server import free_port
+from tests.support.waiting import wait_until
 
 WAIT = 30.0
 
@@ -53,13 +53,6 @@ class Gated:
 
     def queued(self) -> int:
         return int(self.client.app.state.service.predictor.queued_images)  # type: ignore[attr-defined]
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -109,7 +102,7 @@ def test_grpc_and_http_calls_share_a_forward_pass(gated: Gated, test_split: Mnis
     running = first_pass_running(gated, test_split)
     over_grpc = grpc_infer(gated, test_split.images[2:5])
     over_http = http_v2(gated, test_split.images[5:9])
-    wait_until(lambda: gated.queued() == 7)
+    wait_until(lambda: gated.queued() == 7, WAIT)
     gated.model.gate.set()
     assert running.result(WAIT).status_code == 200
     digits = over_grpc.result(WAIT).as_numpy("digit").tolist()

@@ -9,7 +9,7 @@ import pytest
 import tritonclient.grpc as triton
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.support.live_server import environment_without_settings, free_port, running, service_env
+from tests.support.live_server import environment_without_settings, free_port, running, service_env, spawn
 
 
 @pytest.mark.parametrize("value", ["70000", "-1", "x"])
@@ -23,7 +23,7 @@ def test_grpc_port_flag_reaches_the_server(trained_store: Path, mnist_dir: Path,
     port, grpc_port = free_port(), free_port()
     env = environment_without_settings() | service_env(trained_store, mnist_dir)
     command = [sys.executable, "-m", "app.cli", "--port", str(port), "--grpc-port", str(grpc_port)]
-    with running(command, port, tmp_path / "server.log", env=env, stop_timeout=60):
+    with running(spawn(command, port, tmp_path / "server.log", env=env), stop_timeout=60):
         client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
         assert client.is_server_ready() and client.is_model_ready("mnist")
         client.close()

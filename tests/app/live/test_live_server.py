@@ -18,6 +18,7 @@ import tritonclient.http as triton
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode, publish_copy
 from tests.support.live_server import RunningServer, service_env, uvicorn_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -78,13 +79,6 @@ def hammer(url: str, stop: threading.Event, seen: Counter[int], failures: list[s
                 failures.append(repr(exc))
 
 
-def wait_for(condition: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_new_version_switches_under_load_with_zero_failures(live_store: tuple[RunningServer, Path]) -> None:
     server, store = live_store
     seen: Counter[int] = Counter()
@@ -94,9 +88,9 @@ def test_new_version_switches_under_load_with_zero_failures(live_store: tuple[Ru
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: seen[1] >= 50)
+        wait_until(lambda: seen[1] >= 50)
         assert publish_copy(store) == 2
-        wait_for(lambda: seen[2] >= 50)
+        wait_until(lambda: seen[2] >= 50)
     finally:
         stop.set()
         for thread in threads:
@@ -111,13 +105,13 @@ def test_new_version_switches_under_load_with_zero_failures(live_store: tuple[Ru
 def test_corrupt_new_version_is_refused_and_old_keeps_serving(live_store: tuple[RunningServer, Path]) -> None:
     server, store = live_store
     bad = publish_copy(store, model_bytes=b"PK\x03\x04 truncated zip")
-    wait_for(lambda: "mnist_model_load_failures_total 1.0" in httpx.get(f"{server.url}/metrics").text)
+    wait_until(lambda: "mnist_model_load_failures_total 1.0" in httpx.get(f"{server.url}/metrics").text)
     for _ in range(5):
         answer = httpx.get(f"{server.url}/test/128").json()
         assert answer["prediction"] == 8 and answer["model"]["version"] == 1
     assert f"refused model version {bad}" in server.log()
     good = publish_copy(store)
-    wait_for(lambda: httpx.get(f"{server.url}/test/128").json()["model"]["version"] == good)
+    wait_until(lambda: httpx.get(f"{server.url}/test/128").json()["model"]["version"] == good)
 
 
 def test_two_workers_share_metrics(private_store: Path, mnist_dir: Path, tmp_path: Path) -> None:
@@ -130,7 +124,7 @@ def test_two_workers_share_metrics(private_store: Path, mnist_dir: Path, tmp_pat
     }
     with uvicorn_server(env, tmp_path / "server.log", workers=2) as server, httpx.Client() as http:
         # /readyz answered from one worker; wait until the other has loaded its model too.
-        wait_for(lambda: http.get(f"{server.url}/metrics").text.count("mnist_model_loaded{") >= 2)
+        wait_until(lambda: http.get(f"{server.url}/metrics").text.count("mnist_model_loaded{") >= 2)
         for _ in range(40):
             assert http.get(f"{server.url}/test/7", headers={"Connection": "close"}).status_code == 200
         text = http.get(f"{server.url}/metrics").text

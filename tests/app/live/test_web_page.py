@@ -19,25 +19,16 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response
 
 from model_store.mnist_data import MnistSplit
+from tests.app.live.conftest import DESKTOP
 from tests.support.live_server import service_env, uvicorn_server
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.browser
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 800}}
 PHONE: dict[str, Any] = {
     "viewport": {"width": 390, "height": 844},
     "device_scale_factor": 3,
@@ -63,24 +54,6 @@ def base_url(trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.Temp
     env["MNIST_EXPLAIN_WARMUP"] = "true"
     with uvicorn_server(env, tmp_path_factory.mktemp("web") / "uvicorn.log") as server:
         yield server.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium; never a downloaded one. Missing Chromium fails: CI installs it."""
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium` "
-            "(scripts/test.sh does so as root), or deselect these tests with -m 'not browser'",
-            pytrace=False,
-        )
-    playwright: Playwright = sync_playwright().start()
-    try:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-    finally:
-        playwright.stop()
 
 
 @pytest.fixture(scope="module", autouse=True)

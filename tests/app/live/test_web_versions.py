@@ -12,7 +12,7 @@ from model_store.mnist_data import MnistSplit
 from model_store.pins import write_routing
 from model_store.store import ModelStore
 from tests.app.conftest import encode
-from tests.app.live.test_web_page import DESKTOP, browser  # noqa: F401  (the browser fixture)
+from tests.app.live.conftest import DESKTOP
 from tests.support.live_server import service_env, uvicorn_server
 
 pytestmark = pytest.mark.browser
@@ -23,7 +23,7 @@ def canary_page(
     two_versions: Path,
     mnist_dir: Path,
     tmp_path: Path,
-    browser: object,  # noqa: F811
+    browser: object,
 ) -> Iterator[Page]:
     write_routing(ModelStore(two_versions), "canary", 1, 10.0, "test")
     env = service_env(two_versions, mnist_dir)

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.serving.router import share_of
-from tests.app.api.test_admin import AUTH, polling_app, polls_done, wait_until
+from tests.app.api.test_admin import AUTH, polling_app, polls_done
 from tests.app.api.test_versions import service, versions_app
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
