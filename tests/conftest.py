@@ -15,8 +15,9 @@ import pytest
 
 from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
+from tests.support.live_server import environment_without_settings
+from tests.support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
 
@@ -90,7 +91,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:
     """`python -m <module> <args>` as a user runs it: no MNIST_* variable from the test run, only `env`."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    clean = environment_without_settings()
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO_ROOT
+from tests.support.live_server import REPO_ROOT
 
 
 def project_python_files() -> set[Path]:

@@ -24,7 +24,7 @@ from app.config import Settings
 from model_store.settings import StoreSettings
 from tests.app.conftest import publish_copy
 from tests.conftest import REPO_ROOT
-from tests.servers import RunningServer, free_port, wait_ready
+from tests.support.live_server import environment_without_settings, free_port, running, spawn
 from training.arguments import parse_args
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -120,9 +120,7 @@ def test_list_settings_take_the_comma_form_and_json(
 
 
 def test_a_wrong_list_item_is_one_line_naming_the_variable(clean_environment: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")} | {
-        "MNIST_LOADED_VERSIONS": "3,x"
-    }
+    env = environment_without_settings() | {"MNIST_LOADED_VERSIONS": "3,x"}
     result = subprocess.run([sys.executable, "-m", "app.cli"], capture_output=True, text=True, env=env)
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -161,22 +159,12 @@ def test_mnist_serve_loads_the_versions_listed_in_the_environment(
     store = Path(shutil.copytree(trained_store, tmp_path / "store"))
     assert [publish_copy(store) for _ in range(5)] == [2, 3, 4, 5, 6]
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    env = environment_without_settings()
     env |= {"MNIST_MODEL_STORE": str(store), "MNIST_LOADED_VERSIONS": "3,5", "MNIST_PORT": str(port)}
     mnist_serve = Path(sys.executable).with_name("mnist-serve")
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(mnist_serve)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        wait_ready(server)
+    with running(spawn([str(mnist_serve)], port, tmp_path / "server.log", env=env, cwd=tmp_path)) as server:
         ready = {
             version: httpx.get(f"{server.url}/v2/models/mnist/versions/{version}/ready").status_code
             for version in range(1, 7)
         }
-    finally:
-        process.terminate()
-        process.wait(30)
     assert {version for version, status in ready.items() if status == 200} == {3, 5, 6}, ready

@@ -24,7 +24,7 @@ from PIL import Image
 from model_store.mnist_data import load_split
 from tests.app.conftest import publish_copy
 from tests.conftest import REPO_ROOT
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 
@@ -62,13 +62,7 @@ def docs_server(
     folder = tmp_path_factory.mktemp("docs-server")
     store = Path(shutil.copytree(trained_store, folder / "store"))
     assert [publish_copy(store), publish_copy(store)] == [2, 3]
-    env = {
-        "MNIST_MODEL_STORE": str(store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_ADMIN_TOKEN": ADMIN_TOKEN,
-        "MNIST_LOADED_NEWEST": "3",
-        "MNIST_RELOAD_POLL_SECONDS": "0",
-    }
+    env = service_env(store, mnist_dir, admin_token=ADMIN_TOKEN, loaded_newest="3", reload_poll_seconds="0")
     with uvicorn_server(env, folder / "server.log") as server:
         yield server
 

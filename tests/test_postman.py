@@ -22,7 +22,7 @@ import pytest
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import REPO_ROOT
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +11,8 @@ import httpx
 import pytest
 
 from model_store.store import ModelStore
-from tests.servers import REPO_ROOT, RunningServer, free_port, wait_ready
+from tests.support.live_server import environment_without_settings, free_port, running, spawn
+from tests.support.paths import REPO_ROOT
 
 # mnist-train as serve.sh calls it, plus what keeps the run short; everything else it decides itself.
 QUICK_TRAIN = """#!/usr/bin/env bash
@@ -50,24 +48,11 @@ def test_serve_sh_trains_and_serves_the_store_named_in_dotenv(tmp_path: Path, mn
         f"MNIST_MODEL_STORE=store-from-dotenv\nMNIST_DATA_DIR={mnist_dir}\nMNIST_PORT={port}\n"
         "MNIST_RELOAD_POLL_SECONDS=0\nMNIST_LOG_JSON=false\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")} | {"MNIST_TRAIN_PRESET": "seed"}
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(project / "scripts" / "serve.sh")],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        wait_ready(server, timeout=300)
+    env = environment_without_settings() | {"MNIST_TRAIN_PRESET": "seed"}
+    command = [str(project / "scripts" / "serve.sh")]
+    server = spawn(command, port, tmp_path / "serve.log", env=env, cwd=tmp_path, new_session=True)
+    with running(server, ready_timeout=300, stop_timeout=60):
         served = httpx.get(f"{server.url}/model", timeout=10).json()["metadata"]
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
 
     assert "The model store is empty: training the seed preset first." in server.log()
     store = ModelStore(project / "store-from-dotenv")

@@ -2,7 +2,7 @@
 
     python -m model_store.open_inference.generate
 
-tests/grpc/test_descriptor.py fails while the checked-in module does not match the proto.
+tests/app/grpc/test_descriptor.py fails while the checked-in module does not match the proto.
 """
 
 from __future__ import annotations

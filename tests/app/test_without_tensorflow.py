@@ -9,7 +9,6 @@ an image built without them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from model_store.mnist_data import MnistSplit
 from model_store.runtimes import ONNX_FILE
 from model_store.store import ModelStore
 from tests.conftest import REPO_ROOT
+from tests.support.live_server import environment_without_settings
 
 TRAIN_EXTRA_MODULES = ["keras", "tensorflow", "tf2onnx", "matplotlib", "scipy", "skimage"]
 HIDE = f"import sys; sys.modules.update(dict.fromkeys({TRAIN_EXTRA_MODULES}))\n"
@@ -61,7 +61,7 @@ except Exception as exc:
 def run_hidden(
     script: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    clean = environment_without_settings()
     return subprocess.run(
         [sys.executable, "-c", HIDE + script, *args],
         env=clean | {"PYTHONPATH": str(REPO_ROOT)} | (env or {}),

@@ -9,7 +9,7 @@ import pytest
 
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode, test_split
-from tests.grpc.conftest import served
+from tests.app.grpc.conftest import served
 
 __all__ = ["served", "test_split"]
 INDICES = list(range(20))

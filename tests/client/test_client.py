@@ -19,7 +19,7 @@ from PIL import Image
 from mnist_client import AsyncClient, Client, MnistServeError
 from model_store.mnist_data import MnistSplit
 from tests.client.conftest import INDICES
-from tests.servers import REPO_ROOT, RunningServer, uvicorn_server
+from tests.support.live_server import REPO_ROOT, RunningServer, service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 def server(
     trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    env = {"MNIST_MODEL_STORE": str(trained_store), "MNIST_DATA_DIR": str(mnist_dir)}
+    env = service_env(trained_store, mnist_dir)
     with uvicorn_server(env, tmp_path_factory.mktemp("log") / "server.log") as running:
         yield running
 
@@ -118,12 +118,7 @@ def test_client_backs_off_and_succeeds_when_the_queue_is_full(
     trained_store: Path, mnist_dir: Path, tmp_path: Path, test_split: MnistSplit
 ) -> None:
     # A queue of one image, held full by two clients sending 3,000-image batches in small passes.
-    env = {
-        "MNIST_MODEL_STORE": str(trained_store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_BATCH_QUEUE_SIZE": "1",
-        "MNIST_BATCH_MAX_SIZE": "8",
-    }
+    env = service_env(trained_store, mnist_dir, batch_queue_size="1", batch_max_size="8")
     big = io.BytesIO()
     np.save(big, np.repeat(test_split.images[:1000], 3, axis=0))
     with uvicorn_server(env, tmp_path / "server.log") as running:

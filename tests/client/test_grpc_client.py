@@ -15,9 +15,9 @@ from PIL import Image
 
 from mnist_client import AsyncClient, Client, MnistServeError, Prediction
 from model_store.mnist_data import MnistSplit
-from tests.app.test_api_keys import ALICE, write_keys
-from tests.grpc.conftest import GrpcServer, grpc_server
-from tests.servers import REPO_ROOT, free_port
+from tests.app.grpc.conftest import GrpcServer, grpc_server
+from tests.app.operations.test_api_keys import ALICE, write_keys
+from tests.support.live_server import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 EIGHT = 128  # test image 128 is an 8

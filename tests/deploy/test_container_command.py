@@ -27,23 +27,21 @@ import pytest
 from PIL import Image
 
 from model_store.mnist_data import load_split
-from tests.deploy import (
-    REPO_ROOT,
+from tests.support.compose import as_command, load_compose, service_environment
+from tests.support.dockerfile import (
     Stage,
-    as_command,
     build_arg_defaults,
     duration_seconds,
     exec_form,
     expand_vars,
-    load_compose,
-    materialize_context,
     mount_options,
     parse_dockerfile,
     parse_healthcheck,
-    service_environment,
     split_run_flags,
 )
-from tests.servers import free_port
+from tests.support.dockerignore import materialize_context
+from tests.support.live_server import free_port, spawn, wait_ready
+from tests.support.paths import REPO_ROOT
 
 STARTUP_TIMEOUT_SECONDS = 150
 # The python:3.11-slim image's own environment, under the Dockerfile's ENV.
@@ -253,17 +251,10 @@ def test_container_command_serves_predictions(
     log_path = tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=image.workdir(),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = spawn(command, port, log_path, env=env, cwd=image.workdir(), new_session=True)
+    process = server.process
     try:
-        wait_until_live(process, f"{url}/healthz", log_path)
+        wait_ready(server, STARTUP_TIMEOUT_SECONDS, route="/healthz")
         print(f"\nserver live after {time.monotonic() - started:.0f} s")
         # The command is the server itself (exec form, no shell in between): it gets SIGTERM directly.
         assert "mnist-serve" in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace")
@@ -293,22 +284,6 @@ def test_container_command_serves_predictions(
     # ... and reports unhealthy once nothing answers.
     probe = subprocess.run(health.command, env=env, capture_output=True, timeout=30)
     assert probe.returncode != 0
-
-
-def wait_until_live(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"the container command exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"not live after {STARTUP_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-4000:]}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -25,8 +25,8 @@ import pytest
 from PIL import Image as PILImage
 
 from model_store.mnist_data import load_split
-from tests.deploy import duration_seconds, parse_dockerfile
-from tests.deploy.image import (
+from tests.support.dockerfile import duration_seconds, parse_dockerfile
+from tests.support.image import (
     Container,
     Image,
     build_image,
@@ -37,7 +37,7 @@ from tests.deploy.image import (
     remove_image,
     uid_of,
 )
-from tests.servers import free_port
+from tests.support.live_server import free_port, spawn, wait_ready
 
 pytestmark = [
     pytest.mark.e2e,
@@ -132,11 +132,10 @@ def serving(image: Image, box: Container, log_path: Path) -> Iterator[Server]:
     # As `docker run -e MNIST_PORT=...`: a free port on this host's network (the image binds 0.0.0.0).
     server = Server(f"http://127.0.0.1:{port}", {"MNIST_PORT": str(port)})
     started = time.monotonic()
-    with log_path.open("wb") as log:
-        command = box.command(image.config["Cmd"], server.env)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    spawned = spawn(box.command(image.config["Cmd"], server.env), port, log_path, new_session=True)
+    process = spawned.process
     try:
-        wait_ready(process, server.url, log_path)
+        wait_ready(spawned, READY_TIMEOUT_SECONDS)
         server.cold_start_seconds = time.monotonic() - started
         print(f"\ncold start of {image.tag}'s CMD to ready: {server.cold_start_seconds:.1f} s")
         # The server: python running the image's console script (not buildah's own helpers).
@@ -260,20 +259,6 @@ def test_healthcheck_start_period_covers_the_cold_start() -> None:
 def is_python_running(command_line: str, script: str) -> bool:
     words = command_line.split()
     return bool(words) and Path(words[0]).name.startswith("python") and script in words
-
-
-def wait_ready(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the image's CMD exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"not ready after {READY_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-4000:]}")
 
 
 def stop(process: subprocess.Popen[bytes], servers: list[int]) -> None:

@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from tests.deploy import (
-    COMPOSE_FILE,
-    duration_seconds,
-    load_compose,
-    parse_dockerfile,
-    parse_healthcheck,
-    service_environment,
-)
-from tests.deploy.kubernetes import (
+from tests.support.compose import COMPOSE_FILE, load_compose, service_environment
+from tests.support.dockerfile import duration_seconds, parse_dockerfile, parse_healthcheck
+from tests.support.kubernetes import (
     CUSTOM_KINDS,
     KSERVE_SDK_DIR,
     KSERVE_SDK_PACKAGES,
@@ -37,7 +31,7 @@ from tests.deploy.kubernetes import (
     render,
     render_with_component,
 )
-from tests.deploy.test_container_files import app_routes, settings_variables
+from tests.support.project import app_routes, settings_variables
 
 OVERLAYS = sorted(p.name for p in (KUBERNETES_DIR / "overlays").iterdir() if p.is_dir())
 COMPONENTS = sorted(p.name for p in (KUBERNETES_DIR / "components").iterdir() if p.is_dir())
@@ -193,7 +187,7 @@ def test_every_setting_is_configurable_in_compose_and_kubernetes(production: lis
 def test_configmap_settings_validate(
     rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.deploy.test_container_files import settings_from
+    from tests.support.project import settings_from
 
     for name, manifests in api_objects(rendered):
         data = settings_of(manifests)

@@ -29,8 +29,9 @@ from PIL import Image
 from model_store.metadata import ModelMetadata
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
-from tests.deploy import REPO_ROOT, nginx_text
-from tests.servers import RunningServer, free_port, wait_ready
+from tests.support.live_server import RunningServer, free_port, service_env, spawn, wait_ready
+from tests.support.nginx import nginx_text
+from tests.support.paths import REPO_ROOT
 
 pytestmark = [
     pytest.mark.e2e,
@@ -123,22 +124,18 @@ def store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def start_replica(store: Path, mnist_dir: Path, log_path: Path) -> Replica:
     port = free_port()
-    env = os.environ | {
-        "MNIST_HOST": "127.0.0.1",
-        "MNIST_PORT": str(port),
-        "MNIST_WORKERS": "1",
-        "MNIST_TF_THREADS": "1",
-        "MNIST_MODEL_STORE": str(store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_RELOAD_POLL_SECONDS": str(POLL_SECONDS),
-        "MNIST_GRACEFUL_SHUTDOWN_SECONDS": str(DRAIN_SECONDS),
-        "MNIST_LOG_JSON": "false",
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    return Replica(RunningServer(f"http://127.0.0.1:{port}", process, log_path), port)
+    env = os.environ | service_env(
+        store,
+        mnist_dir,
+        host="127.0.0.1",
+        port=str(port),
+        workers="1",
+        tf_threads="1",
+        reload_poll_seconds=str(POLL_SECONDS),
+        graceful_shutdown_seconds=str(DRAIN_SECONDS),
+        log_json="false",
+    )
+    return Replica(spawn([sys.executable, "-m", "app.cli"], port, log_path, env=env), port)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import RunningServer, uvicorn_server
+from tests.support.live_server import RunningServer, service_env, uvicorn_server
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +40,9 @@ parameters = { "path.name" = "mnist", "path.version" = "1" }
 def server(
     trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    env = {
-        "MNIST_MODEL_STORE": str(trained_store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_ADMIN_TOKEN": ADMIN_TOKEN,
-        "MNIST_RELOAD_POLL_SECONDS": "0",
-        "MNIST_LOG_JSON": "false",
-    }
+    env = service_env(
+        trained_store, mnist_dir, admin_token=ADMIN_TOKEN, reload_poll_seconds="0", log_json="false"
+    )
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
     with uvicorn_server(env, log) as running:
         yield running

@@ -10,7 +10,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
-from model_store.mnist_data import MnistSplit, load_split
-from tests.servers import RunningServer, uvicorn_server
+from model_store.mnist_data import MnistSplit
+from tests.support.live_server import RunningServer, service_env, uvicorn_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,22 +32,17 @@ CLEAN_EXIT = (0, -signal.SIGTERM)
 EXIT_SLACK_SECONDS = 8
 
 
-@pytest.fixture(scope="module")
-def digits(mnist_dir: Path) -> MnistSplit:
-    return load_split(mnist_dir, "test")
-
-
 @contextmanager
 def start(trained_store: Path, mnist_dir: Path, log: Path, drain_seconds: int) -> Iterator[RunningServer]:
-    env = {
-        "MNIST_MODEL_STORE": str(trained_store),
-        "MNIST_DATA_DIR": str(mnist_dir),
-        "MNIST_GRACEFUL_SHUTDOWN_SECONDS": str(drain_seconds),
-        "MNIST_RELOAD_POLL_SECONDS": "0",
-        "MNIST_BATCH_QUEUE_SIZE": "100000",  # every request is queued: none is refused as overload
-        "MNIST_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
-        "MNIST_LOG_JSON": "false",
-    }
+    env = service_env(
+        trained_store,
+        mnist_dir,
+        graceful_shutdown_seconds=str(drain_seconds),
+        reload_poll_seconds="0",
+        batch_queue_size="100000",  # every request is queued: none is refused as overload
+        max_upload_bytes=str(64 * 1024 * 1024),
+        log_json="false",
+    )
     extra = ("--timeout-graceful-shutdown", str(drain_seconds))
     with uvicorn_server(env, log, extra_args=extra) as server:
         yield server
@@ -118,13 +114,6 @@ def in_progress(url: str) -> int:
     return int(float(re.search(r"^mnist_http_requests_in_progress (\S+)$", text, re.M).group(1)))  # type: ignore[union-attr]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def refused(url: str) -> bool:
     """A new connection is refused (not accepted and left hanging)."""
     try:
@@ -143,11 +132,11 @@ def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(
     images, labels = digits.images[:2500], digits.labels[:2500]
     with start(trained_store, mnist_dir, tmp_path / "server.log", drain) as server:
         held = HeldRequests(server.url, npy(images), requests=3)
-        wait_for(lambda: in_progress(server.url) == 3 + 1)
+        wait_until(lambda: in_progress(server.url) == 3 + 1)
 
         server.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        wait_for(lambda: refused(server.url), timeout=drain / 2)
+        wait_until(lambda: refused(server.url), timeout=drain / 2)
         # New connections are refused while the three are still in flight (their bodies are held).
         assert all(outcome.finished_at == 0.0 for outcome in held.outcomes)
         held.release()
@@ -174,7 +163,7 @@ def test_requests_past_the_drain_deadline_are_cut_and_the_process_still_exits(
     drain = 1
     with start(trained_store, mnist_dir, tmp_path / "server.log", drain) as server:
         held = HeldRequests(server.url, npy(digits.images[:500]), requests=4)
-        wait_for(lambda: in_progress(server.url) == 4 + 1)
+        wait_until(lambda: in_progress(server.url) == 4 + 1)
 
         server.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()

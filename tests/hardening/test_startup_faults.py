@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from model_store.metadata import METADATA_FILE, MODEL_FILE
-from tests.servers import REPO_ROOT, free_port
+from tests.support.live_server import free_port, spawn
 
 pytestmark = pytest.mark.e2e
 
@@ -131,11 +131,7 @@ def start(fault: Fault, trained_store: Path, mnist_dir: Path, folder: Path) -> S
         **fault.env,
     }
     log = folder / "service.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command(fault, port), cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    return Started(process, port, log, store)
+    return Started(spawn(command(fault, port), port, log, env=env).process, port, log, store)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import site
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from app.config import Settings
 from model_store.settings import StoreSettings
 from model_store.store import ModelStore
 from tests.conftest import REPO_ROOT, make_metadata
+from tests.support.live_server import environment_without_settings
 from training.arguments import parse_args
 
 SHARED_VARIABLES = ("MNIST_MODEL_STORE", "MNIST_MODEL_NAME", "MNIST_DATA_DIR")
@@ -59,7 +59,7 @@ def test_model_store_cli_lists_the_dotenv_store(project_dir: Path) -> None:
     version.mkdir(parents=True)
     (version / "metadata.json").write_text(make_metadata("digits", 3).model_dump_json())
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")} | {"PYTHONPATH": str(REPO_ROOT)}
+    env = environment_without_settings() | {"PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "model_store", "versions"],
         cwd=project_dir,

@@ -1,0 +1,48 @@
+"""The web page during a canary: it says which version answered and lets the user pick one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from model_store.mnist_data import MnistSplit
+from model_store.pins import write_routing
+from model_store.store import ModelStore
+from tests.app.conftest import encode
+from tests.app.live.conftest import DESKTOP
+from tests.support.live_server import service_env, uvicorn_server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def canary_page(
+    two_versions: Path,
+    mnist_dir: Path,
+    tmp_path: Path,
+    browser: object,
+) -> Iterator[Page]:
+    write_routing(ModelStore(two_versions), "canary", 1, 10.0, "test")
+    env = service_env(two_versions, mnist_dir)
+    with uvicorn_server(env, tmp_path / "uvicorn.log") as server:
+        context = browser.new_context(**DESKTOP)  # type: ignore[attr-defined]
+        page = context.new_page()
+        page.goto(server.url)
+        yield page
+        context.close()
+
+
+def test_the_user_picks_the_version_that_answers(
+    canary_page: Page, tmp_path: Path, test_split: MnistSplit
+) -> None:
+    page = canary_page
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(encode(test_split.images[0]))
+    expect(page.locator("#version-choice")).to_be_visible()
+    for version in ("1", "2"):
+        page.select_option("#version-pick", version)
+        page.set_input_files("#upload", str(digit))
+        expect(page.locator("#answered-by")).to_have_text(f"Answered by model version {version}.")
