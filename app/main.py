@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.keys import require_api_key
-from app.api.routes import admin, health, model, ops, predict, testset, v1, v2
+from app.api.routes import admin, health, kserve_v1, model, ops, predict, testset, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
@@ -33,10 +33,10 @@ from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.request_observer import RequestObserver
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
+from app.serving.batcher import Batcher, DirectPredictor, ModelHolder
 from app.serving.explain import ExplainService
-from app.serving.inference import Batcher, DirectPredictor, ModelHolder
-from app.serving.reload import ModelManager, load_serving_model, serving_policy
 from app.serving.state import Predictor, ServiceState
+from app.serving.versions import ModelManager, load_serving_model, serving_policy
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
@@ -191,7 +191,7 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
     # The inference routes; v2 puts the key check on its infer routes itself. Without a keys file
     # there is nothing to check, and the hot routes are spared the dependency.
     keyed = [Depends(require_api_key)] if settings.api_keys_file is not None else []
-    for router in (predict.router, testset.router, v1.router):
+    for router in (predict.router, testset.router, kserve_v1.router):
         app.include_router(router, dependencies=keyed)
     for router in (model.router, health.router, ops.router, v2.router):
         app.include_router(router)

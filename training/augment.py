@@ -2,7 +2,7 @@
 
 Every function takes float32 digits (N, 28, 28) in [0, 1], MNIST polarity, and a seeded generator,
 and returns float32 digits of the same shape in [0, 1]. None of them is the benchmark's code at the
-benchmark's settings (`training/corruptions.py`, `training/uploads.py`): each draws its strength from
+benchmark's settings (`training/corruptions.py`, `training/synthetic_photos.py`): each draws its strength from
 a continuous range rather than MNIST-C's one severity, and most are other algorithms (a noise field
 instead of a diamond-square plasma, an outline instead of Canny, pixels gathered from random
 neighbours instead of swapped in sequence, ...). The README's Robustness section tables the differences.

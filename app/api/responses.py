@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from app.api.schemas import Explanation, ModelRef, Normalisation, Policy
 from app.inputs.imaging import Normalised
 from app.serving import explain
-from app.serving.inference import BatchResult, ServingModel
-from app.serving.reload import ServingPolicy
+from app.serving.batcher import BatchResult, ServingModel
+from app.serving.versions import ServingPolicy
 
 
 def json_response(body: BaseModel) -> Response:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.operations.request_observer import route_template
-from app.serving.inference import BatchResult, ServingModel
+from app.serving.batcher import BatchResult, ServingModel
 
 TRACER_NAME = "mnist-serve"
 

@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from app.operations.metrics import Metrics
-from app.serving.inference import BatchResult, ModelHolder, OverloadedError, ServingModel
-from app.serving.reload import ModelManager
+from app.serving.batcher import BatchResult, ModelHolder, OverloadedError, ServingModel
+from app.serving.versions import ModelManager
 from model_store.store import InvalidVersionError, parse_version
 
 log = logging.getLogger(__name__)

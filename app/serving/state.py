@@ -15,10 +15,10 @@ from app.config import Settings
 from app.operations.api_keys import ApiKeys, RateLimiter
 from app.operations.metrics import Metrics
 from app.operations.tracing import traced_prediction
+from app.serving.batcher import BatchResult, ModelHolder, ServingModel
 from app.serving.explain import ExplainService
-from app.serving.inference import BatchResult, ModelHolder, ServingModel
-from app.serving.reload import ModelManager
 from app.serving.router import VersionRouter
+from app.serving.versions import ModelManager
 from model_store.mnist_data import MnistSplit
 
 

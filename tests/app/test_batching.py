@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.serving.inference import Batcher, DirectPredictor, ModelHolder, OverloadedError, ServingModel
+from app.serving.batcher import Batcher, DirectPredictor, ModelHolder, OverloadedError, ServingModel
 from model_store.mnist_data import MnistSplit
 from model_store.store import ModelStore
 

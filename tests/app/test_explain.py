@@ -18,6 +18,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from app.serving.batcher import ServingModel
 from app.serving.explain import (
     METHODS,
     OCCLUSION_BATCH,
@@ -29,7 +30,6 @@ from app.serving.explain import (
     Method,
     Occlusion,
 )
-from app.serving.inference import ServingModel
 from bench.explain import deletion_curves
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input

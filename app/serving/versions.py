@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from app.operations.metrics import Metrics
-from app.serving.inference import ModelHolder, ServingModel
+from app.serving.batcher import ModelHolder, ServingModel
 from model_store.pins import (
     Routing,
     clear_pin,

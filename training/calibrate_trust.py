@@ -5,7 +5,7 @@ a validation draw of negatives. The MNIST test set and an evaluation draw of neg
 only measure. `mnist-train` calls `compute_trust` before publishing; to redo it for a published
 version (it rewrites that version's trust files and metadata):
 
-python -m training.trust --store models --version 3
+python -m training.calibrate_trust --store models --version 3
 """
 
 from __future__ import annotations
@@ -246,7 +246,9 @@ def compute_trust(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.trust", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m training.calibrate_trust", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--store", type=Path, required=True, help="model store root")
     parser.add_argument("--name", default="mnist")
     parser.add_argument("--version", required=True, help="version to (re)compute trust for")
