@@ -255,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data/mnist"), help="the four MNIST .gz files")
     args = parser.parse_args(argv)
 
-    from model_store.metadata import METADATA_FILE
     from model_store.mnist_data import load_split
     from model_store.store import ModelStore
 
@@ -274,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata = loaded.metadata.model_copy(
         update={"trust": trust, "files": loaded.metadata.files | trust_files()}
     )
-    staging = loaded.path / (METADATA_FILE + ".tmp")
-    staging.write_text(metadata.model_dump_json(indent=2))
-    staging.replace(loaded.path / METADATA_FILE)
+    store.update_metadata(metadata)
     print(trust.table)
     return 0
 
