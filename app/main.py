@@ -33,10 +33,11 @@ from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.request_observer import RequestObserver
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
-from app.serving.batcher import Batcher, DirectPredictor, ModelHolder
+from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.explain import ExplainService
+from app.serving.model import ModelHolder
 from app.serving.state import Predictor, ServiceState
-from app.serving.versions import ModelManager, load_serving_model, serving_policy
+from app.serving.versions import VersionManager, load_serving_model, serving_policy
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
@@ -73,7 +74,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         raise
     holder = ModelHolder(serving)
     metrics.set_model(serving.name, serving.version)
-    manager = ModelManager(
+    manager = VersionManager(
         store,
         holder,
         metrics,

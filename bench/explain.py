@@ -26,8 +26,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.serving.batcher import ServingModel
 from app.serving.explain import METHODS, ExplainService, Explanation
+from app.serving.model import ServingModel
 from bench.servers import service_env, start_server
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input

@@ -75,7 +75,7 @@ def in_process(
     from threadpoolctl import threadpool_limits
 
     from app.config import Settings
-    from app.serving.batcher import ServingModel
+    from app.serving.model import ServingModel
 
     runtime = Settings().model_copy(update={"workers": 1}).runtime_choice()
     serving = ServingModel.compile(store.load(version), runtime=runtime)

@@ -154,7 +154,7 @@ class OnnxForward:
         return probabilities, logits, features
 
 
-def weight_bytes(content: bytes) -> int:
+def onnx_weight_bytes(content: bytes) -> int:
     """Bytes of an ONNX model's weights (its initializers)."""
     import onnx
 

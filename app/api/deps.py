@@ -9,8 +9,9 @@ from fastapi import Depends, Query, Request
 
 from app.api.errors import ApiError
 from app.config import Settings
-from app.serving.batcher import BatchResult, OverloadedError, ServingModel
+from app.serving.batcher import BatchResult, OverloadedError
 from app.serving.explain import ExplainBusyError, Explanation
+from app.serving.model import ServingModel
 from app.serving.router import UnknownVersionError
 from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit

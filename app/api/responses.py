@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from app.api.schemas import Explanation, ModelRef, Normalisation, Policy
 from app.inputs.imaging import Normalised
 from app.serving import explain
-from app.serving.batcher import BatchResult, ServingModel
+from app.serving.batcher import BatchResult
+from app.serving.model import ServingModel
 from app.serving.versions import ServingPolicy
 
 

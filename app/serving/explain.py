@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 import numpy as np
 
-from app.serving.batcher import ServingModel
+from app.serving.model import ServingModel
 from model_store.preprocessing import NUM_CLASSES, to_model_input
 
 if TYPE_CHECKING:

@@ -18,7 +18,6 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
-from app.serving.batcher import ServingModel
 from app.serving.explain import (
     METHODS,
     OCCLUSION_BATCH,
@@ -30,6 +29,7 @@ from app.serving.explain import (
     Method,
     Occlusion,
 )
+from app.serving.model import ServingModel
 from bench.explain import deletion_curves
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input

@@ -21,7 +21,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from app.config import Settings
 from app.main import create_app
-from app.serving.batcher import ServingModel
+from app.serving.model import ServingModel
 from model_store.mnist_data import MnistSplit
 from tests.servers import free_port
 

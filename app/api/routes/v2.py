@@ -19,7 +19,7 @@ from app.inputs.kserve import (
     tensor_metadata,
 )
 from app.inputs.tensors import PLATFORM
-from app.serving.batcher import ServingModel
+from app.serving.model import ServingModel
 from app.serving.state import NotServedError, ServiceState
 
 router = APIRouter(prefix="/v2", tags=["KServe v2 (Open Inference Protocol)"])
