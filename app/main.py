@@ -21,16 +21,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from threadpoolctl import threadpool_limits
 
 from app import __version__
+from app.api.deps import require_api_key
 from app.api.errors import install_error_handlers
-from app.api.keys import require_api_key
 from app.api.routes import admin, health, kserve_v1, model, ops, predict, testset, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
-from app.operations.api_keys import ApiKeys, RateLimiter
+from app.operations.api_keys import ApiKeys
 from app.operations.body_limit import BodySizeLimit
 from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
+from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
 from app.serving.batcher import Batcher, DirectPredictor

@@ -58,8 +58,8 @@ def keras_installed() -> bool:
 
 
 # model input (N, *input shape) float32 -> (probabilities, logits, penultimate features)
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
-NumpyForward = Callable[[np.ndarray], Outputs]
+ForwardOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+NumpyForward = Callable[[np.ndarray], ForwardOutputs]
 
 
 class OnnxExport(BaseModel):
@@ -100,7 +100,7 @@ def tensorflow_forward(model: keras.Model, input_shape: tuple[int, ...]) -> Nump
 
     forward = forward_function(model, input_shape)
 
-    def run(batch: np.ndarray) -> Outputs:
+    def run(batch: np.ndarray) -> ForwardOutputs:
         outputs = forward(tf.constant(batch))
         return outputs["probabilities"].numpy(), outputs["logits"].numpy(), outputs["features"].numpy()
 
@@ -149,7 +149,7 @@ class OnnxForward:
         if input_shape is not None and declared != tuple(input_shape):
             raise ValueError(f"the ONNX model's input is {declared} per image, not {tuple(input_shape)}")
 
-    def __call__(self, batch: np.ndarray) -> Outputs:
+    def __call__(self, batch: np.ndarray) -> ForwardOutputs:
         probabilities, logits, features = self._session.run(OUTPUTS, {"images": batch})
         return probabilities, logits, features
 

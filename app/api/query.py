@@ -27,11 +27,11 @@ def parse_query(model: type[Options], request: Request) -> Options:
         raise ApiError(422, describe_errors(errors)) from exc
 
 
-def openapi_parameters(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` declaring `model`'s fields as optional query parameters."""
-    schema = model.model_json_schema()
+def openapi_parameters(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` declaring the `models`' fields as optional query parameters."""
+    properties = [item for model in models for item in model.model_json_schema()["properties"].items()]
     parameters = []
-    for name, field in schema["properties"].items():
+    for name, field in properties:
         description = field.pop("description", None)
         field.pop("title", None)
         parameter = {"name": name, "in": "query", "required": False, "schema": field}

@@ -84,7 +84,7 @@ def overlay_png(pixels: np.ndarray, attributions: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def describe_explanation(pixels: np.ndarray, found: explain.Explanation) -> Explanation:
+def describe_explanation(pixels: np.ndarray, found: explain.Attribution) -> Explanation:
     return Explanation(
         method=found.method,
         steps=found.steps,

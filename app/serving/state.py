@@ -12,8 +12,9 @@ import numpy as np
 from opentelemetry.trace import Tracer
 
 from app.config import Settings
-from app.operations.api_keys import ApiKeys, RateLimiter
+from app.operations.api_keys import ApiKeys
 from app.operations.metrics import Metrics
+from app.operations.rate_limit import RateLimiter
 from app.operations.tracing import traced_prediction
 from app.serving.batcher import BatchResult
 from app.serving.explain import ExplainService

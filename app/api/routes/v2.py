@@ -7,9 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from app import __version__
-from app.api.deps import PredictorDep, SettingsDep, StateDep
+from app.api.deps import PredictorDep, SettingsDep, StateDep, require_api_key
 from app.api.errors import ApiError
-from app.api.keys import require_api_key
 from app.inputs.kserve import (
     HEADER_LENGTH,
     InferError,
