@@ -60,8 +60,8 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
     configure_tensorflow(settings.tf_threads)
     # The verdict's matrix products are small: BLAS threads would only fight the runtime's threads
-    # and the other workers for the cores (one seed image took 90 ms instead of 0.2 ms). Set for
-    # the whole process, as the limit stays in place after this call.
+    # and the other workers for the cores (docs/performance.md, "Measured"). Set for the whole
+    # process, as the limit stays in place after this call.
     threadpool_limits(1, user_api="blas")
     store = ModelStore(settings.model_store, settings.model_name)
     started = time.perf_counter()

@@ -61,8 +61,8 @@ async def require_api_key(
 
 
 async def get_settings(request: Request) -> Settings:
-    # Reads the state itself rather than through StateDep: every sub-dependency costs a hot route
-    # several microseconds of FastAPI's dependency solving.
+    # Reads the state itself rather than through StateDep: every sub-dependency adds FastAPI's
+    # dependency solving to a hot route (docs/performance.md).
     return (await get_state(request)).settings
 
 

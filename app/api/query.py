@@ -1,8 +1,8 @@
 """Query parameters read through one pydantic model, for the hot routes.
 
-FastAPI validates each declared query parameter inside its dependency solving, which cost
-`/predict` about a fifth of its CPU (docs/performance.md); validating the query string against
-one model is a few microseconds. The same model documents the parameters in the OpenAPI schema,
+FastAPI validates each declared query parameter inside its dependency solving, a large share of
+`/predict`'s CPU (docs/performance.md); validating the query string against one model is a single
+call. The same model documents the parameters in the OpenAPI schema,
 and a bad value gets the same 422 sentence as anywhere else in the service.
 """
 
