@@ -21,22 +21,24 @@ from opentelemetry.sdk.trace import TracerProvider
 from threadpoolctl import threadpool_limits
 
 from app import __version__
+from app.api.deps import require_api_key
 from app.api.errors import install_error_handlers
-from app.api.keys import require_api_key
-from app.api.routes import admin, health, model, ops, predict, testset, v1, v2
+from app.api.routes import admin, health, kserve_v1, model, ops, predict, testset, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
-from app.operations.api_keys import ApiKeys, RateLimiter
+from app.operations.api_keys import ApiKeys
 from app.operations.body_limit import BodySizeLimit
 from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
+from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
+from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.explain import ExplainService
-from app.serving.inference import Batcher, DirectPredictor, ModelHolder
-from app.serving.reload import ModelManager, load_serving_model, serving_policy
+from app.serving.model import ModelHolder
 from app.serving.state import Predictor, ServiceState
+from app.serving.versions import VersionManager, load_serving_model, serving_policy
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
@@ -58,8 +60,8 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
     configure_tensorflow(settings.tf_threads)
     # The verdict's matrix products are small: BLAS threads would only fight the runtime's threads
-    # and the other workers for the cores (one seed image took 90 ms instead of 0.2 ms). Set for
-    # the whole process, as the limit stays in place after this call.
+    # and the other workers for the cores (docs/performance.md, "Measured"). Set for the whole
+    # process, as the limit stays in place after this call.
     threadpool_limits(1, user_api="blas")
     store = ModelStore(settings.model_store, settings.model_name)
     started = time.perf_counter()
@@ -73,7 +75,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         raise
     holder = ModelHolder(serving)
     metrics.set_model(serving.name, serving.version)
-    manager = ModelManager(
+    manager = VersionManager(
         store,
         holder,
         metrics,
@@ -191,7 +193,7 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
     # The inference routes; v2 puts the key check on its infer routes itself. Without a keys file
     # there is nothing to check, and the hot routes are spared the dependency.
     keyed = [Depends(require_api_key)] if settings.api_keys_file is not None else []
-    for router in (predict.router, testset.router, v1.router):
+    for router in (predict.router, testset.router, kserve_v1.router):
         app.include_router(router, dependencies=keyed)
     for router in (model.router, health.router, ops.router, v2.router):
         app.include_router(router)

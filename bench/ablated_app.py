@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from app.main import create_app as create_service
 from app.operations.body_limit import BodySizeLimit
-from app.serving.inference import ServingModel
+from app.serving.model import ServingModel
 from model_store.preprocessing import NUM_CLASSES, to_model_input
 
 PARTS = {

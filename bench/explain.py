@@ -26,8 +26,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.serving.explain import METHODS, ExplainService, Explanation
-from app.serving.inference import ServingModel
+from app.serving.explain import METHODS, Attribution, ExplainService
+from app.serving.model import ServingModel
 from bench.servers import service_env, start_server
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
@@ -114,7 +114,7 @@ def ink_first_at_random(image: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
 
 def deletion_curves(
-    serving: ServingModel, maps: list[Explanation], images: np.ndarray, seed: int = 0
+    serving: ServingModel, maps: list[Attribution], images: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(by the maps' ranking, by random ink) deletion curves of `images` (uint8, N x 28 x 28)."""
     digits = np.array([found.digit for found in maps])

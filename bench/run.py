@@ -75,10 +75,11 @@ def in_process(
     from threadpoolctl import threadpool_limits
 
     from app.config import Settings
-    from app.serving.inference import ServingModel
+    from app.serving.model import ServingModel
 
     runtime = Settings().model_copy(update={"workers": 1}).runtime_choice()
     serving = ServingModel.compile(store.load(version), runtime=runtime)
+    serving.warm_up()  # as the service does before it opens its port
     with threadpool_limits(1, user_api="blas"):  # as the service runs the verdicts
         forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
         answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}

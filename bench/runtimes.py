@@ -1,4 +1,4 @@
-"""Forward-pass runtimes side by side: TensorFlow, LiteRT, ONNX Runtime and OpenVINO on one version.
+"""NumpyForward-pass runtimes side by side: TensorFlow, LiteRT, ONNX Runtime and OpenVINO on one version.
 
 python -m bench.runtimes --store models --version 1,2 --threads 1
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model_store.preprocessing import to_model_input
-from model_store.runtimes import OUTPUTS
+from model_store.runtimes import OUTPUTS, ForwardOutputs, NumpyForward
 
 if TYPE_CHECKING:
     import keras
@@ -41,8 +41,6 @@ PROG = "python -m bench.runtimes"
 RUNTIMES = ("tensorflow", "litert", "onnxruntime", "openvino")
 BATCHES = (1, 8, 32, 128)
 ROUNDS = 10
-# model input (N, 28, 28, 1) float32 -> (probabilities, logits, features)
-Forward = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def compare(
     reference = np.concatenate(
         [np.asarray(loaded.model(x[i : i + 500], training=False)) for i in range(0, len(x), 500)]
     )
-    forwards: dict[str, Forward] = {}
+    forwards: dict[str, NumpyForward] = {}
     rows = []
     for runtime in runtimes:
         try:
@@ -158,7 +156,9 @@ def compare(
     return sorted(rows, key=lambda row: RUNTIMES.index(row.runtime))
 
 
-def time_interleaved(forwards: dict[str, Forward], batch: np.ndarray, seconds: float) -> dict[str, float]:
+def time_interleaved(
+    forwards: dict[str, NumpyForward], batch: np.ndarray, seconds: float
+) -> dict[str, float]:
     """Median seconds of one call of each runtime. The runtimes take turns in short rounds, so load
     from other processes that comes and goes falls on all of them alike."""
     for forward in forwards.values():
@@ -177,13 +177,13 @@ def time_interleaved(forwards: dict[str, Forward], batch: np.ndarray, seconds: f
     return {runtime: statistics.median(values) for runtime, values in times.items()}
 
 
-def tensorflow(model: keras.Model, shape: tuple[int, ...], threads: int) -> Forward:
+def tensorflow(model: keras.Model, shape: tuple[int, ...], threads: int) -> NumpyForward:
     from model_store.runtimes import tensorflow_forward
 
     return tensorflow_forward(model, shape)
 
 
-def onnxruntime(model: keras.Model, shape: tuple[int, ...], threads: int) -> Forward:
+def onnxruntime(model: keras.Model, shape: tuple[int, ...], threads: int) -> NumpyForward:
     """What the service runs: the publish-time export in its ONNX Runtime session."""
     from model_store.runtimes import OnnxForward, onnx_bytes
 
@@ -208,7 +208,7 @@ def litert_bytes(model: keras.Model, shape: tuple[int, ...]) -> bytes:
         return bytes(tf.lite.TFLiteConverter.from_saved_model(folder).convert())
 
 
-def litert(model: keras.Model, shape: tuple[int, ...], threads: int) -> Forward:
+def litert(model: keras.Model, shape: tuple[int, ...], threads: int) -> NumpyForward:
     """The LiteRT interpreter (XNNPACK kernels), resized when the batch size changes."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -218,19 +218,20 @@ def litert(model: keras.Model, shape: tuple[int, ...], threads: int) -> Forward:
     outputs = [signature.get_output_details()[name]["index"] for name in OUTPUTS]
     size = [0]
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, ...]:
+    def run(batch: np.ndarray) -> ForwardOutputs:
         if len(batch) != size[0]:
             interpreter.resize_tensor_input(images, list(batch.shape))
             interpreter.allocate_tensors()
             size[0] = len(batch)
         interpreter.set_tensor(images, batch)
         interpreter.invoke()
-        return tuple(interpreter.get_tensor(index) for index in outputs)
+        probabilities, logits, features = (interpreter.get_tensor(index) for index in outputs)
+        return probabilities, logits, features
 
     return run
 
 
-def openvino(model: keras.Model, shape: tuple[int, ...], threads: int) -> Forward:
+def openvino(model: keras.Model, shape: tuple[int, ...], threads: int) -> NumpyForward:
     """OpenVINO reading the LiteRT flatbuffer (it finds the outputs by the flatbuffer's tensor names)."""
     import openvino as ov
     from ai_edge_litert.interpreter import Interpreter
@@ -252,14 +253,15 @@ def openvino(model: keras.Model, shape: tuple[int, ...], threads: int) -> Forwar
     tensors = [signature[name]["name"] for name in OUTPUTS]
     ports = [next(port for port in compiled.outputs if tensor in port.get_names()) for tensor in tensors]
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, ...]:
+    def run(batch: np.ndarray) -> ForwardOutputs:
         result = request.infer({0: batch})
-        return tuple(result[port] for port in ports)
+        probabilities, logits, features = (result[port] for port in ports)
+        return probabilities, logits, features
 
     return run
 
 
-BUILDERS: dict[str, Callable[[keras.Model, tuple[int, ...], int], Forward]] = {
+BUILDERS: dict[str, Callable[[keras.Model, tuple[int, ...], int], NumpyForward]] = {
     "tensorflow": tensorflow,
     "litert": litert,
     "onnxruntime": onnxruntime,
@@ -285,7 +287,7 @@ def render(rows: list[Row], args: argparse.Namespace, load_before: tuple[float, 
         f"{args.seconds:g} s per cell; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
         f"Differences over the 10,000 MNIST test images. Command: `{PROG} {' '.join(sys.argv[1:])}`"
     )
-    return "\n".join(["# Forward-pass runtimes", "", facts, "", *lines, ""])
+    return "\n".join(["# NumpyForward-pass runtimes", "", facts, "", *lines, ""])
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def paper_level(pixels: np.ndarray) -> np.ndarray:
     """Light-on-dark pixels' background around each point: a grey opening wider than any stroke,
     on a copy reduced to FLAT_SIDE px (area averaging), brought back to size bilinearly."""
     # All in OpenCV on NumPy arrays: Pillow's float resizes, and the copies into and out of its
-    # images, were most of the cost of normalising a photo (0.8 ms of a 112-px JPEG, now 0.45 ms).
+    # images, were most of the cost of normalising a photo (docs/performance.md, "Measured").
     height, width = pixels.shape
     factor = min(1.0, FLAT_SIDE / max(height, width))
     small = cv2.resize(
@@ -148,7 +148,7 @@ def remove_rules(ink: np.ndarray) -> np.ndarray:
 def stretch_means(width: int) -> np.ndarray:
     """Weights (stretches, width) that turn a row into the mean of each stretch of it, by one product.
 
-    A matrix product: NumPy's sums over many short stretches cost several times more.
+    A matrix product: NumPy's sums over many short stretches cost more per row (docs/performance.md).
     """
     count = min(RULE_STRETCHES, width)
     member = (np.arange(width) * count // width == np.arange(count)[:, None]).astype(np.float32)

@@ -2,9 +2,9 @@
 
 Serving needs three outputs from one pass: the probabilities, the logits and the penultimate
 features (the trust verdict reads the last two). `forward_function` builds that pass as one
-`tf.function`; `onnx_bytes` converts the same function to ONNX (tf2onnx). ONNX Runtime runs it 4-5x
-faster than TensorFlow at batch 1 and 1.5x faster at batch 128, ahead of LiteRT and OpenVINO from
-batch 8 up (`python -m bench.runtimes`, bench/results/runtimes.md). The store writes
+`tf.function`; `onnx_bytes` converts the same function to ONNX (tf2onnx). ONNX Runtime runs it
+faster than TensorFlow, LiteRT and OpenVINO at the batch sizes that matter (docs/performance.md,
+from `python -m bench.runtimes`). The store writes
 the export at publish time (`export_onnx`), next to the SavedModel, with the SHA-256 of the
 `model.keras` it came from, so a stale copy is never served for other weights.
 """
@@ -58,8 +58,8 @@ def keras_installed() -> bool:
 
 
 # model input (N, *input shape) float32 -> (probabilities, logits, penultimate features)
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
-NumpyForward = Callable[[np.ndarray], Outputs]
+ForwardOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+NumpyForward = Callable[[np.ndarray], ForwardOutputs]
 
 
 class OnnxExport(BaseModel):
@@ -100,7 +100,7 @@ def tensorflow_forward(model: keras.Model, input_shape: tuple[int, ...]) -> Nump
 
     forward = forward_function(model, input_shape)
 
-    def run(batch: np.ndarray) -> Outputs:
+    def run(batch: np.ndarray) -> ForwardOutputs:
         outputs = forward(tf.constant(batch))
         return outputs["probabilities"].numpy(), outputs["logits"].numpy(), outputs["features"].numpy()
 
@@ -149,12 +149,12 @@ class OnnxForward:
         if input_shape is not None and declared != tuple(input_shape):
             raise ValueError(f"the ONNX model's input is {declared} per image, not {tuple(input_shape)}")
 
-    def __call__(self, batch: np.ndarray) -> Outputs:
+    def __call__(self, batch: np.ndarray) -> ForwardOutputs:
         probabilities, logits, features = self._session.run(OUTPUTS, {"images": batch})
         return probabilities, logits, features
 
 
-def weight_bytes(content: bytes) -> int:
+def onnx_weight_bytes(content: bytes) -> int:
     """Bytes of an ONNX model's weights (its initializers)."""
     import onnx
 

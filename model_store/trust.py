@@ -1,6 +1,6 @@
 """Whether to trust an answer: the verdict rule that training fits and serving applies.
 
-At publish time `training/trust.py` fits a temperature and thresholds on held-out data and stores
+At publish time `training/calibrate_trust.py` fits a temperature and thresholds on held-out data and stores
 them in the version's metadata (`trust`) and, for the feature-space detector, class statistics in
 `trust.npz`. The service only reads them and calls `judge`, so both sides decide with the same code.
 

@@ -6,6 +6,7 @@ together; the graph counts lazy imports too, so such a cycle fails here.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +86,82 @@ def test_the_package_contracts_hold() -> None:
         [lint_imports, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The architecture page (docs/architecture.md) draws the packages and a request's path as Mermaid
+# flowcharts; these tests hold the drawing to the code, so the page cannot drift from it.
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+MERMAID = re.compile(r"^```mermaid\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BOX = re.compile(r'(\w+)\["([^"]+)"\]')
+ARROW = re.compile(r"(\w+)(?:\[\"[^\"]*\"\])? *-->(?:\|[^|]*\|)? *(\w+)")
+NAMED_MODULE = re.compile(r"`((?:app|training|model_store|mnist_client|bench|scripts)/[\w/]+\.py)`")
+
+
+def diagrams() -> list[str]:
+    return MERMAID.findall(ARCHITECTURE.read_text())
+
+
+def boxes(diagram: str) -> dict[str, list[str]]:
+    """Each box's id and the files or folders its label names ("app/api/", "app/main.py")."""
+    return {box: [part.strip() for part in label.split(",")] for box, label in BOX.findall(diagram)}
+
+
+def arrows(diagram: str) -> set[tuple[str, str]]:
+    return {(source, target) for source, target in ARROW.findall(diagram)}
+
+
+def dotted(path: str) -> str:
+    """`app/api/` -> app.api, `app/main.py` -> app.main, `app/__init__.py` -> app."""
+    return path.removesuffix("/").removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def box_of(module: str, named: dict[str, list[str]]) -> str | None:
+    """The box holding `module`: one that names its file, else the one naming its nearest folder."""
+    best: tuple[int, str] | None = None
+    for box, paths in named.items():
+        for path in paths:
+            name = dotted(path)
+            if path.endswith(".py") and module == name:
+                return box
+            inside = path.endswith("/") and (module == name or module.startswith(name + "."))
+            if inside and (best is None or len(name) > best[0]):
+                best = (len(name), box)
+    return best[1] if best else None
+
+
+def test_every_module_the_architecture_page_names_exists() -> None:
+    named = set(NAMED_MODULE.findall(ARCHITECTURE.read_text()))
+    for diagram in diagrams():
+        named |= {path for paths in boxes(diagram).values() for path in paths}
+    assert named, "the page names no module"
+    assert sorted(path for path in named if not (ROOT / path).exists()) == []
+
+
+def test_the_package_diagram_draws_every_import_between_boxes(graph: grimp.ImportGraph) -> None:
+    packages = diagrams()[0]
+    named = boxes(packages)
+    modules = {
+        module for module in graph.modules if module.split(".")[0] in ("app", "training", "model_store")
+    }
+    unplaced = sorted(module for module in modules if box_of(module, named) is None)
+    assert unplaced == [], "modules in no box of the package diagram"
+    real = {
+        (box_of(importer, named), box_of(imported, named))
+        for importer in modules
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported in modules
+    }
+    real = {(source, target) for source, target in real if source != target}
+    drawn = arrows(packages)
+    assert sorted(drawn - real) == [], "arrows drawn that no import makes"
+    assert sorted(real - drawn) == [], "imports between packages that the diagram does not draw"
+
+
+def test_each_step_of_a_requests_path_imports_the_next(graph: grimp.ImportGraph) -> None:
+    path = diagrams()[1]
+    named = boxes(path)
+    for source, target in sorted(arrows(path)):
+        (importer,), (imported,) = named[source], named[target]
+        assert graph.direct_import_exists(importer=dotted(importer), imported=dotted(imported)), (
+            f"{importer} does not import {imported}"
+        )

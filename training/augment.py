@@ -2,7 +2,7 @@
 
 Every function takes float32 digits (N, 28, 28) in [0, 1], MNIST polarity, and a seeded generator,
 and returns float32 digits of the same shape in [0, 1]. None of them is the benchmark's code at the
-benchmark's settings (`training/corruptions.py`, `training/uploads.py`): each draws its strength from
+benchmark's settings (`training/corruptions.py`, `training/synthetic_photos.py`): each draws its strength from
 a continuous range rather than MNIST-C's one severity, and most are other algorithms (a noise field
 instead of a diamond-square plasma, an outline instead of Canny, pixels gathered from random
 neighbours instead of swapped in sequence, ...). The README's Robustness section tables the differences.
@@ -18,7 +18,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from training.corruptions import CENTRE, SIDE, sample
+from model_store.preprocessing import IMAGE_SIDE
+from training.corruptions import CENTRE, sample
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -49,7 +50,7 @@ def per_image(rng: np.random.Generator, bounds: tuple[float, float], n: int) -> 
 
 
 def grid() -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = np.indices((SIDE, SIDE), dtype=np.float32)
+    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     return rows, cols
 
 
@@ -101,12 +102,12 @@ def low_resolution(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for side in np.unique(sides):
         chosen = sides == side
         small = ndimage.zoom(
-            x[chosen], (1, side / SIDE, side / SIDE), order=1, grid_mode=True, mode="nearest"
+            x[chosen], (1, side / IMAGE_SIDE, side / IMAGE_SIDE), order=1, grid_mode=True, mode="nearest"
         )
         order = int(rng.integers(0, 2))
         out[chosen] = ndimage.zoom(
-            small, (1, SIDE / side, SIDE / side), order=order, grid_mode=True, mode="nearest"
-        )[:, :SIDE, :SIDE]
+            small, (1, IMAGE_SIDE / side, IMAGE_SIDE / side), order=order, grid_mode=True, mode="nearest"
+        )[:, :IMAGE_SIDE, :IMAGE_SIDE]
     return clip(out)
 
 
@@ -179,11 +180,11 @@ def lighten(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def smooth_field(n: int, rng: np.random.Generator) -> np.ndarray:
     """Noise at three scales (4, 7 and 14 px grids, enlarged linearly), each image in [0, 1]."""
-    field = np.zeros((n, SIDE, SIDE), np.float32)
+    field = np.zeros((n, IMAGE_SIDE, IMAGE_SIDE), np.float32)
     for cells, weight in ((4, 1.0), (7, 0.6), (14, 0.35)):
         coarse = rng.random((n, cells, cells), dtype=np.float32)
         field += weight * ndimage.zoom(
-            coarse, (1, SIDE / cells, SIDE / cells), order=1, grid_mode=True, mode="nearest"
+            coarse, (1, IMAGE_SIDE / cells, IMAGE_SIDE / cells), order=1, grid_mode=True, mode="nearest"
         )
     field -= field.min(axis=(1, 2), keepdims=True)
     return field / np.maximum(field.max(axis=(1, 2), keepdims=True), 1e-6)
@@ -199,9 +200,9 @@ def haze(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def invert_bands(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Bands of random width along one or both edges (columns or rows) turned negative."""
     n = len(x)
-    index = np.arange(SIDE)[None, None, :]
+    index = np.arange(IMAGE_SIDE)[None, None, :]
     first, last = (rng.integers(*BAND, size=(n, 1, 1)) * (rng.random((n, 1, 1)) < 0.8) for _ in range(2))
-    band = (index < first) | (index >= SIDE - last)
+    band = (index < first) | (index >= IMAGE_SIDE - last)
     band = np.where(rng.random((n, 1, 1)) < 0.7, band, np.swapaxes(band, 1, 2))
     return np.where(band, 1 - x, x).astype(np.float32)
 
@@ -233,7 +234,7 @@ def polyline(x: np.ndarray, rng: np.random.Generator, points: np.ndarray) -> np.
 
 def scratches(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A line or a jagged line of 2-6 segments between random points, across the digit."""
-    points = rng.uniform(-2, SIDE + 1, size=(int(rng.integers(2, 7)), len(x), 2))
+    points = rng.uniform(-2, IMAGE_SIDE + 1, size=(int(rng.integers(2, 7)), len(x), 2))
     return polyline(x, rng, points.astype(np.float32))
 
 
@@ -241,8 +242,8 @@ def sawtooth(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Teeth 1-3.5 px high every 1.5-4 px, along a random line across the picture."""
     n = len(x)
     teeth = int(rng.integers(5, 16))
-    start = np.stack([rng.uniform(0, SIDE, n), rng.uniform(-2, 6, n)], 1)
-    end = np.stack([rng.uniform(0, SIDE, n), rng.uniform(22, 30, n)], 1)
+    start = np.stack([rng.uniform(0, IMAGE_SIDE, n), rng.uniform(-2, 6, n)], 1)
+    end = np.stack([rng.uniform(0, IMAGE_SIDE, n), rng.uniform(22, 30, n)], 1)
     flip = rng.random(n) < 0.3  # mostly across, sometimes down
     start[flip], end[flip] = start[flip, ::-1], end[flip, ::-1]
     along = np.linspace(0, 1, teeth + 1)[:, None, None]
@@ -275,7 +276,7 @@ def blots(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rows, cols = grid()
     out = x.copy()
     for _ in range(int(rng.integers(1, 7))):
-        centre = rng.uniform(0, SIDE, size=(2, n, 1, 1))
+        centre = rng.uniform(0, IMAGE_SIDE, size=(2, n, 1, 1))
         radius = rng.uniform(0.8, 3.5, size=(2, n, 1, 1))
         inside = ((rows - centre[0]) / radius[0]) ** 2 + ((cols - centre[1]) / radius[1]) ** 2 <= 1
         inside &= rng.random((n, 1, 1)) < 0.8

@@ -18,9 +18,10 @@ import numpy as np
 from scipy import ndimage
 from skimage import feature
 
+from model_store.preprocessing import IMAGE_SIDE
+
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-SIDE = 28
 CENTRE = 13.5  # MNIST-C keeps this point fixed under shear, rotation and scaling
 PAD = 2
 
@@ -60,17 +61,17 @@ def blur(unit: np.ndarray, sigma: float) -> np.ndarray:
 def sample(unit: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, clamp: bool = False) -> np.ndarray:
     """Bilinear sampling of each image at per-image coordinates (N, ...); zero outside unless clamped."""
     if clamp:
-        rows, cols = np.clip(rows, 0, SIDE - 1), np.clip(cols, 0, SIDE - 1)
+        rows, cols = np.clip(rows, 0, IMAGE_SIDE - 1), np.clip(cols, 0, IMAGE_SIDE - 1)
     rows, cols = rows.astype(np.float32), cols.astype(np.float32)
     top, left = np.floor(rows).astype(np.int32), np.floor(cols).astype(np.int32)
     dy, dx = rows - top, cols - left
     # Two rings of zeros around every image: all four neighbours of a point outside read zero,
     # so no neighbour needs a mask.
-    side = SIDE + 2 * PAD
+    side = IMAGE_SIDE + 2 * PAD
     padded = np.pad(unit.astype(np.float32, copy=False), ((0, 0), (PAD, PAD), (PAD, PAD))).reshape(-1)
     first = (np.arange(len(unit), dtype=np.int64) * side * side).reshape((-1,) + (1,) * (rows.ndim - 1))
-    at = (np.clip(top, -PAD, SIDE).astype(np.int64) + PAD) * side
-    at += np.clip(left, -PAD, SIDE) + PAD + first
+    at = (np.clip(top, -PAD, IMAGE_SIDE).astype(np.int64) + PAD) * side
+    at += np.clip(left, -PAD, IMAGE_SIDE) + PAD + first
     out = np.zeros(rows.shape, dtype=np.float32)
     for offset, weight in (
         (0, (1 - dy) * (1 - dx)),
@@ -84,7 +85,7 @@ def sample(unit: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, clamp: bool 
 
 def warp(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """Affine warp like skimage's: `matrices` (N, 2, 2) map output (x, y) to input, about the centre."""
-    rows, cols = np.indices((SIDE, SIDE), dtype=np.float32) - CENTRE
+    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32) - CENTRE
     src_x = matrices[:, 0, 0, None, None] * cols + matrices[:, 0, 1, None, None] * rows + CENTRE
     src_y = matrices[:, 1, 0, None, None] * cols + matrices[:, 1, 1, None, None] * rows + CENTRE
     return to_bytes(sample(to_unit(images), src_y, src_x))
@@ -113,8 +114,8 @@ def glass_blur(images: np.ndarray, rng: np.random.Generator, severity: int = 1) 
     pixels = to_bytes(blur(to_unit(images), sigma))
     batch = np.arange(len(pixels))
     for _ in range(passes):
-        for row in range(SIDE - reach, reach, -1):
-            for col in range(SIDE - reach, reach, -1):
+        for row in range(IMAGE_SIDE - reach, reach, -1):
+            for col in range(IMAGE_SIDE - reach, reach, -1):
                 chosen = batch[rng.random(len(batch)) < 0.5]
                 d_row, d_col = rng.integers(-reach, reach, size=(2, len(chosen)))
                 here = pixels[chosen, row, col].copy()
@@ -149,12 +150,12 @@ def motion_blur(images: np.ndarray, rng: np.random.Generator, severity: int = 1)
     direction with Gaussian weights; here the streak is one convolution per image, by FFT.
     """
     radius, sigma = MOTION[severity - 1]
-    size = SIDE + radius + 1  # room for the streak, so the circular convolution never wraps ink
+    size = IMAGE_SIDE + radius + 1  # room for the streak, so the circular convolution never wraps ink
     angles = np.deg2rad(rng.uniform(-45, 45, size=len(images)))
     spectrum = np.fft.rfft2(to_unit(images), s=(size, size)) * np.fft.rfft2(
         streaks(angles, radius, sigma, size)
     )
-    return to_bytes(np.fft.irfft2(spectrum, s=(size, size))[:, :SIDE, :SIDE])
+    return to_bytes(np.fft.irfft2(spectrum, s=(size, size))[:, :IMAGE_SIDE, :IMAGE_SIDE])
 
 
 def shear(images: np.ndarray, rng: np.random.Generator, severity: int = 2) -> np.ndarray:
@@ -179,7 +180,7 @@ def scale(images: np.ndarray, rng: np.random.Generator, severity: int = 3) -> np
 
 def translate(images: np.ndarray, rng: np.random.Generator, severity: int = 3) -> np.ndarray:
     d_col, d_row = severity * random_signs(rng, (2, len(images)))[:, :, None, None]
-    rows, cols = np.indices((SIDE, SIDE), dtype=np.float32)
+    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     return to_bytes(sample(to_unit(images), rows + d_row, cols + d_col))
 
 
@@ -223,7 +224,7 @@ def fog(images: np.ndarray, rng: np.random.Generator, severity: int = 5) -> np.n
     strength, decay = FOG[severity - 1]
     unit = to_unit(images)
     peak = unit.max(axis=(1, 2), keepdims=True)
-    fogged = unit + strength * plasma(len(images), rng, decay)[:, :SIDE, :SIDE]
+    fogged = unit + strength * plasma(len(images), rng, decay)[:, :IMAGE_SIDE, :IMAGE_SIDE]
     return to_bytes(fogged * peak / (peak + strength))
 
 
@@ -239,7 +240,7 @@ def spatter(images: np.ndarray, rng: np.random.Generator, severity: int = 4) -> 
 def lines(c0: np.ndarray, r0: np.ndarray, c1: np.ndarray, r1: np.ndarray) -> np.ndarray:
     """Per image, a soft line from (c0, r0) to (c1, r1), fading with vertical distance; (N, 28, 28)."""
     c0, r0, c1, r1 = (np.asarray(v, dtype=np.float64)[:, None, None] for v in (c0, r0, c1, r1))
-    rows, cols = np.indices((SIDE, SIDE), dtype=np.float64)
+    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float64)
     slope = (r1 - r0) / np.where(c1 == c0, 1, c1 - c0)
     distance = np.clip(np.abs(rows - (slope * (cols - c0) + r0)), 0, LINE_REACH - 1e-10)
     strength = np.clip(np.log(1 - distance / LINE_REACH) + 1, 0, 1)
@@ -249,9 +250,9 @@ def lines(c0: np.ndarray, r0: np.ndarray, c1: np.ndarray, r1: np.ndarray) -> np.
 
 def dotted_line(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A line across the digit with every other pair of columns left out."""
-    r0, r1 = rng.integers(0, SIDE - 1, size=(2, len(images)))
-    line = lines(np.zeros(len(images)), r0, np.full(len(images), SIDE - 1), r1)
-    line[:, :, (np.arange(SIDE) // 2) % 2 == 0] = 0
+    r0, r1 = rng.integers(0, IMAGE_SIDE - 1, size=(2, len(images)))
+    line = lines(np.zeros(len(images)), r0, np.full(len(images), IMAGE_SIDE - 1), r1)
+    line[:, :, (np.arange(IMAGE_SIDE) // 2) % 2 == 0] = 0
     return to_bytes(to_unit(images) + line)
 
 
@@ -269,7 +270,7 @@ def zigzag_points(r0: np.ndarray, r1: np.ndarray, length: float = 2.0, width: fl
 
 
 def zigzag(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    r0 = rng.integers(0, SIDE - 1, size=len(images)).astype(np.float64)
+    r0 = rng.integers(0, IMAGE_SIDE - 1, size=len(images)).astype(np.float64)
     points = zigzag_points(r0, r0 + rng.integers(-5, 5, size=len(images)))
     unit = to_unit(images).astype(np.float64)
     for i in range(1, points.shape[2]):

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model_store.normalisation import fit_and_centre
+from model_store.normalisation import border_level, fit_and_centre
 from model_store.preprocessing import IMAGE_SIDE
 
 # The DejaVu fonts that matplotlib (a dependency) ships, so the draw is the same on every machine
@@ -129,7 +129,9 @@ def photo_crops(
         picture = grey[rng.integers(len(grey))]
         side = int(rng.integers(min_side, min(picture.shape) // 2))
         top, left = (int(rng.integers(0, d - side)) for d in picture.shape)
-        yield np.asarray(Image.fromarray(picture[top : top + side, left : left + side]).resize((28, 28)))
+        yield np.asarray(
+            Image.fromarray(picture[top : top + side, left : left + side]).resize((IMAGE_SIDE, IMAGE_SIDE))
+        )
 
 
 def photos(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
@@ -137,8 +139,7 @@ def photos(rng: np.random.Generator, n: int, digits: np.ndarray) -> np.ndarray:
     out = []
     for crop in photo_crops(rng, n, PHOTOS, IMAGE_SIDE):
         # As the service does for a 28x28 picture: light paper is turned around.
-        border = np.median(np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]))
-        out.append(255 - crop if border > 127.5 else crop)
+        out.append(255 - crop if border_level(crop) > 127.5 else crop)
     return np.stack(out)
 
 

@@ -71,8 +71,7 @@ def build_seed(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
 # Keras' default of 0.99 leaves the moving statistics unsettled after a few hundred steps, so a
 # short run would serve badly; 0.9 settles within a hundred.
 BN_MOMENTUM = 0.9
-# px: wider than any stroke, or the paper removal eats bold digits' strokes. At 7, 162 of the 10,000
-# test digits lost over a tenth of their ink (10 of them among the errors); at 9, 18 do.
+# px: wider than any stroke, or the paper removal eats bold digits' strokes (docs/performance.md).
 PAPER_WINDOW = 9
 
 
@@ -81,9 +80,10 @@ def fused_batch_normalization() -> type[keras.layers.BatchNormalization]:
     """Keras' BatchNormalization, training on TensorFlow's fused kernel.
 
     Keras 3 normalises a batch with separate moment, subtract, scale and add ops (and as many in the
-    gradient): a third of the `cnn`'s training step on this CPU. `tf.nn.fused_batch_norm` does the
-    same in one op each way. The layer has the same weights, and outside training the same call, so
-    `plain_layers` can publish it as the stock layer any Keras or TF Serving reads."""
+    gradient), a large share of the `cnn`'s training step (docs/performance.md);
+    `tf.nn.fused_batch_norm` does the same in one op each way. The layer has the same weights, and
+    outside training the same call, so `plain_layers` can publish it as the stock layer any Keras
+    or TF Serving reads."""
     import keras
     import tensorflow as tf
 
@@ -212,8 +212,8 @@ PRESETS: dict[str, Preset] = {
             corrupted=0.5,
             outliers=16,
             precision="mixed_bfloat16",
-            # Over about the last 1,000 steps (2.3 epochs): 99.60 % and 99.57 % clean at seeds 42
-            # and 43, against 99.59 % and 99.54 % with the last step's weights.
+            # Over about the last 1,000 steps: level with or above the last step's weights on clean
+            # test digits (docs/performance.md).
             weight_average=0.999,
         ),
         build_cnn,

@@ -49,7 +49,7 @@ log = logging.getLogger("training")
 def families() -> dict[str, Corruption]:
     """MNIST-C's fifteen families, then uploads; imported late, so that --help stays fast."""
     from training.corruptions import MNIST_C
-    from training.uploads import upload
+    from training.synthetic_photos import upload
 
     return MNIST_C | {UPLOAD_FAMILY: upload}
 
@@ -102,7 +102,7 @@ def upload_experiment(
     classify: Classifier, images: np.ndarray, labels: np.ndarray, seed: int, background: Background
 ) -> dict[str, float]:
     """Uploads read back with one background method: the benchmark's renderings, and plain PNGs."""
-    from training.uploads import clean_upload, read_back, upload
+    from training.synthetic_photos import clean_upload, read_back, upload
 
     normaliser = partial(normalise_decoded, background=background)
     stream = list(families()).index(UPLOAD_FAMILY) + 1  # the benchmark's own upload images

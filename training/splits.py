@@ -1,7 +1,7 @@
 """How the training images are split and labelled: the held-out set and one-hot targets.
 
 A leaf module, so that the entry point `training/train.py` and the steps it runs (`batches.py`,
-`trust.py`) all import it and none of them has to import the entry point.
+`calibrate_trust.py`) all import it and none of them has to import the entry point.
 """
 
 from __future__ import annotations

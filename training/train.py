@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     # Only now: --help, a bad argument and --download-only never load TensorFlow.
     import keras
 
+    from training.calibrate_trust import compute_trust
     from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
     from training.robustness import benchmark, classifier, write_report
-    from training.trust import compute_trust
 
     keras.utils.set_random_seed(hp.seed)
     held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the only way routes reach settings, the model and the test set."""
+"""FastAPI dependencies: the only way routes reach settings, the model and the test set, and
+the API-key check in front of the inference routes (off unless MNIST_API_KEYS_FILE is set)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from app.api.errors import ApiError
-from app.api.examples import VERSION_EXAMPLE
+from app.api.examples import VERSION, VERSION_EXAMPLE
+from app.api.query import parse_query
 from app.config import Settings
-from app.serving.explain import ExplainBusyError, Explanation
-from app.serving.inference import BatchResult, OverloadedError, ServingModel
+from app.operations.api_keys import KeyRefusedError, admit
+from app.serving.batcher import BatchResult, OverloadedError
+from app.serving.explain import Attribution, ExplainBusyError
+from app.serving.model import ServingModel
 from app.serving.router import UnknownVersionError
 from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit
@@ -27,20 +33,73 @@ async def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
+bearer = HTTPBearer(auto_error=False, description="an API key from MNIST_API_KEYS_FILE")
+key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, another header")
+HOW = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+async def require_api_key(
+    request: Request,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    header_key: Annotated[str | None, Depends(key_header)],
+) -> None:
+    """401 without a key, 403 with a wrong one, 429 over the key's rate; notes the key's name."""
+    keys = state.api_keys
+    if keys is None:
+        return
+    presented = header_key or (credentials.credentials if credentials is not None else None)
+    try:
+        request.state.api_key = admit(keys, state.rate_limiter, state.metrics.api_key_requests, presented)
+    except KeyRefusedError as exc:
+        if exc.reason == "missing":
+            raise ApiError(
+                401, f"this route needs an API key: {HOW}", {"WWW-Authenticate": "Bearer"}
+            ) from exc
+        if exc.reason == "refused":
+            raise ApiError(403, str(exc)) from exc
+        raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from exc
+
+
 async def get_settings(request: Request) -> Settings:
-    # Reads the state itself rather than through StateDep: every sub-dependency costs a hot route
-    # several microseconds of FastAPI's dependency solving.
+    # Reads the state itself rather than through StateDep: every sub-dependency adds FastAPI's
+    # dependency solving to a hot route (docs/performance.md).
     return (await get_state(request)).settings
 
 
-class RequestPredictor:
-    """The predictor as one request sees it: the version asked for (`?version=`, or the v2 path) or
-    else the default, 503 when overloaded; it notes which version answers (for the X-Model-Version
-    header, the per-version metrics and the log line) and counts the predicted digits."""
+VERSION_DESCRIPTION = "a loaded version to answer (default: the served one)"
 
-    def __init__(self, state: ServiceState, request: Request) -> None:
+
+class VersionQuery(BaseModel):
+    """`?version=`: declared once, for every route that takes it."""
+
+    version: int | None = Field(None, ge=1, description=VERSION_DESCRIPTION, examples=[VERSION])
+
+
+def requested_version(request: Request) -> str | None:
+    """The version a request names: the v2 path's `{version}` as written (one not loaded is 404),
+    else `?version=`, parsed and checked here (422 naming the parameter)."""
+    in_path = request.path_params.get("version")
+    if in_path is not None:
+        return str(in_path)
+    if "version" not in request.query_params:
+        return None
+    return _as_requested(parse_query(VersionQuery, request).version)
+
+
+def _as_requested(version: int | None) -> str | None:
+    return None if version is None else str(version)
+
+
+class RequestPredictor:
+    """The predictor as one request sees it: the version it asked for, or else the default, 503
+    when overloaded; it notes which version answers (for the X-Model-Version header, the
+    per-version metrics and the log line) and counts the predicted digits."""
+
+    def __init__(self, state: ServiceState, request: Request, requested: str | None) -> None:
         self._state = state
         self._request = request
+        self._requested = requested
         self._model: ServingModel | None = None
 
     @property
@@ -57,11 +116,10 @@ class RequestPredictor:
 
     def _choose(self) -> ServingModel:
         state = self._request.state
-        requested = self._request.path_params.get("version") or self._request.query_params.get("version")
         # A canary's share is sticky per client: its API key, else the request id it sends.
         client = getattr(state, "api_key", None) or state.request_id
         try:
-            return self._state.router.choose(requested, client)
+            return self._state.router.choose(self._requested, client)
         except UnknownVersionError as exc:
             raise ApiError(404, str(exc)) from exc
 
@@ -73,7 +131,7 @@ class RequestPredictor:
                 503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
             ) from exc
 
-    async def explain(self, images: np.ndarray, model: ServingModel) -> list[Explanation]:
+    async def explain(self, images: np.ndarray, model: ServingModel) -> list[Attribution]:
         """Attribution maps from `model` (the version that answered); 503 while explain is busy."""
         try:
             return await self._state.explainer.explain(model, images)
@@ -86,22 +144,20 @@ class RequestPredictor:
 
 
 async def get_request_predictor(request: Request) -> RequestPredictor:
-    return RequestPredictor(await get_state(request), request)
+    """For the hot routes: `?version=` is read only when present (`requested_version`), and the
+    route documents it (`openapi_parameters(VersionQuery)`)."""
+    return RequestPredictor(await get_state(request), request, requested_version(request))
 
 
 async def get_versioned_predictor(
     request: Request,
     version: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            description="a loaded version to answer (default: the served one)",
-            openapi_examples=VERSION_EXAMPLE,
-        ),
+        int | None, Query(ge=1, description=VERSION_DESCRIPTION, openapi_examples=VERSION_EXAMPLE)
     ] = None,
 ) -> RequestPredictor:
-    """The predictor for routes that take `?version=` (checked here, read by RequestPredictor)."""
-    return await get_request_predictor(request)
+    """For the other routes that take `?version=`: FastAPI checks it (the same rule as
+    `VersionQuery`) and documents it with an example, on the parameter where Postman reads it."""
+    return RequestPredictor(await get_state(request), request, _as_requested(version))
 
 
 async def get_test_set(state: StateDep) -> MnistSplit:

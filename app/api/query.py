@@ -1,8 +1,8 @@
 """Query parameters read through one pydantic model, for the hot routes.
 
-FastAPI validates each declared query parameter inside its dependency solving, which cost
-`/predict` about a fifth of its CPU (docs/performance.md); validating the query string against
-one model is a few microseconds. The same model documents the parameters in the OpenAPI schema,
+FastAPI validates each declared query parameter inside its dependency solving, a large share of
+`/predict`'s CPU (docs/performance.md); validating the query string against one model is a single
+call. The same model documents the parameters in the OpenAPI schema,
 and a bad value gets the same 422 sentence as anywhere else in the service.
 """
 
@@ -27,12 +27,12 @@ def parse_query(model: type[Options], request: Request) -> Options:
         raise ApiError(422, describe_errors(errors)) from exc
 
 
-def openapi_parameters(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` declaring `model`'s fields as optional query parameters, each with the first
-    of its field's `examples`."""
-    schema = model.model_json_schema()
+def openapi_parameters(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` declaring the `models`' fields as optional query parameters, each with the
+    first of its field's `examples`."""
+    properties = [item for model in models for item in model.model_json_schema()["properties"].items()]
     parameters = []
-    for name, field in schema["properties"].items():
+    for name, field in properties:
         description = field.pop("description", None)
         examples = field.pop("examples", None)
         field.pop("title", None)

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from app.api.schemas import Explanation, ModelRef, Normalisation, Policy
 from app.inputs.imaging import Normalised
 from app.serving import explain
-from app.serving.inference import BatchResult, ServingModel
-from app.serving.reload import ServingPolicy
+from app.serving.batcher import BatchResult
+from app.serving.model import ServingModel
+from app.serving.versions import ServingPolicy
 
 
 def json_response(body: BaseModel) -> Response:
@@ -83,7 +84,7 @@ def overlay_png(pixels: np.ndarray, attributions: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def describe_explanation(pixels: np.ndarray, found: explain.Explanation) -> Explanation:
+def describe_explanation(pixels: np.ndarray, found: explain.Attribution) -> Explanation:
     return Explanation(
         method=found.method,
         steps=found.steps,

@@ -68,8 +68,8 @@ def sniff_format(data: bytes) -> str | None:
 def read_native_png(data: bytes) -> np.ndarray | None:
     """The pixels of a well-formed PNG in MNIST's own format, or None for any other file.
 
-    Most uploads from scripts are such PNGs, and OpenCV decodes them in a fifth of Pillow's time
-    (header parsing, EXIF lookup and the copy into NumPy included). The chunk walk checks every
+    Most uploads from scripts are such PNGs, and OpenCV decodes them faster than Pillow, header
+    parsing, EXIF lookup and the copy into NumPy included (docs/performance.md). The chunk walk checks every
     CRC and the final IEND first, so a file damaged in transit or cut short never reaches libpng
     (which complains on stderr; only a file made with bad pixel data and right checksums gets that
     far). Whatever OpenCV cannot read gives None, and Pillow's path reads it and names the damage."""

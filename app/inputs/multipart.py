@@ -1,9 +1,10 @@
 """Multipart bodies parsed in memory by python-multipart's parser.
 
 An upload route reads the whole body anyway (`BodySizeLimit` bounds it), so Starlette's form
-machinery, a spooled temporary file and an `UploadFile` per part, is work for nothing: it was a
-tenth of the CPU a `/predict` request cost. The checks are Starlette's: a part needs a name, parts
-with a file name are files, and the counts of files and other fields and a field's size are bounded.
+machinery, a spooled temporary file and an `UploadFile` per part, is work for nothing, and a
+measurable share of a `/predict` request's CPU (docs/performance.md). The checks are Starlette's:
+a part needs a name, parts with a file name are files, and the counts of files and other fields
+and a field's size are bounded.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ class _BurstWriter(logging.StreamHandler):  # type: ignore[type-arg]
 
 class _BurstListener(QueueListener):
     """Writes what has gathered when the queue runs dry, then lets records gather for a few
-    milliseconds. Woken for every record, the log thread took the GIL from the event loop once per
-    request: at one connection that was about a tenth of a millisecond of every answer."""
+    milliseconds. Woken for every record, the log thread would take the GIL from the event loop
+    once per request, which every answer pays for at one connection (docs/performance.md)."""
 
     def __init__(
         self, queue: SimpleQueue[logging.LogRecord], handler: logging.Handler, gather_seconds: float
@@ -98,7 +98,7 @@ def start_listener(
 def skip_unused_record_fields() -> None:
     """Leave out of every log record what no line of ours shows: the caller's file and line (a walk
     up the stack), the thread, process and multiprocessing names, as the logging HOWTO's
-    "Optimization" section describes. A record on the event loop then costs a third less."""
+    "Optimization" section describes, so a record costs the event loop less (docs/performance.md)."""
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
@@ -111,7 +111,7 @@ def configure_logging(json_lines: bool, level: str) -> None:
     if any(handler.get_name() == _HANDLER_NAME for handler in logger.handlers):
         return
     formatter = (
-        # orjson: the same JSON, formatted in two thirds of the time of the standard library's.
+        # orjson: the same JSON, formatted in less time than the standard library's (docs/performance.md).
         OrjsonFormatter(_FORMAT, rename_fields={"levelname": "level"})
         if json_lines
         else logging.Formatter(_FORMAT)

@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.operations.request_observer import route_template
-from app.serving.inference import BatchResult, ServingModel
+from app.serving.batcher import BatchResult
+from app.serving.model import ServingModel
 
 TRACER_NAME = "mnist-serve"
 

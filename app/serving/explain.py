@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 import numpy as np
 
-from app.serving.inference import ServingModel
+from app.serving.model import ServingModel
 from model_store.preprocessing import NUM_CLASSES, to_model_input
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def integrated_gradients(model: keras.Model, input_shape: tuple[int, ...], steps
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Attribution:
     digit: int  # the digit explained (the predicted one unless asked otherwise)
     attributions: np.ndarray  # (28, 28) float32, in units of probability
     probabilities: np.ndarray  # (10,)
@@ -94,7 +94,7 @@ class Explanation:
 
 
 class Explains(Protocol):
-    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
+    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Attribution]:
         """Model inputs (N, 28, 28, 1) float32 -> one explanation each (of `targets`, else of the
         predicted digits)."""
         ...
@@ -107,7 +107,7 @@ class IntegratedGradients:
         self.steps = steps
         self._attribute = integrated_gradients(model, input_shape, steps)
 
-    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
+    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Attribution]:
         import tensorflow as tf
 
         wanted = np.full(len(images), PREDICTED) if targets is None else targets
@@ -115,7 +115,7 @@ class IntegratedGradients:
             tf.constant(images, tf.float32), tf.constant(wanted, tf.int32)
         )
         return [
-            Explanation(int(digit), a, p, "integrated_gradients", steps=self.steps)
+            Attribution(int(digit), a, p, "integrated_gradients", steps=self.steps)
             for digit, a, p in zip(chosen.numpy(), attributions.numpy(), probabilities.numpy(), strict=True)
         ]
 
@@ -140,7 +140,7 @@ class Occlusion:
         self._kept = 1 - self._squares  # 0 inside each square
         self._covering = np.maximum(self._squares.sum(axis=0), 1)  # squares over each pixel
 
-    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Explanation]:
+    def explain(self, images: np.ndarray, targets: np.ndarray | None = None) -> list[Attribution]:
         occluded = images[:, np.newaxis] * self._kept  # (N, S, *shape)
         batch = np.concatenate([images, occluded.reshape(-1, *images.shape[1:])])
         probabilities = np.concatenate(
@@ -156,7 +156,7 @@ class Occlusion:
             shares = ink / np.maximum(ink.sum(axis=tuple(range(1, ink.ndim)), keepdims=True), 1e-12)
             attributions = np.tensordot(drops, shares, axes=1) / self._covering
             found.append(
-                Explanation(
+                Attribution(
                     int(digit),
                     attributions[..., 0].astype(np.float32),
                     originals[i],
@@ -180,7 +180,7 @@ class ExplainService:
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="explain")
         self._latest: tuple[ServingModel, Explains] | None = None
 
-    async def explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
+    async def explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Attribution]:
         """uint8 digits (N, 28, 28) in MNIST polarity, explained by `serving`'s network."""
         try:
             await asyncio.wait_for(self._slots.acquire(), self._wait)
@@ -192,7 +192,7 @@ class ExplainService:
         finally:
             self._slots.release()
 
-    def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
+    def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Attribution]:
         return self.explainer(serving).explain(to_model_input(pixels, serving.loaded.metadata.input))
 
     def explainer(self, serving: ServingModel) -> Explains:

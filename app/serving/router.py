@@ -18,8 +18,9 @@ from typing import Protocol
 import numpy as np
 
 from app.operations.metrics import Metrics
-from app.serving.inference import BatchResult, ModelHolder, OverloadedError, ServingModel
-from app.serving.reload import ModelManager
+from app.serving.batcher import BatchResult, OverloadedError
+from app.serving.model import ModelHolder, ServingModel
+from app.serving.versions import VersionManager
 from model_store.store import InvalidVersionError, parse_version
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ShadowPredictor(Protocol):
 
 class VersionRouter:
     def __init__(
-        self, holder: ModelHolder, manager: ModelManager, predictor: ShadowPredictor, metrics: Metrics
+        self, holder: ModelHolder, manager: VersionManager, predictor: ShadowPredictor, metrics: Metrics
     ) -> None:
         self._holder = holder
         self._manager = manager

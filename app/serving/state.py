@@ -12,13 +12,15 @@ import numpy as np
 from opentelemetry.trace import Tracer
 
 from app.config import Settings
-from app.operations.api_keys import ApiKeys, RateLimiter
+from app.operations.api_keys import ApiKeys
 from app.operations.metrics import Metrics
+from app.operations.rate_limit import RateLimiter
 from app.operations.tracing import traced_prediction
+from app.serving.batcher import BatchResult
 from app.serving.explain import ExplainService
-from app.serving.inference import BatchResult, ModelHolder, ServingModel
-from app.serving.reload import ModelManager
+from app.serving.model import ModelHolder, ServingModel
 from app.serving.router import VersionRouter
+from app.serving.versions import VersionManager
 from model_store.mnist_data import MnistSplit
 
 
@@ -37,7 +39,7 @@ class ServiceState:
     settings: Settings
     holder: ModelHolder
     predictor: Predictor
-    manager: ModelManager
+    manager: VersionManager
     metrics: Metrics
     explainer: ExplainService
     test_set: MnistSplit | None

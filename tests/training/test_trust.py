@@ -10,7 +10,7 @@ from model_store.mnist_data import load_split
 from model_store.store import ModelStore
 from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics
 from training import negatives
-from training.trust import FeatureReader, error_floor, measure
+from training.calibrate_trust import FeatureReader, error_floor, measure
 
 
 def chosen_row(table: str) -> dict[str, float]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from model_store.mnist_data import MnistSplit, load_split
 from model_store.normalisation import normalise_decoded
-from training.uploads import clean_upload, read_back, render_upload, upload
+from training.synthetic_photos import clean_upload, read_back, render_upload, upload
 
 
 @pytest.fixture(scope="module")

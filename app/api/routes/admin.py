@@ -14,9 +14,9 @@ from app.api.deps import StateDep
 from app.api.errors import ApiError
 from app.api.responses import model_ref, policy_of
 from app.api.schemas import ErrorBody, ModelRef, Policy
-from app.serving.inference import ServingModel
-from app.serving.reload import ReloadError
+from app.serving.model import ServingModel
 from app.serving.state import ServiceState
+from app.serving.versions import ReloadError
 from model_store.pins import Routing
 from model_store.store import ModelStoreError
 

@@ -7,9 +7,8 @@ import numpy as np
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from app.api.deps import PredictorDep, VersionedPredictorDep
+from app.api.deps import PredictorDep, VersionedPredictorDep, VersionQuery
 from app.api.errors import ApiError
-from app.api.examples import VERSION
 from app.api.query import openapi_parameters, parse_query
 from app.api.responses import describe_explanation, describe_normalisation, json_response, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
@@ -54,12 +53,9 @@ IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE, examples=[True])
 
 
 class PredictOptions(BaseModel):
-    """`/predict`'s query parameters (read by `parse_query`, not by FastAPI: the hot route's cost)."""
+    """`/predict`'s query parameters (read by `parse_query`, not by FastAPI: the hot route's cost),
+    beside `?version=`, which the predictor's dependency reads."""
 
-    # Checked here; the predictor reads it from the query string, as it does on every other route.
-    version: int | None = Field(
-        None, ge=1, description="a loaded version to answer (default: the served one)", examples=[VERSION]
-    )
     include_image: bool = Field(False, description=INCLUDE_IMAGE, examples=[True])
     explain: bool = Field(
         False,
@@ -74,7 +70,7 @@ class PredictOptions(BaseModel):
     "",
     response_model=Prediction,
     responses=ERRORS,
-    openapi_extra=_upload_body(multiple=False) | openapi_parameters(PredictOptions),
+    openapi_extra=_upload_body(multiple=False) | openapi_parameters(VersionQuery, PredictOptions),
 )
 async def predict(request: Request, predictor: PredictorDep) -> Response:
     """Classify one digit image, sent as multipart field `file` or as the raw body.

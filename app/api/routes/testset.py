@@ -10,7 +10,7 @@ from app.api.errors import ApiError
 from app.api.examples import TEST_INDEX, named
 from app.api.responses import model_ref, png_bytes, scores
 from app.api.schemas import ErrorBody, RandomSamples, TestAccuracy, TestSample
-from app.serving.inference import BatchResult
+from app.serving.batcher import BatchResult
 from model_store.mnist_data import MnistSplit
 
 router = APIRouter(

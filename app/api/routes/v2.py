@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from app import __version__
-from app.api.deps import PredictorDep, RequestPredictor, SettingsDep, StateDep
+from app.api.deps import PredictorDep, RequestPredictor, SettingsDep, StateDep, require_api_key
 from app.api.errors import ApiError
 from app.api.examples import INFER_REQUEST, MODEL_NAME, VERSION, named
-from app.api.keys import require_api_key
 from app.inputs.kserve import (
     HEADER_LENGTH,
     InferError,
@@ -20,7 +19,7 @@ from app.inputs.kserve import (
     tensor_metadata,
 )
 from app.inputs.tensors import PLATFORM
-from app.serving.inference import ServingModel
+from app.serving.model import ServingModel
 from app.serving.state import NotServedError, ServiceState
 
 router = APIRouter(prefix="/v2", tags=["KServe v2 (Open Inference Protocol)"])

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from app.config import Settings
 from app.main import create_app
-from app.serving.inference import ServingModel
+from app.serving.model import ServingModel
 from model_store.mnist_data import MnistSplit
 from tests.support.live_server import free_port
 from tests.support.waiting import wait_until

@@ -6,7 +6,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from model_store.mnist_data import MnistSplit
-from training.uploads import render_upload
+from training.synthetic_photos import render_upload
 
 PHOTOS = 40
 

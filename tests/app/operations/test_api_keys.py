@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.operations.api_keys import ApiKeys, ApiKeysError, RateLimiter, parse_keys
+from app.operations.api_keys import ApiKeys, ApiKeysError, parse_keys
+from app.operations.rate_limit import RateLimiter
 
 ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdef00"

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.serving.inference import Batcher, DirectPredictor, ModelHolder, OverloadedError, ServingModel
+from app.serving.batcher import Batcher, DirectPredictor, OverloadedError
+from app.serving.model import ModelHolder, ServingModel
 from model_store.mnist_data import MnistSplit
 from model_store.store import ModelStore
 

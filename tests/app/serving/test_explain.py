@@ -21,15 +21,15 @@ from app.main import create_app
 from app.serving.explain import (
     METHODS,
     OCCLUSION_BATCH,
+    Attribution,
     ExplainBusyError,
     Explains,
     ExplainService,
-    Explanation,
     IntegratedGradients,
     Method,
     Occlusion,
 )
-from app.serving.inference import ServingModel
+from app.serving.model import ServingModel
 from bench.explain import deletion_curves
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
@@ -56,7 +56,7 @@ def method(request: pytest.FixtureRequest) -> Method:
 
 
 @pytest.fixture(scope="module")
-def maps(serving: ServingModel, test_split: MnistSplit, method: Method) -> list[Explanation]:
+def maps(serving: ServingModel, test_split: MnistSplit, method: Method) -> list[Attribution]:
     shape = serving.loaded.metadata.input.shape
     # Occlusion as the service runs it: on the serving runtime's forward pass.
     explainer = (
@@ -71,7 +71,7 @@ def maps(serving: ServingModel, test_split: MnistSplit, method: Method) -> list[
 
 
 def test_deleting_the_top_ranked_pixels_destroys_the_answer_much_faster_than_random(
-    serving: ServingModel, maps: list[Explanation], test_split: MnistSplit
+    serving: ServingModel, maps: list[Attribution], test_split: MnistSplit
 ) -> None:
     by_map, at_random = deletion_curves(serving, maps, test_split.images[:DIGITS])
     ratio = np.trapezoid(by_map) / np.trapezoid(at_random)
@@ -94,14 +94,14 @@ def test_occlusion_runs_bounded_forward_passes(test_split: MnistSplit) -> None:
     assert max(sizes) <= OCCLUSION_BATCH
 
 
-def test_background_pixels_carry_no_evidence(maps: list[Explanation], test_split: MnistSplit) -> None:
+def test_background_pixels_carry_no_evidence(maps: list[Attribution], test_split: MnistSplit) -> None:
     background = test_split.images[:DIGITS] == 0
     assert all(not found.attributions[black].any() for found, black in zip(maps, background, strict=True))
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients"], indirect=True)
 def test_integrated_gradients_add_up_to_the_change_in_probability(
-    serving: ServingModel, maps: list[Explanation]
+    serving: ServingModel, maps: list[Attribution]
 ) -> None:
     black = serving.forward(np.zeros((1, 28, 28), np.uint8))[0]
     gaps = [
@@ -111,7 +111,7 @@ def test_integrated_gradients_add_up_to_the_change_in_probability(
 
 
 def test_a_network_with_random_weights_gives_different_maps(
-    serving: ServingModel, maps: list[Explanation], test_split: MnistSplit, method: Method
+    serving: ServingModel, maps: list[Attribution], test_split: MnistSplit, method: Method
 ) -> None:
     """Adebayo et al.'s sanity check: the map must depend on what the network learned."""
     trained = serving.loaded.model
@@ -201,7 +201,7 @@ class HeldExplainer(ExplainService):
         super().__init__(concurrency=1, wait_seconds=0.5)
         self.started, self.release = threading.Event(), threading.Event()
 
-    def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Explanation]:
+    def _explain(self, serving: ServingModel, pixels: np.ndarray) -> list[Attribution]:
         self.started.set()
         assert self.release.wait(60)
         return super()._explain(serving, pixels)

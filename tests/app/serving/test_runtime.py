@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
-from app.serving.inference import ServingModel
-from app.serving.reload import load_serving_model
+from app.serving.model import ServingModel
+from app.serving.versions import load_serving_model
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
@@ -119,7 +119,7 @@ def test_version_without_export_falls_back_to_tensorflow(
     private_store: Path, test_split: MnistSplit, caplog: pytest.LogCaptureFixture
 ) -> None:
     (ModelStore(private_store).version_path(1) / ONNX_FILE).unlink()
-    with caplog.at_level(logging.WARNING, logger="app.serving.inference"):
+    with caplog.at_level(logging.WARNING, logger="app.serving.model"):
         serving = compile_version(private_store)
     assert serving.runtime == "tensorflow"
     assert "version 1: forward pass on TensorFlow, not ONNX Runtime" in caplog.text
@@ -135,7 +135,7 @@ def test_damaged_export_falls_back_to_tensorflow(
     private_store: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (ModelStore(private_store).version_path(1) / ONNX_FILE).write_bytes(b"not an onnx model")
-    with caplog.at_level(logging.WARNING, logger="app.serving.inference"):
+    with caplog.at_level(logging.WARNING, logger="app.serving.model"):
         assert compile_version(private_store).runtime == "tensorflow"
     assert "forward pass on TensorFlow" in caplog.text
 
@@ -147,7 +147,7 @@ def test_export_of_other_weights_is_never_served(
     assert publish_perturbed(private_store) == 2
     # Version 1 now holds version 2's weights beside its own, older export.
     shutil.copy2(store.version_path(2) / MODEL_FILE, store.version_path(1) / MODEL_FILE)
-    with caplog.at_level(logging.WARNING, logger="app.serving.inference"):
+    with caplog.at_level(logging.WARNING, logger="app.serving.model"):
         assert compile_version(private_store, 1).runtime == "tensorflow"
     assert "converted from other weights" in caplog.text
 

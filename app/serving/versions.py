@@ -1,4 +1,8 @@
-"""Switching the served version without a restart.
+"""The version manager: which versions are loaded and which one answers, switched without a restart.
+
+It follows the store's policy (the MNIST_MODEL_VERSION setting, an operator's pin, else the newest
+version), keeps the versions asked for loaded beside the default, runs a canary's or a shadow's
+candidate, and polls the store so that every worker follows a change made through any of them.
 
 A candidate version is loaded, validated and warmed up off the event loop while the old one keeps
 serving; only then is the holder's reference swapped. Requests already in a forward pass finish on
@@ -18,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from app.operations.metrics import Metrics
-from app.serving.inference import ModelHolder, ServingModel
+from app.serving.model import ModelHolder, ServingModel
 from model_store.pins import (
     Routing,
     clear_pin,
@@ -29,8 +33,7 @@ from model_store.pins import (
     write_routing,
 )
 from model_store.preprocessing import IMAGE_SIDE
-from model_store.runtimes import DEFAULT_RUNTIME, ONNX_FILE, OnnxForward, RuntimeChoice
-from model_store.runtimes import weight_bytes as onnx_weight_bytes
+from model_store.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,8 @@ def load_serving_model(
 ) -> ServingModel:
     """Load, compile and check a version: it must turn a blank image into 10 probabilities.
     On ONNX Runtime the Keras model is not read (`LoadedModel.model`), so neither is TensorFlow."""
-    serving = ServingModel.compile(store.open(version), warmup_batch_sizes=(1, warmup_batch), runtime=runtime)
+    serving = ServingModel.compile(store.open(version), runtime=runtime)
+    serving.warm_up((1, warmup_batch))
     probabilities = serving.forward(np.zeros((2, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
     if probabilities.shape != (2, 10) or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
         raise ModelStoreError(f"{serving.loaded.path}: outputs are not softmax probabilities")
@@ -58,13 +62,6 @@ class VersionDetails:
 
     weight_bytes: int
     warmup_seconds: float
-
-
-def weight_bytes(serving: ServingModel) -> int:
-    """From the export that ONNX Runtime serves, else from the Keras model."""
-    if isinstance(serving.forward_float, OnnxForward):
-        return onnx_weight_bytes((serving.loaded.path / ONNX_FILE).read_bytes())
-    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in serving.loaded.model.weights)
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,9 @@ def serving_policy(store: ModelStore, setting: int | None) -> ServingPolicy:
     return ServingPolicy("newest", store.resolve())
 
 
-class ModelManager:
+class VersionManager:
+    """The loaded versions and the default among them, kept as the store's policy and routing say."""
+
     def __init__(
         self,
         store: ModelStore,
@@ -220,7 +219,7 @@ class ModelManager:
         self.holder.loaded = loaded
 
     def note_loaded(self, serving: ServingModel, seconds: float) -> None:
-        details = VersionDetails(weight_bytes(serving), seconds)
+        details = VersionDetails(serving.weight_bytes(), seconds)
         self.details[serving.version] = details
         self.metrics.describe_version(serving.version, details.weight_bytes, details.warmup_seconds)
 

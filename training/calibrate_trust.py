@@ -5,7 +5,7 @@ a validation draw of negatives. The MNIST test set and an evaluation draw of neg
 only measure. `mnist-train` calls `compute_trust` before publishing; to redo it for a published
 version (it rewrites that version's trust files and metadata):
 
-python -m training.trust --store models --version 3
+python -m training.calibrate_trust --store models --version 3
 """
 
 from __future__ import annotations
@@ -246,14 +246,15 @@ def compute_trust(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.trust", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m training.calibrate_trust", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--store", type=Path, required=True, help="model store root")
     parser.add_argument("--name", default="mnist")
     parser.add_argument("--version", required=True, help="version to (re)compute trust for")
     parser.add_argument("--data-dir", type=Path, default=Path("data/mnist"), help="the four MNIST .gz files")
     args = parser.parse_args(argv)
 
-    from model_store.metadata import METADATA_FILE
     from model_store.mnist_data import load_split
     from model_store.store import ModelStore
 
@@ -272,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     metadata = loaded.metadata.model_copy(
         update={"trust": trust, "files": loaded.metadata.files | trust_files()}
     )
-    staging = loaded.path / (METADATA_FILE + ".tmp")
-    staging.write_text(metadata.model_dump_json(indent=2))
-    staging.replace(loaded.path / METADATA_FILE)
+    store.update_metadata(metadata)
     print(trust.table)
     return 0
 

@@ -1,4 +1,4 @@
-"""The inference path: a compiled forward pass and a dynamic batcher in front of it.
+"""Dynamic batching in front of the model: concurrent requests share forward passes.
 
 Concurrent requests are queued and run through the model together, the way Triton and TF Serving
 batch: whatever is waiting (up to `max_batch` images, optionally waiting up to `max_delay` for
@@ -19,118 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_store.metadata import ModelMetadata
-from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES, to_model_input
-from model_store.runtimes import (
-    DEFAULT_RUNTIME,
-    NumpyForward,
-    OnnxForward,
-    Runtime,
-    RuntimeChoice,
-    tensorflow_forward,
-)
-from model_store.store import LoadedModel, read_onnx
-from model_store.trust import (
-    TRUST_STATISTICS_FILE,
-    UNCALIBRATED,
-    VERDICTS,
-    ClassStatistics,
-    TrustRule,
-    Verdict,
-    judge,
-)
+from app.serving.model import ModelHolder, ServingModel
+from model_store.preprocessing import NUM_CLASSES
+from model_store.trust import VERDICTS, Verdict
 
 log = logging.getLogger(__name__)
 
 
 class OverloadedError(Exception):
     """The queue is full; the caller should retry later (503 with Retry-After)."""
-
-
-@dataclass(frozen=True)
-class ServingModel:
-    """A loaded store version with its compiled forward pass and the rule for its verdicts."""
-
-    loaded: LoadedModel
-    forward_float: NumpyForward  # model input -> (probabilities, logits, penultimate features)
-    rule: TrustRule
-    statistics: ClassStatistics | None
-    runtime: Runtime = "tensorflow"  # what runs `forward_float`, as chosen or fallen back to
-
-    @property
-    def name(self) -> str:
-        return self.loaded.name
-
-    @property
-    def version(self) -> int:
-        return self.loaded.version
-
-    @classmethod
-    def compile(
-        cls,
-        loaded: LoadedModel,
-        warmup_batch_sizes: tuple[int, ...] = (1, 64),
-        runtime: RuntimeChoice = DEFAULT_RUNTIME,
-    ) -> ServingModel:
-        """ONNX Runtime if chosen and the version has a usable export; otherwise TensorFlow, and
-        the log says why."""
-        forward, used = runtime_forward(loaded, runtime)
-        rule, statistics = trust_rule(loaded)
-        serving = cls(loaded, forward, rule, statistics, used)
-        for size in warmup_batch_sizes:
-            serving.answer(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
-        return serving
-
-    def forward(self, images: np.ndarray) -> np.ndarray:
-        """uint8 digits (N, 28, 28) in MNIST polarity -> softmax probabilities (N, 10), float32."""
-        return self.forward_float(to_model_input(images, self.loaded.metadata.input))[0]
-
-    def answer(self, images: np.ndarray) -> np.ndarray:
-        """uint8 digits (N, 28, 28) -> rows (N, 12): the 10 probabilities, the calibrated confidence
-        and the index of the verdict in VERDICTS. One array, so a batch splits by plain slicing."""
-        probabilities, logits, features = self.forward_float(
-            to_model_input(images, self.loaded.metadata.input)
-        )
-        judgement = judge(images, logits, features, self.rule, self.statistics)
-        return np.column_stack([probabilities, judgement.confidence, judgement.codes]).astype(np.float32)
-
-
-def runtime_forward(loaded: LoadedModel, choice: RuntimeChoice) -> tuple[NumpyForward, Runtime]:
-    """The forward pass on the chosen runtime, or on TensorFlow when the version has no usable export."""
-    if choice.name == "onnxruntime":
-        try:
-            forward = OnnxForward(read_onnx(loaded), choice.threads, tuple(loaded.metadata.input.shape))
-            log.info("version %s: forward pass on ONNX Runtime", loaded.version)
-            return forward, "onnxruntime"
-        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail) are plain Exceptions
-            # A version published before the export, or a damaged file: slower, never wrong.
-            log.warning("version %s: forward pass on TensorFlow, not ONNX Runtime: %s", loaded.version, exc)
-    return tensorflow_forward(loaded.model, tuple(loaded.metadata.input.shape)), "tensorflow"
-
-
-def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
-    """The version's verdict rule; a version published without one gets `UNCALIBRATED`."""
-    metadata: ModelMetadata = loaded.metadata
-    if metadata.trust is None:
-        return UNCALIBRATED, None
-    statistics = None
-    if metadata.trust.method == "mahalanobis":
-        statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
-    return metadata.trust.rule(), statistics
-
-
-class ModelHolder:
-    """The version being served by default, and every version loaded beside it. Swapping either
-    is one reference assignment, so it is atomic: a batch already running finishes on the model
-    it started with."""
-
-    def __init__(self, serving: ServingModel) -> None:
-        self.current = serving
-        self.loaded: dict[int, ServingModel] = {serving.version: serving}
-
-    def get(self, version: int) -> ServingModel | None:
-        """A loaded version (the default included), or None."""
-        return self.current if version == self.current.version else self.loaded.get(version)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,121 @@
+"""The model a version runs: its compiled forward pass, its verdict rule, and the holder of the
+loaded versions.
+
+`ServingModel.answer` is the one call the batcher makes per forward pass: uint8 digits in, the
+probabilities with the calibrated confidence and the verdict out, as one array that a batch
+splits by slicing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from model_store.metadata import ModelMetadata
+from model_store.preprocessing import IMAGE_SIDE, to_model_input
+from model_store.runtimes import (
+    DEFAULT_RUNTIME,
+    ONNX_FILE,
+    NumpyForward,
+    OnnxForward,
+    Runtime,
+    RuntimeChoice,
+    onnx_weight_bytes,
+    tensorflow_forward,
+)
+from model_store.store import LoadedModel, read_onnx
+from model_store.trust import TRUST_STATISTICS_FILE, UNCALIBRATED, ClassStatistics, TrustRule, judge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A loaded store version with its compiled forward pass and the rule for its verdicts."""
+
+    loaded: LoadedModel
+    forward_float: NumpyForward  # model input -> (probabilities, logits, penultimate features)
+    rule: TrustRule
+    statistics: ClassStatistics | None
+    runtime: Runtime = "tensorflow"  # what runs `forward_float`, as chosen or fallen back to
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def version(self) -> int:
+        return self.loaded.version
+
+    @classmethod
+    def compile(cls, loaded: LoadedModel, runtime: RuntimeChoice = DEFAULT_RUNTIME) -> ServingModel:
+        """ONNX Runtime if chosen and the version has a usable export; otherwise TensorFlow, and
+        the log says why."""
+        forward, used = runtime_forward(loaded, runtime)
+        rule, statistics = trust_rule(loaded)
+        return cls(loaded, forward, rule, statistics, used)
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 64)) -> None:
+        """Answer blank batches of these sizes, so the first requests do not pay for the runtime's
+        lazy allocations at each size."""
+        for size in batch_sizes:
+            self.answer(np.zeros((size, IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8))
+
+    def weight_bytes(self) -> int:
+        """The memory of the weights: from the export ONNX Runtime serves, else from the Keras model."""
+        if isinstance(self.forward_float, OnnxForward):
+            return onnx_weight_bytes((self.loaded.path / ONNX_FILE).read_bytes())
+        return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in self.loaded.model.weights)
+
+    def forward(self, images: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28) in MNIST polarity -> softmax probabilities (N, 10), float32."""
+        return self.forward_float(to_model_input(images, self.loaded.metadata.input))[0]
+
+    def answer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 digits (N, 28, 28) -> rows (N, 12): the 10 probabilities, the calibrated confidence
+        and the index of the verdict in VERDICTS. One array, so a batch splits by plain slicing."""
+        probabilities, logits, features = self.forward_float(
+            to_model_input(images, self.loaded.metadata.input)
+        )
+        judgement = judge(images, logits, features, self.rule, self.statistics)
+        return np.column_stack([probabilities, judgement.confidence, judgement.codes]).astype(np.float32)
+
+
+def runtime_forward(loaded: LoadedModel, choice: RuntimeChoice) -> tuple[NumpyForward, Runtime]:
+    """The forward pass on the chosen runtime, or on TensorFlow when the version has no usable export."""
+    if choice.name == "onnxruntime":
+        try:
+            forward = OnnxForward(read_onnx(loaded), choice.threads, tuple(loaded.metadata.input.shape))
+            log.info("version %s: forward pass on ONNX Runtime", loaded.version)
+            return forward, "onnxruntime"
+        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail) are plain Exceptions
+            # A version published before the export, or a damaged file: slower, never wrong.
+            log.warning("version %s: forward pass on TensorFlow, not ONNX Runtime: %s", loaded.version, exc)
+    return tensorflow_forward(loaded.model, tuple(loaded.metadata.input.shape)), "tensorflow"
+
+
+def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
+    """The version's verdict rule; a version published without one gets `UNCALIBRATED`."""
+    metadata: ModelMetadata = loaded.metadata
+    if metadata.trust is None:
+        return UNCALIBRATED, None
+    statistics = None
+    if metadata.trust.method == "mahalanobis":
+        statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
+    return metadata.trust.rule(), statistics
+
+
+class ModelHolder:
+    """The version being served by default, and every version loaded beside it. Swapping either
+    is one reference assignment, so it is atomic: a batch already running finishes on the model
+    it started with."""
+
+    def __init__(self, serving: ServingModel) -> None:
+        self.current = serving
+        self.loaded: dict[int, ServingModel] = {serving.version: serving}
+
+    def get(self, version: int) -> ServingModel | None:
+        """A loaded version (the default included), or None."""
+        return self.current if version == self.current.version else self.loaded.get(version)
