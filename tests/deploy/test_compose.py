@@ -43,6 +43,7 @@ from tests.support.nginx import (
     NGINX_PROXY_CONF_TARGET,
     nginx_exact_locations,
     nginx_listen_port,
+    nginx_listen_ports,
     nginx_upstream_port,
 )
 from tests.support.paths import DEPLOYMENT_DOC, REPO_ROOT
@@ -278,9 +279,9 @@ def test_load_balancer(services: dict[str, dict[str, Any]]) -> None:
     assert conf.read_only and (REPO_ROOT / conf.source).resolve() == NGINX_CONF
     proxy_conf = mounts[NGINX_PROXY_CONF_TARGET]
     assert proxy_conf.read_only and (REPO_ROOT / proxy_conf.source).resolve() == NGINX_PROXY_CONF
-    [port] = lb["ports"]
-    published, _, target = str(port).rpartition(":")
-    assert published and int(target) == nginx_listen_port()
+    targets = [int(str(port).rpartition(":")[2]) for port in lb["ports"]]
+    assert all(str(port).rpartition(":")[0] for port in lb["ports"]), "each port published"
+    assert targets == nginx_listen_ports(), "HTTP and gRPC, the ports nginx listens on"
     probe = lb["healthcheck"]["test"]
     match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*)", " ".join(probe))
     assert match and int(match.group(1)) == nginx_listen_port()

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from tests.support.nginx import nginx, nginx_text, nginx_upstream_port
+from tests.support.compose import load_compose
+from tests.support.nginx import (
+    for_nginx_version,
+    installed_nginx_version,
+    nginx,
+    nginx_text,
+    nginx_upstream_port,
+)
 
 
 def test_nginx_resolves_api_through_docker_dns() -> None:
@@ -32,6 +39,23 @@ def test_nginx_proxies_everything_to_the_upstream() -> None:
     assert proxied == [("location /admin/", ["http://api"]), ("location /", ["http://api"])]
 
 
+def test_nginx_balances_grpc_calls_over_the_replicas_grpc_port() -> None:
+    """gRPC goes through an upstream of its own, per call, to MNIST_GRPC_PORT of the api service."""
+    directives = nginx()
+    grpc_passes = [args for _, name, args in directives if name == "grpc_pass"]
+    assert grpc_passes == [["grpc://api_grpc"]]
+    assert nginx_upstream_port("api_grpc") == Settings.model_fields["grpc_port"].default
+    api_environment = load_compose()["services"]["api"]["environment"]
+    assert int(api_environment["MNIST_GRPC_PORT"]) == nginx_upstream_port("api_grpc")
+    [server] = [
+        args for block, name, args in directives if block[-1:] == ("upstream api_grpc",) and name == "server"
+    ]
+    assert "resolve" in server, "replicas added by --scale join the gRPC pool too"
+    assert ["on"] in [args for _, name, args in directives if name == "http2"], "gRPC needs HTTP/2 (h2c)"
+    [retries] = [args for _, name, args in directives if name == "grpc_next_upstream"]
+    assert "non_idempotent" in retries, "an inference call is retried on another replica"
+
+
 def test_nginx_retries_predictions_but_not_admin_calls() -> None:
     retries = {block[-1]: args for block, name, args in nginx() if name == "proxy_next_upstream"}
     assert "non_idempotent" in retries["location /"], "a POST /predict is retried on another replica"
@@ -48,10 +72,13 @@ def test_nginx_keeps_a_safe_client_request_id() -> None:
 
 
 def test_nginx_body_limit_leaves_room_for_the_service_limit() -> None:
-    [[size]] = [args for _, name, args in nginx() if name == "client_max_body_size"]
+    """On HTTP and gRPC alike the service enforces its own limit and answers why."""
+    sizes = [args[0] for _, name, args in nginx() if name == "client_max_body_size"]
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    limit = int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
-    assert limit > Settings.model_fields["max_upload_bytes"].default
+    assert len(sizes) == 2, sizes
+    for size in sizes:
+        limit = int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+        assert limit > Settings.model_fields["max_upload_bytes"].default
 
 
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -62,14 +89,10 @@ def test_nginx_config_syntax(tmp_path: Path) -> None:
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if binary is None:
         pytest.skip("no nginx binary here")
-    version_text = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stderr
-    version = tuple(int(p) for p in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version_text).groups())  # type: ignore[union-attr]
-    text = nginx_text()
+    text = for_nginx_version(nginx_text(), installed_nginx_version(binary))
     text = re.sub(r"^user .*$", "", text, flags=re.M)  # the nginx user exists only in the image
     text = text.replace("/var/run/nginx.pid", str(tmp_path / "nginx.pid"))
     text = text.replace("server api:", "server 127.0.0.1:")  # no Docker DNS here
-    if version < (1, 27, 3):
-        text = text.replace(" resolve ", " ")
     temp_paths = "".join(f"{kind}_temp_path {tmp_path / kind};" for kind in TEMP_PATHS)
     text = text.replace("http {", "http {" + temp_paths, 1)  # a distribution's paths may not exist here
     conf = tmp_path / "nginx.conf"

@@ -30,7 +30,13 @@ from model_store.metadata import ModelMetadata
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
 from tests.support.live_server import RunningServer, free_port, service_env, spawn, wait_ready
-from tests.support.nginx import nginx_text
+from tests.support.nginx import (
+    for_nginx_version,
+    installed_nginx_version,
+    nginx_grpc_listen_port,
+    nginx_listen_port,
+    nginx_text,
+)
 from tests.support.paths import REPO_ROOT
 
 pytestmark = [
@@ -61,6 +67,7 @@ LOG_LINE = re.compile(
 class Replica:
     server: RunningServer
     port: int
+    grpc_port: int
 
     @property
     def address(self) -> str:
@@ -80,6 +87,7 @@ class LogLine:
 class Proxy:
     url: str
     access_log: Path
+    grpc_address: str
 
     def lines(self) -> list[LogLine]:
         out = []
@@ -123,19 +131,20 @@ def store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def start_replica(store: Path, mnist_dir: Path, log_path: Path) -> Replica:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = os.environ | service_env(
         store,
         mnist_dir,
         host="127.0.0.1",
         port=str(port),
+        grpc_port=str(grpc_port),
         workers="1",
         tf_threads="1",
         reload_poll_seconds=str(POLL_SECONDS),
         graceful_shutdown_seconds=str(DRAIN_SECONDS),
         log_json="false",
     )
-    return Replica(spawn([sys.executable, "-m", "app.cli"], port, log_path, env=env), port)
+    return Replica(spawn([sys.executable, "-m", "app.cli"], port, log_path, env=env), port, grpc_port)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +177,13 @@ def replicas(pool: list[Replica], store: Path, mnist_dir: Path, tmp_path: Path) 
     return list(pool)
 
 
-def render_nginx_conf(tmp_path: Path, listen_port: int, upstream_ports: list[int]) -> Path:
+def render_nginx_conf(
+    tmp_path: Path,
+    listen_port: int,
+    upstream_ports: list[int],
+    grpc_listen_port: int,
+    grpc_upstream_ports: list[int],
+) -> Path:
     """deploy/nginx.conf for three local replicas: the same upstream options, the same proxy rules."""
     text = nginx_text(REPO_ROOT / "deploy" / "nginx-proxy.conf")
     text = re.sub(r"^user .*;$", "", text, flags=re.M)  # runs as whoever starts it
@@ -176,13 +191,16 @@ def render_nginx_conf(tmp_path: Path, listen_port: int, upstream_ports: list[int
     text = text.replace("/var/run/nginx.pid", str(tmp_path / "nginx.pid"))
     text = text.replace("error_log /dev/stderr", f"error_log {tmp_path / 'error.log'}")
     text = text.replace("access_log /dev/stdout", f"access_log {tmp_path / 'access.log'}")
-    [server] = re.findall(r"^\s*server api:\d+ .*;$", text, flags=re.M)
-    options = server.strip().rstrip(";").split()[2:]
-    options = [o for o in options if o != "resolve"]
-    servers = "\n".join(f"        server 127.0.0.1:{port} {' '.join(options)};" for port in upstream_ports)
-    text = text.replace(server, servers)
-    assert text.count("listen 8080;") == 1
-    text = text.replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
+    # Each upstream's one `server api:PORT` becomes the replicas' ports for that protocol.
+    for upstream, ports in (("api", upstream_ports), ("api_grpc", grpc_upstream_ports)):
+        [server] = re.findall(rf"upstream {upstream} {{[^}}]*?^(\s*server api:\d+ .*;)$", text, flags=re.M)
+        options = [o for o in server.strip().rstrip(";").split()[2:] if o != "resolve"]
+        servers = "\n".join(f"        server 127.0.0.1:{port} {' '.join(options)};" for port in ports)
+        text = text.replace(server, servers)
+    for port, local in ((nginx_listen_port(), listen_port), (nginx_grpc_listen_port(), grpc_listen_port)):
+        assert text.count(f"listen {port};") == 1
+        text = text.replace(f"listen {port};", f"listen 127.0.0.1:{local};")
+    text = for_nginx_version(text, installed_nginx_version(NGINX))
     temp_paths = "".join(
         f"{kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi")
     )
@@ -196,8 +214,10 @@ def render_nginx_conf(tmp_path: Path, listen_port: int, upstream_ports: list[int
 def proxy(replicas: list[Replica], tmp_path: Path) -> Iterator[Proxy]:
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
-    port = free_port()
-    conf = render_nginx_conf(nginx_dir, port, [r.port for r in replicas])
+    port, grpc_port = free_port(), free_port()
+    conf = render_nginx_conf(
+        nginx_dir, port, [r.port for r in replicas], grpc_port, [r.grpc_port for r in replicas]
+    )
     command = [NGINX, "-p", str(nginx_dir), "-c", str(conf), "-e", str(nginx_dir / "error.log")]
     process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -211,7 +231,7 @@ def proxy(replicas: list[Replica], tmp_path: Path) -> Iterator[Proxy]:
 
     try:
         wait_for(healthy, 30, "nginx answers /nginx-health")
-        yield Proxy(url, nginx_dir / "access.log")
+        yield Proxy(url, nginx_dir / "access.log", f"127.0.0.1:{grpc_port}")
     finally:
         process.send_signal(signal.SIGQUIT)  # graceful stop
         try:
@@ -376,3 +396,26 @@ def test_request_ids_pass_through_nginx(replicas: list[Replica], proxy: Proxy) -
     assert re.fullmatch(r"[0-9a-f]{32}", generated), "nginx's $request_id"
     logged = {line.request_id for line in proxy.lines()}
     assert {"client-id-42", generated} <= logged
+
+
+def test_grpc_calls_through_nginx_reach_every_replica(
+    replicas: list[Replica], proxy: Proxy, mnist_dir: Path
+) -> None:
+    """docker-compose.yml's `lb` publishes gRPC too: each call is balanced, not each connection."""
+    import tritonclient.grpc as triton
+
+    test = load_split(mnist_dir, "test")
+    client = triton.InferenceServerClient(proxy.grpc_address)
+    try:
+        assert client.is_server_ready()
+        for index in range(30):
+            images = triton.InferInput("images", [1, 784], "UINT8")
+            images.set_data_from_numpy(test.images[index].reshape(1, 784))
+            result = client.infer("mnist", [images])
+            assert int(result.as_numpy("digit")[0]) == int(test.labels[index])
+    finally:
+        client.close()
+    grpc_ports = {f"127.0.0.1:{replica.grpc_port}" for replica in replicas}
+    calls = [line for line in proxy.lines() if "/inference.GRPCInferenceService/ModelInfer" in line.request]
+    assert len(calls) == 30 and {line.status for line in calls} == {200}
+    assert {line.upstreams[-1] for line in calls} == grpc_ports, "one connection, every replica answered"

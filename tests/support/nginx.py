@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -56,17 +57,46 @@ def nginx() -> list[tuple[tuple[str, ...], str, list[str]]]:
     return nginx_directives(nginx_inlined())
 
 
-def nginx_upstream_port() -> int:
-    servers = [args for block, name, args in nginx() if name == "server" and block[-1:] == ("upstream api",)]
+def nginx_upstream_port(upstream: str = "api") -> int:
+    """The api port an upstream sends to: `api` (HTTP, MNIST_PORT) or `api_grpc` (MNIST_GRPC_PORT)."""
+    block = (f"upstream {upstream}",)
+    servers = [args for blocks, name, args in nginx() if name == "server" and blocks[-1:] == block]
     assert len(servers) == 1, servers
     host, _, port = servers[0][0].partition(":")
     assert host == "api", "the compose service name, resolved by Docker's DNS"
     return int(port)
 
 
+def nginx_listen_ports() -> list[int]:
+    """The ports nginx listens on, in file order: HTTP, then gRPC."""
+    return [int(args[0]) for _, name, args in nginx() if name == "listen"]
+
+
 def nginx_listen_port() -> int:
-    [listen] = [args for block, name, args in nginx() if name == "listen"]
-    return int(listen[0])
+    """The HTTP port (the first server block, which holds the proxy rules)."""
+    return nginx_listen_ports()[0]
+
+
+def nginx_grpc_listen_port() -> int:
+    _http, grpc = nginx_listen_ports()
+    return grpc
+
+
+def for_nginx_version(text: str, version: tuple[int, ...]) -> str:
+    """The config for an older nginx, as Debian ships: `http2 on` (1.25.1) becomes the listen
+    parameter, and upstream `resolve` (1.27.3) goes."""
+    if version < (1, 25, 1):
+        text = re.sub(r"listen ([^;]+);(\s*)http2 on;", r"listen \1 http2;", text)
+    if version < (1, 27, 3):
+        text = text.replace(" resolve ", " ")
+    return text
+
+
+def installed_nginx_version(binary: str) -> tuple[int, ...]:
+    version_text = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version_text)
+    assert match, version_text
+    return tuple(int(part) for part in match.groups())
 
 
 def nginx_exact_locations() -> set[str]:
