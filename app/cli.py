@@ -10,11 +10,13 @@ from pathlib import Path
 
 import uvicorn
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.operations.metrics import multiprocess_mode
+from app.serving.model import int8_refusal
+from app.serving.versions import serving_policy
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
 from model_store.reporting import fail, load_settings
-from model_store.store import ModelStore, ModelStoreError, NoModelError
+from model_store.store import ModelStore, ModelStoreError, NoModelError, read_int8
 
 PROG = "mnist-serve"
 
@@ -47,6 +49,22 @@ def check_store(root: Path, name: str, version: int | None) -> None:
         fail(PROG, str(exc))
 
 
+def check_int8(settings: Settings) -> None:
+    """MNIST_PRECISION=int8 on a version without its int8 export: one line, before a worker starts."""
+    if settings.precision != "int8":
+        return
+    store = ModelStore(settings.model_store, settings.model_name)
+    try:
+        versions = [serving_policy(store, settings.model_version).version, *settings.loaded_versions]
+        for version in dict.fromkeys(versions):
+            try:
+                read_int8(store.open(version))
+            except LookupError as exc:
+                fail(PROG, int8_refusal(version, exc))
+    except ModelStoreError as exc:
+        fail(PROG, str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(PROG, get_settings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
@@ -58,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=worker_count, default=settings.workers, help="env MNIST_WORKERS")
     args = parser.parse_args(argv)
     check_store(settings.model_store, settings.model_name, settings.model_version)
+    check_int8(settings)
     # The workers read their settings from the environment: the gRPC server listens on the port
     # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise.
     os.environ["MNIST_GRPC_PORT"] = str(args.grpc_port)

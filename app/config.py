@@ -12,10 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from model_store.runtimes import INSTALL_KERAS_HINT, Runtime, RuntimeChoice, keras_installed
+from model_store.runtimes import INSTALL_KERAS_HINT, Precision, Runtime, RuntimeChoice, keras_installed
 from model_store.settings import StoreSettings
 from model_store.store import parse_version
 
@@ -136,6 +136,13 @@ class Settings(StoreSettings):
         "the train extra). A version without a usable model.onnx is served by TensorFlow, logged.",
         examples=["tensorflow"],
     )
+    precision: Precision = Field(
+        "auto",
+        description="Which ONNX export ONNX Runtime serves: `auto` the int8 model.int8.onnx where the "
+        "version's metadata says its publish-time proof made it the default, else float32 (model.onnx); "
+        "`float32` always; `int8` always, refusing to start on a version without the export.",
+        examples=["float32"],
+    )
     runtime_threads: int = Field(
         0,
         ge=0,
@@ -205,13 +212,22 @@ class Settings(StoreSettings):
 
     def runtime_choice(self) -> RuntimeChoice:
         threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
-        return RuntimeChoice(self.runtime, threads)
+        return RuntimeChoice(self.runtime, threads, self.precision)
 
     @field_validator("runtime", "explain_method")
     @classmethod
     def _keras_where_needed(cls, value: str) -> str:
         if value in ("tensorflow", "integrated_gradients") and not keras_installed():
             raise ValueError(f"{value} needs Keras and TensorFlow, not installed here: {INSTALL_KERAS_HINT}")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _int8_on_onnx_runtime(cls, value: str, info: ValidationInfo) -> str:
+        if value == "int8" and info.data.get("runtime") == "tensorflow":
+            raise ValueError(
+                "int8 runs on ONNX Runtime only: set MNIST_RUNTIME=onnxruntime, or leave this auto"
+            )
         return value
 
     @field_validator("admin_token")
@@ -244,7 +260,7 @@ class Settings(StoreSettings):
                 )
         return value
 
-    @field_validator("log_level", "runtime", "explain_method", mode="before")
+    @field_validator("log_level", "runtime", "precision", "explain_method", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -53,6 +53,36 @@ class Robustness(BaseModel):
     seconds: float = Field(ge=0.0)
 
 
+class PrecisionScores(BaseModel):
+    """One precision's scores, measured on the same images as the other's."""
+
+    accuracy: float = Field(ge=0.0, le=1.0, description="on the 10,000 MNIST test images")
+    negatives_flagged: float = Field(
+        ge=0.0, le=1.0, description="share of the evaluation draw of non-digits not judged `digit`"
+    )
+    mnist_c_mean: float | None = Field(None, description="MNIST-C mean accuracy; None without --robustness")
+    uploads: float | None = Field(None, description="accuracy on rendered uploads; None without --robustness")
+
+
+class Int8Export(BaseModel):
+    """The optional `int8` section: the statically quantized export and the proof that decides
+    whether it is the version's default serving precision."""
+
+    file: str = Field(description="file name inside the version folder")
+    sha256: str = Field(description="SHA-256 of that file")
+    size_bytes: int = Field(gt=0)
+    onnx_sha256: str = Field(description="SHA-256 of the model.onnx it was quantized from")
+    quantizer: str = Field(description="the quantizer and its settings")
+    calibration_samples: int = Field(gt=0, description="held-out training images it was calibrated on")
+    float32: PrecisionScores
+    int8: PrecisionScores
+    verdict_agreement: float = Field(
+        ge=0.0, le=1.0, description="share of test images given the same verdict by both precisions"
+    )
+    default: bool = Field(description="whether serving's `auto` precision runs it")
+    reason: str = Field(description="why it is, or is not, the default")
+
+
 class ModelMetadata(BaseModel):
     name: str
     version: int = Field(ge=1)
@@ -70,3 +100,5 @@ class ModelMetadata(BaseModel):
     robustness: Robustness | None = None
     # Optional: versions published before the ONNX export, or whose export failed, have none.
     onnx: OnnxExport | None = None
+    # Optional: versions published before the int8 export, or whose quantization failed, have none.
+    int8: Int8Export | None = None

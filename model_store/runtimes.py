@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
 ONNX_OPSET = 17
 OUTPUTS = ("probabilities", "logits", "features")
 # Probabilities of the export may differ from Keras' by float32 rounding only (fused kernels sum in
@@ -36,6 +37,8 @@ ONNX_TOLERANCE = 1e-5
 _CHECK_IMAGES = 64
 
 Runtime = Literal["onnxruntime", "tensorflow"]
+# auto: the int8 export where the version's metadata proved it the default, else float32.
+Precision = Literal["auto", "float32", "int8"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class RuntimeChoice:
 
     name: Runtime = "onnxruntime"
     threads: int = 0  # ONNX Runtime's threads per session; 0: one per physical core
+    precision: Precision = "auto"  # which ONNX export ONNX Runtime runs
 
 
 DEFAULT_RUNTIME = RuntimeChoice()

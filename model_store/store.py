@@ -6,6 +6,7 @@ either no version or a whole one. The newest integer is the default version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,14 @@ from pydantic import ValidationError
 
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.preprocessing import NUM_CLASSES
-from model_store.runtimes import INSTALL_KERAS_HINT, ONNX_FILE, export_onnx, file_sha256, keras_installed
+from model_store.runtimes import (
+    INSTALL_KERAS_HINT,
+    INT8_ONNX_FILE,
+    ONNX_FILE,
+    export_onnx,
+    file_sha256,
+    keras_installed,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -252,14 +260,35 @@ def with_onnx_export(folder: Path, metadata: ModelMetadata) -> ModelMetadata:
 
 def read_onnx(loaded: LoadedModel) -> bytes:
     """The version's ONNX export. LookupError says why there is none to serve."""
-    export, path = loaded.metadata.onnx, loaded.path / ONNX_FILE
-    if export is None:
-        raise LookupError("its metadata records no ONNX export (published before it, or it failed)")
-    if not path.is_file():
-        raise LookupError(f"{path} is missing")
-    if file_sha256(loaded.path / MODEL_FILE) != export.model_sha256:
+    export, path = loaded.metadata.onnx, _recorded(loaded, loaded.metadata.onnx, ONNX_FILE, "ONNX export")
+    if export is None or file_sha256(loaded.path / MODEL_FILE) != export.model_sha256:
         raise LookupError(f"{path} was converted from other weights than {MODEL_FILE}'s")
     return path.read_bytes()
+
+
+def read_int8(loaded: LoadedModel) -> bytes:
+    """The version's int8 export. LookupError says why there is none to serve."""
+    export, path = (
+        loaded.metadata.int8,
+        _recorded(loaded, loaded.metadata.int8, INT8_ONNX_FILE, "int8 export"),
+    )
+    content = path.read_bytes()
+    # Quantized from one model.onnx: after a re-export from other weights it would answer for the old ones.
+    onnx = loaded.path / ONNX_FILE
+    if export is None or not onnx.is_file() or file_sha256(onnx) != export.onnx_sha256:
+        raise LookupError(f"{path} was quantized from another {ONNX_FILE}")
+    if hashlib.sha256(content).hexdigest() != export.sha256:
+        raise LookupError(f"{path} is not the file its metadata records (SHA-256 differs)")
+    return content
+
+
+def _recorded(loaded: LoadedModel, export: object, name: str, what: str) -> Path:
+    """The path of an export that the version's metadata records and its folder holds."""
+    if export is None:
+        raise LookupError(f"its metadata records no {what} (published before it, or it failed)")
+    if not (loaded.path / name).is_file():
+        raise LookupError(f"{loaded.path / name} is missing")
+    return loaded.path / name
 
 
 def _is_version_name(name: str) -> bool:

@@ -121,14 +121,14 @@ def fit_rule(
     )
 
 
-def flagged(rule: TrustRule, data: Outputs, statistics: ClassStatistics) -> np.ndarray:
+def flagged(rule: TrustRule, data: Outputs, statistics: ClassStatistics | None) -> np.ndarray:
     verdicts = judge(data.images, data.logits, data.features, rule, statistics).verdicts
     return np.asarray(verdicts != "digit")
 
 
 def measure(
     rule: TrustRule,
-    statistics: ClassStatistics,
+    statistics: ClassStatistics | None,
     digits: Outputs,
     labels: np.ndarray,
     families: dict[str, Outputs],

@@ -29,7 +29,7 @@ from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import fail, one_line_errors
 from model_store.runtimes import INSTALL_KERAS_HINT, keras_installed
-from model_store.store import ModelStore
+from model_store.store import ModelStore, with_onnx_export
 from model_store.trust import trust_files
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from training.calibrate_trust import compute_trust
+    from training.quantize import export_int8
     from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
     from training.robustness import benchmark, classifier, write_report
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.robustness:
             robustness = benchmark(classifier(model, DEFAULT_INPUT_SPEC), test.images, test.labels, hp.seed)
             files |= write_report(folder, robustness, f"{args.name} ({args.preset}, seed {hp.seed})")
-        return ModelMetadata(
+        metadata = ModelMetadata(
             name=args.name,
             version=version,
             created_at=datetime.now(UTC),
@@ -134,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
             trust=trust,
             robustness=robustness,
         )
+        # The int8 export is quantized from model.onnx, so that is written here, not by `publish`;
+        # it is calibrated on the held-out digits, so a version trained without them has none.
+        metadata = with_onnx_export(folder, metadata)
+        if metadata.onnx is None or not hp.holdout:
+            return metadata
+        try:
+            int8 = export_int8(folder, metadata, held_out, test)
+        except Exception as exc:  # the quantizer refusing an op: serving runs float32, never wrong
+            log.warning("no int8 export, serving will run float32: %s", exc)
+            return metadata
+        return metadata.model_copy(update={"files": metadata.files | {"int8": int8.file}, "int8": int8})
 
     store = ModelStore(args.store, args.name)
     version = store.publish(write_version)

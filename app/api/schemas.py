@@ -145,6 +145,11 @@ class LoadedVersion(BaseModel):
         "fallback for a version without a usable model.onnx)",
         examples=["onnxruntime"],
     )
+    precision: Literal["float32", "int8"] = Field(
+        description="which export answers: model.onnx, or the int8 model.int8.onnx (MNIST_PRECISION, and "
+        "under `auto` the version's publish-time proof)",
+        examples=["float32"],
+    )
 
 
 class ShadowReport(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from model_store.metadata import ModelMetadata
 from model_store.preprocessing import IMAGE_SIDE, to_model_input
 from model_store.runtimes import (
     DEFAULT_RUNTIME,
+    INT8_ONNX_FILE,
     ONNX_FILE,
     NumpyForward,
     OnnxForward,
@@ -25,10 +27,12 @@ from model_store.runtimes import (
     onnx_weight_bytes,
     tensorflow_forward,
 )
-from model_store.store import LoadedModel, read_onnx
+from model_store.store import LoadedModel, ModelStoreError, read_int8, read_onnx
 from model_store.trust import TRUST_STATISTICS_FILE, UNCALIBRATED, ClassStatistics, TrustRule, judge
 
 log = logging.getLogger(__name__)
+
+ServedPrecision = Literal["float32", "int8"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ServingModel:
     rule: TrustRule
     statistics: ClassStatistics | None
     runtime: Runtime = "tensorflow"  # what runs `forward_float`, as chosen or fallen back to
+    precision: ServedPrecision = "float32"  # which export ONNX Runtime runs
 
     @property
     def name(self) -> str:
@@ -53,9 +58,9 @@ class ServingModel:
     def compile(cls, loaded: LoadedModel, runtime: RuntimeChoice = DEFAULT_RUNTIME) -> ServingModel:
         """ONNX Runtime if chosen and the version has a usable export; otherwise TensorFlow, and
         the log says why."""
-        forward, used = runtime_forward(loaded, runtime)
+        forward, used, precision = runtime_forward(loaded, runtime)
         rule, statistics = trust_rule(loaded)
-        return cls(loaded, forward, rule, statistics, used)
+        return cls(loaded, forward, rule, statistics, used, precision)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 64)) -> None:
         """Answer blank batches of these sizes, so the first requests do not pay for the runtime's
@@ -66,7 +71,8 @@ class ServingModel:
     def weight_bytes(self) -> int:
         """The memory of the weights: from the export ONNX Runtime serves, else from the Keras model."""
         if isinstance(self.forward_float, OnnxForward):
-            return onnx_weight_bytes((self.loaded.path / ONNX_FILE).read_bytes())
+            file = INT8_ONNX_FILE if self.precision == "int8" else ONNX_FILE
+            return onnx_weight_bytes((self.loaded.path / file).read_bytes())
         return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in self.loaded.model.weights)
 
     def forward(self, images: np.ndarray) -> np.ndarray:
@@ -83,17 +89,48 @@ class ServingModel:
         return np.column_stack([probabilities, judgement.confidence, judgement.codes]).astype(np.float32)
 
 
-def runtime_forward(loaded: LoadedModel, choice: RuntimeChoice) -> tuple[NumpyForward, Runtime]:
-    """The forward pass on the chosen runtime, or on TensorFlow when the version has no usable export."""
+def runtime_forward(
+    loaded: LoadedModel, choice: RuntimeChoice
+) -> tuple[NumpyForward, Runtime, ServedPrecision]:
+    """The forward pass on the chosen runtime and precision, or on TensorFlow when the version has
+    no usable export. ModelStoreError if int8 is required and the version cannot run it."""
+    shape = tuple(loaded.metadata.input.shape)
+    if choice.name == "onnxruntime" and wants_int8(loaded, choice):
+        try:
+            forward = OnnxForward(read_int8(loaded), choice.threads, shape)
+            log.info("version %s: int8 forward pass on ONNX Runtime", loaded.version)
+            return forward, "onnxruntime", "int8"
+        except Exception as exc:
+            if choice.precision == "int8":
+                raise ModelStoreError(int8_refusal(loaded.version, exc)) from exc
+            log.warning("version %s: float32, not its int8 export: %s", loaded.version, exc)
+    elif choice.precision == "int8":
+        raise ModelStoreError(int8_refusal(loaded.version, "int8 runs on ONNX Runtime only"))
     if choice.name == "onnxruntime":
         try:
-            forward = OnnxForward(read_onnx(loaded), choice.threads, tuple(loaded.metadata.input.shape))
+            forward = OnnxForward(read_onnx(loaded), choice.threads, shape)
             log.info("version %s: forward pass on ONNX Runtime", loaded.version)
-            return forward, "onnxruntime"
+            return forward, "onnxruntime", "float32"
         except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, Fail) are plain Exceptions
             # A version published before the export, or a damaged file: slower, never wrong.
             log.warning("version %s: forward pass on TensorFlow, not ONNX Runtime: %s", loaded.version, exc)
-    return tensorflow_forward(loaded.model, tuple(loaded.metadata.input.shape)), "tensorflow"
+    return tensorflow_forward(loaded.model, shape), "tensorflow", "float32"
+
+
+def wants_int8(loaded: LoadedModel, choice: RuntimeChoice) -> bool:
+    """int8 when asked for, or under `auto` when the version's publish-time proof made it the default."""
+    export = loaded.metadata.int8
+    return choice.precision == "int8" or (
+        choice.precision == "auto" and export is not None and export.default
+    )
+
+
+def int8_refusal(version: int, problem: object) -> str:
+    """The one line that says why MNIST_PRECISION=int8 cannot serve a version, and what to do."""
+    return (
+        f"MNIST_PRECISION=int8: version {version} has no usable int8 export ({problem}); publish a new "
+        "version with mnist-train (it writes model.int8.onnx), or set MNIST_PRECISION=auto"
+    )
 
 
 def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:

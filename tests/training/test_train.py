@@ -115,6 +115,7 @@ def test_training_writes_png_plots_and_lists_files(seed_model: LoadedModel) -> N
         "trust_statistics": "trust.npz",
         "trust_table": "trust.md",
         "onnx": "model.onnx",  # the store's export, beside the model it came from
+        "int8": "model.int8.onnx",
     }
     for name in seed_model.metadata.files.values():
         assert (seed_model.path / name).is_file()

@@ -60,6 +60,7 @@ def loaded_versions(state: ServiceState) -> list[LoadedVersion]:
             weight_bytes=details[version].weight_bytes if version in details else 0,
             warmup_seconds=details[version].warmup_seconds if version in details else 0.0,
             runtime=serving.runtime,
+            precision=serving.precision,
         )
         for version, serving in sorted(state.holder.loaded.items())
     ]

@@ -1,0 +1,121 @@
+"""The int8 export written at publish time, and the rule that decides whether it is the default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store.metadata import PrecisionScores
+from model_store.mnist_data import load_split
+from model_store.preprocessing import to_model_input
+from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
+from model_store.store import ModelStore
+from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics, judge
+from training.quantize import (
+    ACCURACY_LIMIT,
+    CALIBRATION_SAMPLES,
+    MNIST_C_LIMIT,
+    NEGATIVES_LIMIT,
+    UPLOADS_LIMIT,
+    VERDICT_AGREEMENT,
+    decide,
+)
+
+FLOAT32 = PrecisionScores(accuracy=0.98, negatives_flagged=0.70, mnist_c_mean=0.90, uploads=0.95)
+
+
+def int8_scores(**changes: float) -> PrecisionScores:
+    return FLOAT32.model_copy(update=changes)
+
+
+def test_equal_numbers_make_int8_the_default() -> None:
+    default, reason = decide(FLOAT32, int8_scores(), 1.0)
+    assert default, reason
+    assert reason.startswith("the default:")
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"accuracy": FLOAT32.accuracy - ACCURACY_LIMIT}, None),
+        ({"accuracy": FLOAT32.accuracy - ACCURACY_LIMIT - 0.0001}, "clean test accuracy 97.94 %"),
+        ({"accuracy": FLOAT32.accuracy + ACCURACY_LIMIT + 0.0001}, "clean test accuracy"),
+        ({"negatives_flagged": FLOAT32.negatives_flagged - NEGATIVES_LIMIT}, None),
+        ({"negatives_flagged": FLOAT32.negatives_flagged - NEGATIVES_LIMIT - 0.001}, "negatives flagged"),
+        ({"mnist_c_mean": 0.90 - MNIST_C_LIMIT}, None),
+        ({"mnist_c_mean": 0.90 - MNIST_C_LIMIT - 0.0001}, "MNIST-C accuracy"),
+        ({"uploads": 0.95 - UPLOADS_LIMIT}, None),
+        ({"uploads": 0.95 - UPLOADS_LIMIT - 0.0001}, "uploads accuracy"),
+    ],
+)
+def test_each_limit_is_held_at_its_edge_and_broken_past_it(
+    changes: dict[str, float], words: str | None
+) -> None:
+    default, reason = decide(FLOAT32, int8_scores(**changes), 1.0)
+    if words is None:
+        assert default, reason
+    else:
+        assert not default
+        assert reason.startswith("not the default: ") and words in reason, reason
+
+
+def test_verdict_agreement_is_held_at_its_edge_and_broken_below_it() -> None:
+    assert decide(FLOAT32, int8_scores(), VERDICT_AGREEMENT)[0]
+    default, reason = decide(FLOAT32, int8_scores(), VERDICT_AGREEMENT - 0.0001)
+    assert not default
+    assert "verdicts agree on 99.89 % of test digits (at least 99.90 %)" in reason
+
+
+def test_the_first_failed_rule_is_named() -> None:
+    _, reason = decide(FLOAT32, int8_scores(accuracy=0.97, uploads=0.5), 0.5)
+    assert reason.startswith("not the default: clean test accuracy 97.00 % against float32's 98.00 %")
+
+
+def test_without_robustness_it_is_not_proven_and_says_what_is_missing() -> None:
+    unmeasured = FLOAT32.model_copy(update={"mnist_c_mean": None, "uploads": None})
+    assert decide(unmeasured, unmeasured, 1.0) == (
+        False,
+        "not proven: MNIST-C and uploads not measured (train with --robustness)",
+    )
+    default, reason = decide(unmeasured, unmeasured.model_copy(update={"accuracy": 0.9}), 1.0)
+    assert not default and "not measured" in reason and "clean test accuracy 90.00 %" in reason
+
+
+def test_publishing_writes_an_int8_export_with_its_measured_proof(
+    trained_store: Path, mnist_dir: Path
+) -> None:
+    loaded = ModelStore(trained_store).open()
+    export = loaded.metadata.int8
+    assert export is not None
+    path = loaded.path / INT8_ONNX_FILE
+    assert loaded.metadata.files["int8"] == export.file == INT8_ONNX_FILE
+    assert export.sha256 == file_sha256(path) and export.size_bytes == path.stat().st_size
+    assert export.onnx_sha256 == file_sha256(loaded.path / ONNX_FILE)
+    assert export.calibration_samples == CALIBRATION_SAMPLES
+    # The float32 export scores what Keras scored at training; int8 stays close to it.
+    assert export.float32.accuracy == pytest.approx(loaded.metadata.evaluation.accuracy, abs=2e-4)
+    assert abs(export.int8.accuracy - export.float32.accuracy) < 0.01
+    assert 0 < export.int8.negatives_flagged <= 1
+
+    # The recorded agreement is what the two sessions give on the real test set.
+    test = load_split(mnist_dir, "test")
+    assert loaded.metadata.trust is not None
+    rule, x = loaded.metadata.trust.rule(), to_model_input(test.images)
+    statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
+    verdicts = []
+    for file in (ONNX_FILE, INT8_ONNX_FILE):
+        _, logits, features = OnnxForward((loaded.path / file).read_bytes())(x)
+        verdicts.append(judge(test.images, logits, features, rule, statistics).codes)
+    agreement = float(np.mean(verdicts[0] == verdicts[1]))
+    assert agreement == pytest.approx(export.verdict_agreement, abs=1e-4)
+    assert 0.99 < agreement <= 1
+
+
+def test_without_robustness_float32_stays_the_default(trained_store: Path) -> None:
+    export = ModelStore(trained_store).open().metadata.int8
+    assert export is not None
+    assert export.float32.mnist_c_mean is None and export.int8.uploads is None
+    assert not export.default
+    assert export.reason.startswith("not proven: MNIST-C and uploads not measured (train with --robustness)")
