@@ -6,15 +6,18 @@
 For each model version (the newest of each --preset, or --version, or the newest), starts each
 server on 127.0.0.1 at 1 and 2 workers and drives it with wrk at each concurrency:
   empty    - FastAPI receiving the same upload and answering a constant (the HTTP ceiling)
-  ours     - app.main:create_app
+  ours     - app.main:create_app, at the precision MNIST_PRECISION=auto picks for the version
+  ours-int8 / ours-float32 - the same pinned to the other precision, where the version has an
+             int8 export
   naive    - keras `model.predict` per request (the baseline)
   bentoml  - BentoML 1.4, adaptive batching (bench/peers/bentoml_service.py)
   litserve - LitServe, its batching on (bench/peers/litserve_server.py)
 The peers run from an interpreter that has them (`python -m bench.peers.setup` makes one); without
 it they are skipped, with the reason in the report. Then ours and the empty endpoint, both up, take
-turns at the top concurrency for --turns rounds (their ratio, robust to a slow minute). Then the
-forward pass in process at batch sizes 1-128, and ours' batch endpoint, cold start, RSS and latency
-beside 10,000-image batches. Writes
+turns at the top concurrency for --turns rounds (their ratio, robust to a slow minute). Then, per
+precision, the forward pass and the whole answer in process at batch sizes 1-128 and one worker's
+memory after 200 predictions; ours' batch endpoint, cold start, RSS and latency beside
+10,000-image batches; and the int8 export's publish-time proof from the metadata. Writes
 bench/results/latest.md (tables, ratios and targets), latest.json and throughput.png.
 Absolute numbers depend on the machine and what else runs on it; the ratios are the result.
 """
@@ -31,18 +34,33 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 from PIL import Image
 
 from bench.peers.model import MODEL_PATH_ENV
-from bench.report import MAX_BATCH, PEERS, RESULTS, ModelRun, Scenarios, Sweep, best_workers, write
+from bench.report import (
+    MAX_BATCH,
+    PEERS,
+    RESULTS,
+    RSS_AFTER_PREDICTIONS,
+    ModelRun,
+    PrecisionRun,
+    Scenarios,
+    Sweep,
+    best_workers,
+    write,
+)
 from bench.servers import ROOT, SERVERS, Load, Server, service_env, start_server, wrk
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
 from model_store.reporting import fail, one_line_errors
 from model_store.store import ModelStore
+
+if TYPE_CHECKING:
+    from app.serving.model import ServingModel
 
 PROG = "bench.run"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, MAX_BATCH)
@@ -65,26 +83,39 @@ def in_process_rate(
     return max(rates)
 
 
-def in_process(
-    store: ModelStore, version: int, images: np.ndarray, seconds: float, large: int
-) -> tuple[dict[int, float], dict[int, float], float, str]:
-    """The compute limit of whatever runtime the service serves with: the same `ServingModel`, on
-    the runtime the settings choose, with every core (one process), called directly. Its forward
-    pass and its whole answer (with the verdicts) at each batch size, the forward pass on the batch
-    endpoint's `large` images, and the runtime's name."""
-    from threadpoolctl import threadpool_limits
-
+def compiled(store: ModelStore, version: int, precision: str) -> ServingModel:
+    """The `ServingModel` the service would run at `precision`, on the runtime the settings choose,
+    with every core (one process), warmed up as the service does before it opens its port."""
     from app.config import Settings
     from app.serving.model import ServingModel
 
-    runtime = Settings().model_copy(update={"workers": 1}).runtime_choice()
-    serving = ServingModel.compile(store.load(version), runtime=runtime)
-    serving.warm_up()  # as the service does before it opens its port
+    settings = Settings().model_copy(update={"workers": 1, "precision": precision})
+    serving = ServingModel.compile(store.load(version), runtime=settings.runtime_choice())
+    serving.warm_up()
+    return serving
+
+
+def in_process(serving: ServingModel, images: np.ndarray, seconds: float) -> PrecisionRun:
+    """The compute limit: the forward pass and the whole answer (with the verdicts) at each batch
+    size, called directly."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1, user_api="blas"):  # as the service runs the verdicts
         forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
         answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}
-        large_rate = in_process_rate(serving.forward, images[:large], seconds)
-    return forward, answer, large_rate, serving.runtime
+    return PrecisionRun(forward, answer)
+
+
+def rss_after_predictions(kind: str, env: dict[str, str], pngs: list[bytes], log_dir: Path) -> float:
+    """One worker's resident memory after answering each of `pngs` once, one after the other."""
+    server = start_server(kind, 1, env, log_dir)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for png in pngs:
+                client.post("/predict", files={"file": ("digit.png", png, "image/png")}).raise_for_status()
+        return server.rss_mib()[0]
+    finally:
+        server.stop()
 
 
 def under_large_batches(url: str, digit_png: Path, large_npy: Path, seconds: int) -> tuple[Load, int]:
@@ -201,10 +232,24 @@ def take_turns(
     return rates
 
 
+def served_precision(store: ModelStore, version: int) -> str:
+    """What MNIST_PRECISION (auto unless set) makes the service run for this version."""
+    from app.config import Settings
+    from app.serving.model import wants_int8
+
+    return "int8" if wants_int8(store.open(version), Settings().runtime_choice()) else "float32"
+
+
 def run_model(
     store: ModelStore, version: int, files: dict[str, Path], test_images: np.ndarray, args: argparse.Namespace
 ) -> ModelRun:
     metadata = store.read_metadata(version)
+    served = served_precision(store, version)
+    # The other precision as well, where the version has an int8 export to compare.
+    precisions = {served: "ours"}
+    if metadata.int8 is not None:
+        other = "float32" if served == "int8" else "int8"
+        precisions[other] = f"ours-{other}"
     env = service_env(
         args.store,
         args.data_dir,
@@ -219,8 +264,10 @@ def run_model(
         sweeps={},
         forward={},
         answer={},
+        precision=served,
+        int8_proof=None if metadata.int8 is None else metadata.int8.model_dump(mode="json"),
     )
-    for kind in ("empty", "ours", *(kind for kind in OPTIONAL if kind not in args.skip)):
+    for kind in ("empty", *precisions.values(), *(kind for kind in OPTIONAL if kind not in args.skip)):
         python = sys.executable
         if SERVERS[kind].peer:
             interpreter = args.peers[kind]
@@ -241,13 +288,26 @@ def run_model(
     if args.turns:
         chosen = {kind: best_workers(run.sweeps[kind]) for kind in ("empty", "ours")}
         run.turns = take_turns(chosen, env, files, args)
+    pngs = [png_bytes(image) for image in test_images[:RSS_AFTER_PREDICTIONS]]
     # Measured after the servers stopped, so it has the machine to itself as they did.
-    run.forward, run.answer, large, run.runtime = in_process(
-        store, version, test_images, args.in_process_seconds, args.batch_images
-    )
-    if run.scenarios is not None:
-        run.scenarios.batch_in_process_images_per_second = large
+    for precision, kind in precisions.items():
+        serving = compiled(store, version, precision)
+        run.precisions[precision] = in_process(serving, test_images, args.in_process_seconds)
+        if precision == served:
+            run.forward, run.answer = run.precisions[precision].forward, run.precisions[precision].answer
+            run.runtime = serving.runtime
+            if run.scenarios is not None:
+                run.scenarios.batch_in_process_images_per_second = in_process_rate(
+                    serving.forward, test_images[: args.batch_images], args.in_process_seconds
+                )
+        run.precisions[precision].rss_mib = rss_after_predictions(kind, env, pngs, args.logs)
     return run
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

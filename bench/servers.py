@@ -56,11 +56,23 @@ class ServerSpec:
     ready_path: str = "/readyz"
     field: str = "file"  # the multipart field the upload goes in
     peer: bool = False  # a serving framework run from the peers' interpreter
+    settings: tuple[tuple[str, str], ...] = ()  # environment variables of this server alone
+    ours: bool = False  # app.main, so several workers share one Prometheus directory
 
 
 SERVERS = {
     "empty": ServerSpec(_uvicorn("bench.empty_app:app"), UVICORN_READY),
-    "ours": ServerSpec(_uvicorn("app.main:create_app", "--factory"), UVICORN_READY),
+    # At the precision MNIST_PRECISION=auto picks for the version (what a user gets), and pinned.
+    "ours": ServerSpec(_uvicorn("app.main:create_app", "--factory"), UVICORN_READY, ours=True),
+    **{
+        f"ours-{precision}": ServerSpec(
+            _uvicorn("app.main:create_app", "--factory"),
+            UVICORN_READY,
+            settings=(("MNIST_PRECISION", precision),),
+            ours=True,
+        )
+        for precision in ("float32", "int8")
+    },
     # The service without the parts named in MNIST_BENCH_WITHOUT (bench/ablate.py).
     "ablated": ServerSpec(_uvicorn("bench.ablated_app:create_app", "--factory"), UVICORN_READY),
     "naive": ServerSpec(_uvicorn("bench.naive_app:app"), UVICORN_READY),
@@ -150,8 +162,9 @@ def start_server(
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     port = free_port()
     # MNIST_WORKERS as `mnist-serve --workers` sets it: the service shares the cores among them.
-    env = env | {"BENCH_PORT": str(port), "BENCH_WORKERS": str(workers), "MNIST_WORKERS": str(workers)}
-    if kind == "ours" and workers > 1:
+    env = env | dict(spec.settings)
+    env |= {"BENCH_PORT": str(port), "BENCH_WORKERS": str(workers), "MNIST_WORKERS": str(workers)}
+    if spec.ours and workers > 1:
         # As `mnist-serve --workers N` runs it: /metrics adds up every worker's numbers.
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-metrics-")
     started = time.perf_counter()
