@@ -5,7 +5,7 @@ a validation draw of negatives. The MNIST test set and an evaluation draw of neg
 only measure. When the chosen method is the Mahalanobis distance, a cheaper low-rank approximation
 of it is fitted the same way and proven against it (`training.approximate_trust`). `mnist-train`
 calls `compute_trust` before publishing; to redo it for a published version (it rewrites that
-version's trust files and metadata):
+version's trust files and metadata, and remeasures its int8 export with the new verdict rule):
 
 python -m training.calibrate_trust --store models --version 3
 """
@@ -368,10 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     train = load_split(args.data_dir, "train")
     held_out, trained_on = held_out_split(train, hp["holdout"], hp["seed"], hp.get("limit"))
-    trust = compute_trust(loaded.model, held_out, trained_on, load_split(args.data_dir, "test"), loaded.path)
+    test = load_split(args.data_dir, "test")
+    trust = compute_trust(loaded.model, held_out, trained_on, test, loaded.path)
     metadata = loaded.metadata.model_copy(
         update={"trust": trust, "files": loaded.metadata.files | trust_files()}
     )
+    if metadata.int8 is not None:
+        # The int8 proof compares the verdicts as served, which the new trust section may change.
+        from training.quantize import export_int8  # it imports this module
+
+        metadata = metadata.model_copy(update={"int8": export_int8(loaded.path, metadata, held_out, test)})
     store.update_metadata(metadata)
     print(trust.table)
     if trust.approximate is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ from training.quantize import (
     UPLOADS_LIMIT,
     VERDICT_AGREEMENT,
     decide,
+    export_int8,
 )
+from training.splits import held_out_split
 
 FLOAT32 = PrecisionScores(accuracy=0.98, negatives_flagged=0.70, mnist_c_mean=0.90, uploads=0.95)
 
@@ -119,3 +122,28 @@ def test_without_robustness_float32_stays_the_default(trained_store: Path) -> No
     assert export.float32.mnist_c_mean is None and export.int8.uploads is None
     assert not export.default
     assert export.reason.startswith("not proven: MNIST-C and uploads not measured (train with --robustness)")
+
+
+def test_the_int8_proof_judges_with_the_served_score(
+    seed_store: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    """Where the approximate Mahalanobis score is served, the int8 export is measured with it: here
+    a served rule whose threshold flags everything shows as every negative flagged."""
+    store = ModelStore(Path(shutil.copytree(seed_store, tmp_path / "store")))
+    metadata = store.read_metadata(1)
+    assert metadata.trust is not None and metadata.trust.approximate is not None
+    exact_flagged = metadata.trust.approximate.exact.negatives_flagged
+    approximate = metadata.trust.approximate.model_copy(
+        update={
+            "passed": True,
+            "rule": metadata.trust.approximate.rule.model_copy(update={"ood_threshold": -1.0}),
+        }
+    )
+    metadata = metadata.model_copy(
+        update={"trust": metadata.trust.model_copy(update={"approximate": approximate})}
+    )
+    hp = metadata.training.hyperparameters
+    held_out, _ = held_out_split(load_split(mnist_dir, "train"), hp["holdout"], hp["seed"], hp.get("limit"))
+    export = export_int8(store.version_path(1), metadata, held_out, load_split(mnist_dir, "test"))
+    assert exact_flagged < 0.9
+    assert export.float32.negatives_flagged == export.int8.negatives_flagged == 1.0
