@@ -14,6 +14,7 @@ The argmax and the probabilities are never changed; the verdict sits beside them
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import keras
+
+log = logging.getLogger(__name__)
 
 Verdict = Literal["digit", "unsure", "not_a_digit"]
 VERDICTS: tuple[Verdict, ...] = ("digit", "unsure", "not_a_digit")
@@ -125,16 +128,20 @@ class LowRankMahalanobis:
     basis: np.ndarray  # (D, k), orthonormal columns
     weights: np.ndarray  # (k,) each direction's precision minus `isotropic`
     isotropic: float
-    # Per class, what no request changes: the means in the basis (10, k) and the constant term (10,).
+    # What no request changes: the basis and the means side by side (D, k + 10), so one matrix
+    # product gives both projections of the features; the means in the basis (10, k) and the
+    # constant term of each class (10,).
+    projection: np.ndarray = field(init=False, repr=False)
     projected_means: np.ndarray = field(init=False, repr=False)
     constants: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         projected = self.means @ self.basis
-        object.__setattr__(self, "projected_means", projected)
         constants = self.isotropic * (self.means * self.means).sum(axis=1) + (
             projected**2 * self.weights
         ).sum(1)
+        object.__setattr__(self, "projection", np.hstack([self.basis, self.means.T]).astype(np.float32))
+        object.__setattr__(self, "projected_means", projected)
         object.__setattr__(self, "constants", constants.astype(np.float32))
 
     @property
@@ -160,14 +167,14 @@ class LowRankMahalanobis:
         """(N,) the approximate squared distance to the nearest class mean."""
         # (f - m)' (cI + U W U') (f - m) expanded: c|f|^2 + sum w z^2 - 2 (c f.m + (w z).(U'm)) + const,
         # with z = U'f; no (N, 10, D) array and no D x D product.
-        z = features @ self.basis
+        both = features @ self.projection
+        z, dots = both[:, : self.rank], both[:, self.rank :]
         weighted = z * self.weights
-        distances = (
-            (self.isotropic * (features * features).sum(axis=1) + (weighted * z).sum(axis=1))[:, None]
-            - 2 * (self.isotropic * features @ self.means.T + weighted @ self.projected_means.T)
-            + self.constants
+        norms = self.isotropic * np.einsum("ij,ij->i", features, features) + np.einsum(
+            "ij,ij->i", weighted, z
         )
-        return np.asarray(distances.min(axis=1))
+        cross = self.isotropic * dots + weighted @ self.projected_means.T
+        return np.asarray((norms[:, None] - 2 * cross + self.constants).min(axis=1))
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,16 @@ def served_trust(trust: Trust | None, folder: Path) -> tuple[TrustRule, ClassSta
     statistics = None
     if rule.method == "mahalanobis":
         statistics = ClassStatistics.load(folder / TRUST_STATISTICS_FILE)
+        carried = None if statistics.low_rank is None else statistics.low_rank.rank
+        if rule.rank is not None and carried != rule.rank:
+            # A statistics file without the proven factors: the exact score is slower, never wrong.
+            log.warning(
+                "%s: rank %s factors missing (found %s); verdicts use the exact score",
+                folder / TRUST_STATISTICS_FILE,
+                rule.rank,
+                carried,
+            )
+            rule = trust.rule()
     return rule, statistics
 
 

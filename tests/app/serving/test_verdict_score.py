@@ -86,6 +86,20 @@ def test_a_failed_proof_serves_the_exact_verdict(seed_copy: Path, images: np.nda
     np.testing.assert_array_equal(codes, judged(serving, images, exact, statistics))
 
 
+def test_a_passed_proof_without_its_factors_in_the_file_serves_the_exact_verdict(
+    seed_copy: Path, images: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_proof(seed_copy, passed=True)
+    exact, _, statistics = rules(seed_copy)
+    path = ModelStore(seed_copy).version_path(1) / TRUST_STATISTICS_FILE
+    np.savez(path, means=statistics.means, precision=statistics.precision)
+
+    serving, codes = served_codes(seed_copy, images)
+    assert serving.rule == exact
+    assert "factors missing" in caplog.text
+    np.testing.assert_array_equal(codes, judged(serving, images, exact, statistics))
+
+
 def test_metadata_and_statistics_from_before_the_approximation_serve_as_before(
     seed_copy: Path, images: np.ndarray
 ) -> None:
