@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -36,31 +35,27 @@ from model_store.trust import (
     VerdictShares,
     calibrated,
     ink_fraction,
-    judge,
     ood_score,
     penultimate,
     trust_files,
 )
 from training import approximate_trust, negatives
 from training.splits import held_out_split
+from training.verdicts import (
+    EVALUATION_PER_FAMILY,
+    VALIDATION_PER_FAMILY,
+    Measured,
+    Outputs,
+    flagged,
+    measure,
+)
 
 # On held-out digits the out-of-distribution score may flag 0.4 %, and the ink check, the score and
 # the confidence threshold together keep 99.2 %: a margin over the 99 % goal on the test set.
 OOD_QUANTILE = 0.996
 KEEP_TARGET = 0.992
 INK_QUANTILE = 0.0005
-VALIDATION_PER_FAMILY = 200
-EVALUATION_PER_FAMILY = 300
 STATISTICS_SAMPLES = 10_000
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """What the verdict needs for a set of images."""
-
-    images: np.ndarray  # uint8 (N, 28, 28)
-    logits: np.ndarray
-    features: np.ndarray
 
 
 class FeatureReader:
@@ -77,10 +72,6 @@ class FeatureReader:
             [self._features(x[i : i + 1000], training=False) for i in range(0, len(x), 1000)]
         )
         return Outputs(images, features @ self._kernel + self._bias, features)
-
-
-# What `measure` takes beside the rule: digits, their labels, and the negatives by family.
-Measured = tuple[Outputs, np.ndarray, dict[str, Outputs]]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -134,28 +125,6 @@ def fit_rule(
         max_ink=max_ink,
         rank=rank,
     )
-
-
-def flagged(rule: TrustRule, data: Outputs, statistics: ClassStatistics | None) -> np.ndarray:
-    verdicts = judge(data.images, data.logits, data.features, rule, statistics).verdicts
-    return np.asarray(verdicts != "digit")
-
-
-def measure(
-    rule: TrustRule,
-    statistics: ClassStatistics | None,
-    digits: Outputs,
-    labels: np.ndarray,
-    families: dict[str, Outputs],
-) -> dict[str, float]:
-    """Share of digits kept, error among kept, and share of each negative family flagged."""
-    kept = ~flagged(rule, digits, statistics)
-    wrong = digits.logits.argmax(axis=1) != labels
-    row = {"kept": float(kept.mean()), "error": float(wrong[kept].mean())}
-    caught = {name: flagged(rule, data, statistics) for name, data in families.items()}
-    row |= {name: float(hits.mean()) for name, hits in caught.items()}
-    row["negatives"] = float(np.concatenate(list(caught.values())).mean())
-    return row
 
 
 def markdown_table(rows: dict[str, dict[str, float]], chosen: str) -> str:

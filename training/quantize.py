@@ -24,9 +24,9 @@ from model_store.preprocessing import InputSpec, to_model_input
 from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
 from model_store.trust import ClassStatistics, TrustRule, judge, served_trust
 from training import negatives
-from training.calibrate_trust import EVALUATION_PER_FAMILY, Outputs, measure
 from training.report import UPLOAD_FAMILY, evaluate
 from training.robustness import BATCH, benchmark
+from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
 
 log = logging.getLogger("training")
 

@@ -19,7 +19,8 @@ from model_store.trust import (
 )
 from training import negatives
 from training.approximate_trust import DIGITS_LIMIT, NEGATIVES_LIMIT, candidate_ranks, decide, shares
-from training.calibrate_trust import EVALUATION_PER_FAMILY, FeatureReader, Outputs, main, measure
+from training.calibrate_trust import FeatureReader, main
+from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
 
 EXACT = VerdictShares(digits_kept=0.99, negatives_flagged=0.60, families={"letters": 0.5})
 
