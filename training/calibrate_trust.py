@@ -148,17 +148,13 @@ def cross_fitted_kept(
     halves = np.array_split(np.arange(len(digits.images)), 2)
     kept = [
         ~flagged(
-            fit_rule("mahalanobis", subset(digits, fit_on), temperature, statistics, rank),
-            subset(digits, judge_on),
+            fit_rule("mahalanobis", digits.take(fit_on), temperature, statistics, rank),
+            digits.take(judge_on),
             statistics,
         )
         for fit_on, judge_on in (halves, halves[::-1])
     ]
     return float(np.concatenate(kept).mean())
-
-
-def subset(data: Outputs, index: np.ndarray) -> Outputs:
-    return Outputs(data.images[index], data.logits[index], data.features[index])
 
 
 def approximate_score(

@@ -24,6 +24,9 @@ class Outputs:
     logits: np.ndarray
     features: np.ndarray
 
+    def take(self, index: np.ndarray) -> Outputs:
+        return Outputs(self.images[index], self.logits[index], self.features[index])
+
 
 # What `measure` takes beside the rule: digits, their labels, and the negatives by family.
 Measured = tuple[Outputs, np.ndarray, dict[str, Outputs]]
