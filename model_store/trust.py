@@ -3,6 +3,8 @@
 At publish time `training/calibrate_trust.py` fits a temperature and thresholds on held-out data and stores
 them in the version's metadata (`trust`) and, for the feature-space detector, class statistics in
 `trust.npz`. The service only reads them and calls `judge`, so both sides decide with the same code.
+For a wide feature layer a cheaper, low-rank Mahalanobis score may replace the exact one: only where
+the publish-time proof in `trust.approximate` passed (`served_trust`).
 
 The rule, in order:
 1. `not_a_digit` when the image holds too little or too much ink (blank, a speck, a filled page);
@@ -119,7 +121,7 @@ UNCALIBRATED = TrustRule()
 class LowRankMahalanobis:
     """The Mahalanobis distance to the nearest class mean with the precision matrix approximated as
     `isotropic * I + basis @ diag(weights) @ basis.T`: `basis` holds the k principal directions of
-    the features (the largest covariance eigenvalues), whose precision differs most from the rest,
+    the features (the largest variance, so the smallest precision), which keep their own precision,
     and every other direction gets `isotropic`, the mean precision of the directions left out.
     With k = D and isotropic 0 it is the exact precision. A score costs D * (k + 11) multiply-adds
     per image instead of D * D."""
