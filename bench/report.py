@@ -379,7 +379,7 @@ def _scenario_lines(scenarios: Scenarios | None, forward: dict[int, float]) -> l
         return []
     s, batch = scenarios, scenarios.batch_images_per_second
     lines = [
-        f"Our service at {s.workers} workers:",
+        f"Our service at {s.workers} worker{'s' if s.workers > 1 else ''}:",
         "",
         f"- batch endpoint ({s.batch_images} images per .npy request, 2 connections): {batch:,.0f} images/s "
         f"= {batch / s.batch_in_process_images_per_second:.2f}x the in-process forward pass on the same "

@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,7 +157,7 @@ def compare(
 
 
 def time_interleaved(
-    forwards: dict[str, NumpyForward], batch: np.ndarray, seconds: float
+    forwards: Mapping[str, Callable[[np.ndarray], object]], batch: np.ndarray, seconds: float
 ) -> dict[str, float]:
     """Median seconds of one call of each runtime. The runtimes take turns in short rounds, so load
     from other processes that comes and goes falls on all of them alike."""

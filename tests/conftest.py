@@ -89,6 +89,20 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> 
     return store
 
 
+@pytest.fixture(scope="session")
+def seed_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A model store holding one small `seed` dense net (784-1000-10) trained on real MNIST (a
+    subset, two epochs, ~84 % test accuracy): wide features, whose verdict uses the Mahalanobis
+    score and a low-rank approximation of it. Trained once per session (seconds); copy to change."""
+    from training.train import main as train
+
+    store = tmp_path_factory.mktemp("seed_store")
+    args = ["--preset", "seed", "--limit", "12000", "--epochs", "2", "--seed", "7"]
+    args += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
+    assert train(args) == 0
+    return store
+
+
 def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:
     """`python -m <module> <args>` as a user runs it: no MNIST_* variable from the test run, only `env`."""
     clean = environment_without_settings()

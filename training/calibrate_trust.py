@@ -2,8 +2,10 @@
 
 Everything is fitted on data never trained on and never tested on: the held-out training images and
 a validation draw of negatives. The MNIST test set and an evaluation draw of negatives (another seed)
-only measure. `mnist-train` calls `compute_trust` before publishing; to redo it for a published
-version (it rewrites that version's trust files and metadata):
+only measure. When the chosen method is the Mahalanobis distance, a cheaper low-rank approximation
+of it is fitted the same way and proven against it (`training.approximate_trust`). `mnist-train`
+calls `compute_trust` before publishing; to redo it for a published version (it rewrites that
+version's trust files and metadata, and remeasures its int8 export with the new verdict rule):
 
 python -m training.calibrate_trust --store models --version 3
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -25,37 +26,36 @@ from model_store.trust import (
     RELIABILITY_DIAGRAM_FILE,
     TRUST_STATISTICS_FILE,
     TRUST_TABLE_FILE,
+    ApproximateScore,
     ClassStatistics,
+    LowRankMahalanobis,
     OodMethod,
     Trust,
     TrustRule,
+    VerdictShares,
     calibrated,
     ink_fraction,
-    judge,
     ood_score,
     penultimate,
     trust_files,
 )
-from training import negatives
+from training import approximate_trust, negatives
 from training.splits import held_out_split
+from training.verdicts import (
+    EVALUATION_PER_FAMILY,
+    VALIDATION_PER_FAMILY,
+    Measured,
+    Outputs,
+    flagged,
+    measure,
+)
 
 # On held-out digits the out-of-distribution score may flag 0.4 %, and the ink check, the score and
 # the confidence threshold together keep 99.2 %: a margin over the 99 % goal on the test set.
 OOD_QUANTILE = 0.996
 KEEP_TARGET = 0.992
 INK_QUANTILE = 0.0005
-VALIDATION_PER_FAMILY = 200
-EVALUATION_PER_FAMILY = 300
 STATISTICS_SAMPLES = 10_000
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """What the verdict needs for a set of images."""
-
-    images: np.ndarray  # uint8 (N, 28, 28)
-    logits: np.ndarray
-    features: np.ndarray
 
 
 class FeatureReader:
@@ -99,13 +99,18 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -
 
 
 def fit_rule(
-    method: OodMethod, held_out: Outputs, temperature: float, statistics: ClassStatistics
+    method: OodMethod,
+    held_out: Outputs,
+    temperature: float,
+    statistics: ClassStatistics,
+    rank: int | None = None,
 ) -> TrustRule:
-    """Thresholds from held-out digits only: each check may flag a fixed small share of them."""
+    """Thresholds from held-out digits only: each check may flag a fixed small share of them.
+    `rank`: fit them for the low-rank Mahalanobis score the statistics carry."""
     ink = ink_fraction(held_out.images)
     min_ink, max_ink = (float(q) for q in np.quantile(ink, [INK_QUANTILE, 1 - INK_QUANTILE]))
     inside = (ink >= min_ink) & (ink <= max_ink)
-    scores = ood_score(method, held_out.logits, held_out.features, temperature, statistics)
+    scores = ood_score(method, held_out.logits, held_out.features, temperature, statistics, rank)
     threshold = float(np.quantile(scores[inside], OOD_QUANTILE))
     passing = inside & (scores <= threshold)
     # The confidence threshold spends what is left of the budget on the least confident answers.
@@ -118,29 +123,8 @@ def fit_rule(
         confidence_threshold=float(np.quantile(confidence, share)),
         min_ink=min_ink,
         max_ink=max_ink,
+        rank=rank,
     )
-
-
-def flagged(rule: TrustRule, data: Outputs, statistics: ClassStatistics | None) -> np.ndarray:
-    verdicts = judge(data.images, data.logits, data.features, rule, statistics).verdicts
-    return np.asarray(verdicts != "digit")
-
-
-def measure(
-    rule: TrustRule,
-    statistics: ClassStatistics | None,
-    digits: Outputs,
-    labels: np.ndarray,
-    families: dict[str, Outputs],
-) -> dict[str, float]:
-    """Share of digits kept, error among kept, and share of each negative family flagged."""
-    kept = ~flagged(rule, digits, statistics)
-    wrong = digits.logits.argmax(axis=1) != labels
-    row = {"kept": float(kept.mean()), "error": float(wrong[kept].mean())}
-    caught = {name: flagged(rule, data, statistics) for name, data in families.items()}
-    row |= {name: float(hits.mean()) for name, hits in caught.items()}
-    row["negatives"] = float(np.concatenate(list(caught.values())).mean())
-    return row
 
 
 def markdown_table(rows: dict[str, dict[str, float]], chosen: str) -> str:
@@ -153,6 +137,72 @@ def markdown_table(rows: dict[str, dict[str, float]], chosen: str) -> str:
         cells = [f"{row['kept']:.2%}", f"{row['error']:.2%}"] + [f"{row[c]:.1%}" for c in columns[2:]]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def cross_fitted_kept(
+    digits: Outputs, temperature: float, statistics: ClassStatistics, rank: int | None
+) -> float:
+    """The share of held-out digits judged `digit` by the Mahalanobis rule fitted on the other half:
+    the rule is fitted to keep a fixed share of the digits it is fitted on, so only digits it was
+    not fitted on tell two scores apart."""
+    halves = np.array_split(np.arange(len(digits.images)), 2)
+    kept = [
+        ~flagged(
+            fit_rule("mahalanobis", digits.take(fit_on), temperature, statistics, rank),
+            digits.take(judge_on),
+            statistics,
+        )
+        for fit_on, judge_on in (halves, halves[::-1])
+    ]
+    return float(np.concatenate(kept).mean())
+
+
+def approximate_score(
+    statistics: ClassStatistics,
+    exact: TrustRule,
+    validation: Measured,
+    evaluation: Measured,
+) -> tuple[ApproximateScore, ClassStatistics] | None:
+    """The smallest rank whose refitted rule keeps to `approximate_trust.decide` on the validation
+    data (held-out digits, cross-fitted, and the validation draw), then the proof on the evaluation
+    data (test digits, evaluation draw); and the statistics carrying that rank's factors. None when
+    the features are too narrow for a saving."""
+    eigenvalues, eigenvectors = statistics.eigen()
+    ranks = approximate_trust.candidate_ranks(len(eigenvalues))
+    if not ranks:
+        return None
+    digits = validation[0]
+
+    def on_validation(rule: TrustRule, carried: ClassStatistics) -> VerdictShares:
+        shares = approximate_trust.shares(measure(rule, carried, *validation))
+        kept = cross_fitted_kept(digits, rule.temperature, carried, rule.rank)
+        return shares.model_copy(update={"digits_kept": kept})
+
+    exact_validation = on_validation(exact, statistics)
+    for rank in ranks:  # smallest first; the largest is measured even if it fails
+        low_rank = LowRankMahalanobis.from_eigen(statistics.means, eigenvalues, eigenvectors, rank)
+        candidate = statistics.with_low_rank(low_rank)
+        rule = fit_rule("mahalanobis", digits, exact.temperature, candidate, rank)
+        chosen, validation_reason = approximate_trust.decide(
+            exact_validation, on_validation(rule, candidate), rank
+        )
+        if chosen:
+            break
+    exact_shares = approximate_trust.shares(measure(exact, statistics, *evaluation))
+    approximate_shares = approximate_trust.shares(measure(rule, candidate, *evaluation))
+    passed, reason = approximate_trust.decide(exact_shares, approximate_shares, rank)
+    if not chosen:
+        passed = False
+        reason = f"no rank up to {rank} kept to the limits on the validation data: {validation_reason}"
+    proof = ApproximateScore(
+        rule=rule,
+        ranks_tried=[r for r in ranks if r <= rank],
+        exact=exact_shares,
+        approximate=approximate_shares,
+        passed=passed,
+        reason=reason,
+    )
+    return proof, candidate
 
 
 def error_floor(logits: np.ndarray, labels: np.ndarray, temperature: float, kept: float) -> float:
@@ -209,7 +259,6 @@ def compute_trust(
     ece_after, after = reliability(calibrated(testing.logits, temperature), test.labels)
     plot_reliability(before, after, (ece_before, ece_after), folder / RELIABILITY_DIAGRAM_FILE)
     statistics = ClassStatistics.fit(training.features, trained_on.labels[:STATISTICS_SAMPLES])
-    statistics.save(folder / TRUST_STATISTICS_FILE)
 
     rules: dict[str, TrustRule] = {m: fit_rule(m, validation, temperature, statistics) for m in OOD_METHODS}
     rules["ink check only"] = TrustRule(
@@ -229,6 +278,20 @@ def compute_trust(
         name: measure(rule, statistics, testing, test.labels, draws[negatives.EVALUATION_SEED])
         for name, rule in rules.items()
     }
+    approximate = None
+    if chosen == "mahalanobis":
+        proven = approximate_score(
+            statistics,
+            rules[chosen],
+            (validation, held_out.labels, draws[negatives.VALIDATION_SEED]),
+            (testing, test.labels, draws[negatives.EVALUATION_SEED]),
+        )
+        if proven is not None:
+            approximate, statistics = proven
+            rows[f"mahalanobis, rank {approximate.rule.rank}"] = measure(
+                approximate.rule, statistics, testing, test.labels, draws[negatives.EVALUATION_SEED]
+            )
+    statistics.save(folder / TRUST_STATISTICS_FILE)
     floor = error_floor(testing.logits, test.labels, temperature, rows[chosen]["kept"])
     table = markdown_table(rows, chosen) + (
         f"\nKeeping the same {rows[chosen]['kept']:.2%} of test digits, the most confident ones (ranked "
@@ -242,6 +305,7 @@ def compute_trust(
         ece_before=ece_before,
         ece_after=ece_after,
         table=table,
+        approximate=approximate,
     )
 
 
@@ -269,12 +333,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     train = load_split(args.data_dir, "train")
     held_out, trained_on = held_out_split(train, hp["holdout"], hp["seed"], hp.get("limit"))
-    trust = compute_trust(loaded.model, held_out, trained_on, load_split(args.data_dir, "test"), loaded.path)
+    test = load_split(args.data_dir, "test")
+    trust = compute_trust(loaded.model, held_out, trained_on, test, loaded.path)
     metadata = loaded.metadata.model_copy(
         update={"trust": trust, "files": loaded.metadata.files | trust_files()}
     )
+    if metadata.int8 is not None:
+        # The int8 proof compares the verdicts as served, which the new trust section may change.
+        from training.quantize import export_int8  # it imports this module
+
+        metadata = metadata.model_copy(update={"int8": export_int8(loaded.path, metadata, held_out, test)})
     store.update_metadata(metadata)
     print(trust.table)
+    if trust.approximate is not None:
+        print(f"approximate score: {trust.approximate.reason}")
     return 0
 
 

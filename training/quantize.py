@@ -29,11 +29,11 @@ from model_store.metadata import Int8Export, ModelMetadata, PrecisionScores
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import InputSpec, to_model_input
 from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
-from model_store.trust import TRUST_STATISTICS_FILE, UNCALIBRATED, ClassStatistics, TrustRule, judge
+from model_store.trust import ClassStatistics, TrustRule, judge, served_trust
 from training import negatives
-from training.calibrate_trust import EVALUATION_PER_FAMILY, Outputs, measure
 from training.report import UPLOAD_FAMILY, evaluate
 from training.robustness import BATCH, benchmark
+from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
 
 log = logging.getLogger("training")
 
@@ -210,10 +210,8 @@ def export_int8(folder: Path, metadata: ModelMetadata, held_out: MnistSplit, tes
         "float32": OnnxForward(float_file.read_bytes(), input_shape=shape),
         "int8": OnnxForward(int8_file.read_bytes(), input_shape=shape),
     }
-    rule: TrustRule = UNCALIBRATED if metadata.trust is None else metadata.trust.rule()
-    statistics = None
-    if metadata.trust is not None and metadata.trust.method == "mahalanobis":
-        statistics = ClassStatistics.load(folder / TRUST_STATISTICS_FILE)
+    # The verdict as served: the approximate score's when its proof passed.
+    rule, statistics = served_trust(metadata.trust, folder)
     families = negatives.draw(negatives.EVALUATION_SEED, EVALUATION_PER_FAMILY, test.images)
     float32, float_verdicts = scores(sessions["float32"], spec, test, families, rule, statistics)
     int8, int8_verdicts = scores(sessions["int8"], spec, test, families, rule, statistics)

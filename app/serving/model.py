@@ -28,7 +28,7 @@ from model_store.runtimes import (
     tensorflow_forward,
 )
 from model_store.store import LoadedModel, ModelStoreError, read_int8, read_onnx
-from model_store.trust import TRUST_STATISTICS_FILE, UNCALIBRATED, ClassStatistics, TrustRule, judge
+from model_store.trust import ClassStatistics, TrustRule, judge, served_trust
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,7 @@ def int8_refusal(version: int, problem: object) -> str:
 def trust_rule(loaded: LoadedModel) -> tuple[TrustRule, ClassStatistics | None]:
     """The version's verdict rule; a version published without one gets `UNCALIBRATED`."""
     metadata: ModelMetadata = loaded.metadata
-    if metadata.trust is None:
-        return UNCALIBRATED, None
-    statistics = None
-    if metadata.trust.method == "mahalanobis":
-        statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
-    return metadata.trust.rule(), statistics
+    return served_trust(metadata.trust, loaded.path)
 
 
 class ModelHolder:

@@ -25,6 +25,7 @@ from training.quantize import (
     VERDICT_AGREEMENT,
     calibrated_int8,
     decide,
+    export_int8,
     quantize,
 )
 from training.splits import held_out_split
@@ -201,3 +202,30 @@ def test_quantizing_a_version_without_its_onnx_export_is_one_line(
 
     assert_one_line_error(missing, "python -m training.quantize", "9")
     assert_one_line_error(no_onnx, "python -m training.quantize", "no model.onnx", "export-onnx")
+
+
+# The rule keeps no test digit, so the error among the kept ones is the mean of nothing.
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")
+def test_the_int8_proof_judges_with_the_served_score(
+    seed_store: Path, mnist_dir: Path, tmp_path: Path
+) -> None:
+    """Where the approximate Mahalanobis score is served, the int8 export is measured with it: here
+    a served rule whose threshold flags everything shows as every negative flagged."""
+    store = ModelStore(Path(shutil.copytree(seed_store, tmp_path / "store")))
+    metadata = store.read_metadata(1)
+    assert metadata.trust is not None and metadata.trust.approximate is not None
+    exact_flagged = metadata.trust.approximate.exact.negatives_flagged
+    approximate = metadata.trust.approximate.model_copy(
+        update={
+            "passed": True,
+            "rule": metadata.trust.approximate.rule.model_copy(update={"ood_threshold": -1.0}),
+        }
+    )
+    metadata = metadata.model_copy(
+        update={"trust": metadata.trust.model_copy(update={"approximate": approximate})}
+    )
+    hp = metadata.training.hyperparameters
+    held_out, _ = held_out_split(load_split(mnist_dir, "train"), hp["holdout"], hp["seed"], hp.get("limit"))
+    export = export_int8(store.version_path(1), metadata, held_out, load_split(mnist_dir, "test"))
+    assert exact_flagged < 0.9
+    assert export.float32.negatives_flagged == export.int8.negatives_flagged == 1.0
