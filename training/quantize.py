@@ -1,9 +1,8 @@
 """The int8 export of a version, and the proof that decides whether serving runs it by default.
 
 At publish time `export_int8` quantizes the version's `model.onnx` statically (ONNX Runtime, QDQ,
-per-channel weights), calibrated on held-out training digits, never on the test set: once per
-calibration method, keeping the one whose accuracy on the other held-out digits is closest to
-float32's. Then both precisions are measured the same way, each on its own ONNX Runtime session:
+per-channel weights), calibrated on held-out training digits, never on the test set. Then both
+precisions are measured the same way, each on its own ONNX Runtime session:
 clean test accuracy, the verdict on every test digit, the evaluation draw of non-digits, and, when
 the robustness benchmark ran, MNIST-C and uploads. `decide` turns the numbers into the `default`
 and `reason` recorded in the metadata; serving's `auto` precision reads only those.
@@ -15,10 +14,9 @@ quantizes a version already published (again, or for the first time), in place.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,10 +36,6 @@ from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
 log = logging.getLogger("training")
 
 CALIBRATION_SAMPLES = 1000  # held-out digits the activation ranges are measured on
-# ONNX Runtime's ways to turn the measured activations into ranges; the first wins a tie. Which
-# keeps more of float32's accuracy differs from one network to the next by a few digits in 10,000,
-# so each version tries both and keeps the closer on held-out digits it was not calibrated on.
-CALIBRATION_METHODS = ("MinMax", "Percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 # The rule, as limits on |int8 - float32|: accuracies are fractions, so 0.0005 is 0.05 points.
 ACCURACY_LIMIT = 0.0005
@@ -53,18 +47,10 @@ UPLOADS_LIMIT = 0.001
 _SLACK = 1e-9
 
 
-def quantize(
-    float_file: Path, calibration: np.ndarray, spec: InputSpec, target: Path, method: str = "MinMax"
-) -> None:
+def quantize(float_file: Path, calibration: np.ndarray, spec: InputSpec, target: Path) -> None:
     """Write `target`: `float_file` statically quantized, its activation ranges measured on
-    `calibration` (uint8 digits) by the calibration `method` (one of CALIBRATION_METHODS).
-    Not atomic: `calibrated_int8` writes into a version folder."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        quantize_static,
-    )
+    `calibration` (uint8 digits)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Digits(CalibrationDataReader):
@@ -78,59 +64,22 @@ def quantize(
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(float_file), str(prepared), skip_symbolic_shape=True)  # ONNX inference suffices
-        # The histogram calibrators print their progress; it belongs in the log, not on stdout.
-        with contextlib.redirect_stdout(io.StringIO()) as progress:
-            quantize_static(
-                str(prepared),
-                str(target),
-                Digits(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                calibrate_method=CalibrationMethod[method],
-                # Only the layers with weights, where the time goes: the input standardisation and the
-                # softmax in 8 bits would cost precision and save nothing.
-                op_types_to_quantize=list(QUANTIZED_OPS),
-            )
-        log.debug("calibration: %s", progress.getvalue().strip())
-
-
-def calibrated_int8(float_file: Path, held_out: MnistSplit, spec: InputSpec, target: Path) -> str:
-    """Write `target` quantized with each of CALIBRATION_METHODS, calibrated on the first
-    CALIBRATION_SAMPLES held-out digits, and keep the one whose accuracy on the remaining held-out
-    digits is closest to float32's (more answers equal to float32's breaks a tie). Returns the
-    choice and what it was chosen on, for the metadata. The test set plays no part."""
-    calibration = held_out.images[:CALIBRATION_SAMPLES]
-    validation = MnistSplit(held_out.images[CALIBRATION_SAMPLES:], held_out.labels[CALIBRATION_SAMPLES:])
-    if not len(validation.labels):
-        quantize(float_file, calibration, spec, target, CALIBRATION_METHODS[0])
-        return f"{CALIBRATION_METHODS[0]} (no held-out digits left to choose on)"
-    shape = tuple(spec.shape)
-
-    def answers(model: bytes) -> np.ndarray:
-        return outputs(OnnxForward(model, input_shape=shape), validation.images, spec).logits.argmax(axis=1)
-
-    float32 = answers(float_file.read_bytes())
-    float32_accuracy = float(np.mean(float32 == validation.labels))
-    candidates: dict[str, tuple[bytes, float, float]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for method in CALIBRATION_METHODS:
-            quantize(float_file, calibration, spec, Path(scratch) / INT8_ONNX_FILE, method)
-            model = (Path(scratch) / INT8_ONNX_FILE).read_bytes()
-            int8 = answers(model)
-            candidates[method] = (
-                model,
-                float(np.mean(int8 == validation.labels)),
-                float(np.mean(int8 == float32)),
-            )
-    chosen = min(candidates, key=lambda m: (abs(candidates[m][1] - float32_accuracy), -candidates[m][2]))
-    staging = target.with_name(target.name + ".partial")
-    staging.write_bytes(candidates[chosen][0])
-    os.replace(staging, target)  # the same folder: a reader finds the old file or the new, whole
-    tried = ", ".join(f"{method} {100 * accuracy:.2f} %" for method, (_, accuracy, _) in candidates.items())
-    return (
-        f"{chosen}, chosen on {len(validation.labels):,} other held-out digits ({tried}; float32 "
-        f"{100 * float32_accuracy:.2f} %)"
-    )
+        quantized = Path(scratch) / INT8_ONNX_FILE
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            Digits(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            # Only the layers with weights, where the time goes: the input standardisation and the
+            # softmax in 8 bits would cost precision and save nothing.
+            op_types_to_quantize=list(QUANTIZED_OPS),
+        )
+        # Staged beside the target (the scratch folder may be another file system), then renamed:
+        # a reader finds the old file or the new one, whole.
+        staging = target.with_name(target.name + ".partial")
+        shutil.copyfile(quantized, staging)
+        os.replace(staging, target)
 
 
 def outputs(forward: OnnxForward, images: np.ndarray, spec: InputSpec) -> Outputs:
@@ -204,7 +153,8 @@ def export_int8(folder: Path, metadata: ModelMetadata, held_out: MnistSplit, tes
     import onnxruntime
 
     spec, float_file, int8_file = metadata.input, folder / ONNX_FILE, folder / INT8_ONNX_FILE
-    calibration = calibrated_int8(float_file, held_out, spec, int8_file)
+    calibration = held_out.images[:CALIBRATION_SAMPLES]
+    quantize(float_file, calibration, spec, int8_file)
     shape = tuple(spec.shape)
     sessions = {
         "float32": OnnxForward(float_file.read_bytes(), input_shape=shape),
@@ -238,9 +188,9 @@ def export_int8(folder: Path, metadata: ModelMetadata, held_out: MnistSplit, tes
         sha256=file_sha256(int8_file),
         size_bytes=int8_file.stat().st_size,
         onnx_sha256=file_sha256(float_file),
-        quantizer=f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ, per-channel, "
-        f"{'/'.join(QUANTIZED_OPS)} only, calibrated by {calibration}",
-        calibration_samples=min(CALIBRATION_SAMPLES, len(held_out.labels)),
+        quantizer=f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ, per-channel, MinMax, "
+        f"{'/'.join(QUANTIZED_OPS)} only",
+        calibration_samples=len(calibration),
         float32=float32,
         int8=int8,
         verdict_agreement=agreement,

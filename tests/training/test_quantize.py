@@ -9,24 +9,21 @@ import numpy as np
 import pytest
 
 from model_store.metadata import PrecisionScores
-from model_store.mnist_data import MnistSplit, load_split
+from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
 from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
-from model_store.store import LoadedModel, ModelStore
+from model_store.store import ModelStore
 from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics, judge
 from tests.conftest import assert_one_line_error, run_cli
 from training.quantize import (
     ACCURACY_LIMIT,
-    CALIBRATION_METHODS,
     CALIBRATION_SAMPLES,
     MNIST_C_LIMIT,
     NEGATIVES_LIMIT,
     UPLOADS_LIMIT,
     VERDICT_AGREEMENT,
-    calibrated_int8,
     decide,
     export_int8,
-    quantize,
 )
 from training.splits import held_out_split
 
@@ -101,10 +98,6 @@ def test_publishing_writes_an_int8_export_with_its_measured_proof(
     assert export.sha256 == file_sha256(path) and export.size_bytes == path.stat().st_size
     assert export.onnx_sha256 == file_sha256(loaded.path / ONNX_FILE)
     assert export.calibration_samples == CALIBRATION_SAMPLES
-    assert (
-        "calibrated by MinMax, chosen on" in export.quantizer
-        or "calibrated by Percentile, chosen on" in export.quantizer
-    )
     # The float32 export scores what Keras scored at training; int8 stays close to it.
     assert export.float32.accuracy == pytest.approx(loaded.metadata.evaluation.accuracy, abs=2e-4)
     assert abs(export.int8.accuracy - export.float32.accuracy) < 0.01
@@ -130,40 +123,6 @@ def test_without_robustness_float32_stays_the_default(trained_store: Path) -> No
     assert export.float32.mnist_c_mean is None and export.int8.uploads is None
     assert not export.default
     assert export.reason.startswith("not proven: MNIST-C and uploads not measured (train with --robustness)")
-
-
-def held_out_of(loaded: LoadedModel, mnist_dir: Path) -> MnistSplit:
-    hp = loaded.metadata.training.hyperparameters
-    held_out, _ = held_out_split(load_split(mnist_dir, "train"), hp["holdout"], hp["seed"], hp.get("limit"))
-    return held_out
-
-
-def test_the_calibration_kept_is_the_one_closest_to_float32_on_held_out_digits(
-    trained_store: Path, mnist_dir: Path, tmp_path: Path
-) -> None:
-    loaded = ModelStore(trained_store).open()
-    held_out, spec = held_out_of(loaded, mnist_dir), loaded.metadata.input
-    validation = to_model_input(held_out.images[CALIBRATION_SAMPLES:], spec)
-    labels = held_out.labels[CALIBRATION_SAMPLES:]
-
-    def answers(file: Path) -> np.ndarray:
-        return OnnxForward(file.read_bytes())(validation)[1].argmax(axis=1)
-
-    float32 = answers(loaded.path / ONNX_FILE)
-    gaps = {}
-    for method in CALIBRATION_METHODS:
-        quantize(
-            loaded.path / ONNX_FILE, held_out.images[:CALIBRATION_SAMPLES], spec, tmp_path / method, method
-        )
-        int8 = answers(tmp_path / method)
-        gaps[method] = (abs(np.mean(int8 == labels) - np.mean(float32 == labels)), -np.mean(int8 == float32))
-
-    kept = tmp_path / INT8_ONNX_FILE
-    chosen = calibrated_int8(loaded.path / ONNX_FILE, held_out, spec, kept)
-
-    best = min(gaps, key=gaps.__getitem__)
-    assert chosen.startswith(f"{best}, chosen on {len(labels):,} other held-out digits (")
-    np.testing.assert_array_equal(answers(kept), answers(tmp_path / best))
 
 
 def test_a_published_version_is_quantized_again_in_place(
