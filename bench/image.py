@@ -122,6 +122,11 @@ def seconds(values: list[float]) -> str:
     return f"{median(values):.2f} ({runs})"
 
 
+def layer_count(measurement: Measurement) -> str:
+    base = sum(layer.origin == "base image" for layer in measurement.layers)
+    return f"{base} + {len(measurement.layers) - base}"
+
+
 def top_distributions(measurements: list[Measurement], top: int) -> list[str]:
     """Names (without versions) of the `top` biggest distributions over all images, biggest first."""
     biggest: dict[str, int] = {}
@@ -169,6 +174,7 @@ def render(measurements: list[Measurement], top: int, command: str, machine: str
                 (megabytes(sum(la.size for la in m.layers if la.origin == origin)) for m in measurements),
             )
         )
+    lines.append(row("layers (base + this Dockerfile)", (layer_count(m) for m in measurements)))
     lines.append(row("`/opt/venv`", (megabytes(m.venv_bytes) for m in measurements)))
     lines.append(row("distributions in it", (str(len(m.distributions)) for m in measurements)))
     lines += ["", "### `/opt/venv` by kind of file (MB)", "", head, rule]
@@ -361,24 +367,34 @@ def cold_start(container: str, cmd: list[str], mounts: list[str]) -> float:
         stop(process)
 
 
-def measure(label: str, tag: str, source: str, runs: int, mounts: list[str]) -> Measurement:
+def contents(label: str, tag: str, source: str) -> Measurement:
+    """An image's layers and what its /opt/venv holds (no timings yet)."""
     print(f"{label}: measuring {tag}", file=sys.stderr)
-    layers = layers_of(tag)
-    cmd = json.loads(buildah("inspect", "--type", "image", tag))["Docker"]["config"]["Cmd"]
     with working_container(tag) as container:
         rootfs = Path(buildah("mount", container).strip())
         try:
             venv, distributions, kinds = venv_contents(rootfs)
         finally:
             buildah("umount", container)
-        measurement = Measurement(label, tag, source, layers, venv, distributions, kinds)
-        measurement.import_seconds = import_times(container, runs, bytecode=True)
-        measurement.import_seconds_no_bytecode = import_times(container, runs, bytecode=False)
+    return Measurement(label, tag, source, layers_of(tag), venv, distributions, kinds)
+
+
+def time_starts(measurements: list[Measurement], runs: int, mounts: list[str]) -> None:
+    """Import times and cold starts, the images taking turns run by run, so that load from other
+    processes falls on all of them alike."""
+    with contextlib.ExitStack() as stack:
+        containers = [stack.enter_context(working_container(m.tag)) for m in measurements]
+        commands = [
+            json.loads(buildah("inspect", "--type", "image", m.tag))["Docker"]["config"]["Cmd"]
+            for m in measurements
+        ]
         for run in range(runs):
-            measurement.cold_start_seconds.append(cold_start(container, cmd, mounts))
-            took = measurement.cold_start_seconds[-1]
-            print(f"{label}: cold start {run + 1}: {took:.2f} s", file=sys.stderr)
-    return measurement
+            for measurement, container, cmd in zip(measurements, containers, commands, strict=True):
+                measurement.import_seconds += import_times(container, 1, bytecode=True)
+                measurement.import_seconds_no_bytecode += import_times(container, 1, bytecode=False)
+                measurement.cold_start_seconds.append(cold_start(container, cmd, mounts))
+                took = measurement.cold_start_seconds[-1]
+                print(f"{measurement.label}: run {run + 1}: cold start {took:.2f} s", file=sys.stderr)
 
 
 def build(label: str, ref: str) -> tuple[str, str]:
@@ -424,9 +440,11 @@ def volumes(store: Path, name: str, data_dir: Path) -> Iterator[list[str]]:
         yield mounts
 
 
-def machine() -> str:
-    load = os.getloadavg()[0]
-    return f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the start"
+def machine(load_before: float, load_after: float) -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores; load average {load_before:.1f} before the timings, "
+        f"{load_after:.1f} after"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -470,10 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     images = [(label, tag, f"tag `{tag}`") for label, tag in args.image]
     for label, ref in args.build:
         tag, commit = build(label, ref)
-        images.append((label, tag, f"the serving image of commit {commit}"))
+        # scripts/build-image.sh builds with --layers=false: the final stage is one layer.
+        images.append((label, tag, f"the serving image of commit {commit}, built by scripts/build-image.sh"))
+    measurements = [contents(label, tag, source) for label, tag, source in images]
+    load_before = os.getloadavg()[0]
     with volumes(args.store, args.name, args.data_dir) as mounts:
-        measurements = [measure(label, tag, source, args.runs, mounts) for label, tag, source in images]
-    report = render(measurements, args.top, command_line(argv), machine())
+        time_starts(measurements, args.runs, mounts)
+    report = render(measurements, args.top, command_line(argv), machine(load_before, os.getloadavg()[0]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(report)

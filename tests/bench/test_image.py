@@ -88,6 +88,7 @@ def test_report_compares_the_images_column_by_column() -> None:
     assert rows["numpy"] == "| numpy | 71.4 (2.4.6) | 55.3 (2.4.6) |"
     assert rows["PyYAML"] == "| PyYAML | 3.2 (6.0.4) | - |"
     assert rows["image (all layers)"] == "| image (all layers) | 348.9 | 315.2 |"
+    assert rows["layers (base + this Dockerfile)"].endswith("| 1 + 1 | 1 + 1 |")
     assert "after leaves out (vs before): PyYAML; adds: none" in report
     assert "1.55 (1.50, 1.60) | 1.50 (1.40, 1.50, 1.70)" in rows["cold start: `CMD` to `/readyz` 200"]
     assert "--store store --out=r.md" in report
