@@ -43,9 +43,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # A virtual environment without pip: only the project and its runtime dependencies.
 # The wheels are bind-mounted from the first stage, so they never land in a layer of this image.
+# In the same step (a later one could not shrink this layer), what the wheels ship that nothing runs:
+# their own test suites (folders named `tests`, and ONNX's backend test suite with its models) and
+# what building extensions against them takes: C headers (`include` folders), static libraries and
+# Cython sources. The licences in *.dist-info stay. So does the bytecode: without it, every start
+# would compile each module again (docs/deployment.md has the sizes).
 RUN --mount=type=bind,from=wheels,source=/wheels/deps,target=/wheels/deps \
     python -m venv --without-pip /opt/venv \
-    && pip --python /opt/venv/bin/python install --no-cache-dir --no-index /wheels/deps/*.whl
+    && pip --python /opt/venv/bin/python install --no-cache-dir --no-index /wheels/deps/*.whl \
+    && find /opt/venv/lib/python3.11/site-packages -name "*.dist-info" -prune -o -type d \
+        \( -name tests -o -name include -o -path "*/onnx/backend/test" \) -prune -exec rm -rf {} + \
+    && find /opt/venv/lib/python3.11/site-packages -name "*.dist-info" -prune -o -type f \
+        \( -name "*.h" -o -name "*.hpp" -o -name "*.a" -o -name "*.pyx" -o -name "*.pxd" \) -exec rm -f {} +
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip --python /opt/venv/bin/python install --no-cache-dir --no-index --find-links=/wheels/deps /wheels/app/*.whl
 

@@ -224,6 +224,24 @@ def test_build_steps_make_a_runtime_only_environment(image: BuiltImage) -> None:
     assert "pip" not in installed
 
 
+def test_install_step_leaves_out_test_suites_and_headers(image: BuiltImage) -> None:
+    """The wheels' own test suites and what compiling against them takes are deleted as they are
+    installed; the licences in *.dist-info stay."""
+    site = image.root / "opt" / "venv" / "lib" / "python3.11" / "site-packages"
+    left = [
+        path.relative_to(site)
+        for path in site.rglob("*")
+        if not any(part.endswith(".dist-info") for part in path.relative_to(site).parts)
+        and (
+            (path.is_dir() and path.name in ("tests", "include"))
+            or path.suffix in (".h", ".hpp", ".a", ".pyx", ".pxd")
+        )
+    ]
+    assert left == [], left[:20]
+    assert not (site / "onnx" / "backend" / "test").exists()
+    assert any(site.glob("numpy-*.dist-info/licenses/**/*")), "the licences stay"
+
+
 @pytest.fixture
 def volume(image: BuiltImage, trained_store: Path, mnist_dir: Path) -> Iterator[Path]:
     """The `models` volume at the image's MNIST_MODEL_STORE, holding a copy of the trained store."""

@@ -55,6 +55,18 @@ SERVING_OPTIONS = ("--build-arg", "EXTRAS=")
 FIND_TRAINING_PACKAGES = (
     "import importlib.util as u; print(*[n for n in ('tensorflow', 'keras', 'tf2onnx') if u.find_spec(n)])"
 )
+# What the serving image leaves out: uvicorn[standard]'s reloader, WebSockets and YAML config (the
+# base dependencies name uvicorn, uvloop and httptools instead), and, in the Dockerfile's install
+# step, the wheels' test suites, C headers, static libraries and Cython sources.
+FIND_LEFT_OUT = """
+import importlib.util, os, sysconfig
+print(*[name for name in ("watchfiles", "websockets", "yaml") if importlib.util.find_spec(name)])
+for root, dirs, files in os.walk(sysconfig.get_paths()["purelib"]):
+    dirs[:] = [d for d in dirs if not d.endswith(".dist-info")]
+    left = [d for d in dirs if d in ("tests", "include")]
+    left += [f for f in files if f.endswith((".h", ".hpp", ".a", ".pyx", ".pxd"))]
+    print(*[os.path.join(root, name) for name in left])
+"""
 # Paths a process may write: the store, /tmp, and the base image's other sticky world-writable
 # folders (as in the official image; read-only under Kubernetes' readOnlyRootFilesystem).
 WRITABLE = {"/models", "/tmp", "/var/tmp", "/run/lock"}
@@ -226,6 +238,12 @@ def test_serving_image_has_no_tensorflow_and_a_fraction_of_the_size(
     assert serving_image.size_bytes < 0.4 * image.size_bytes, (serving_image.size_bytes, image.size_bytes)
     assert serving_image.config["Cmd"] == image.config["Cmd"]
     assert serving_image.config["User"] == image.config["User"]
+
+
+def test_serving_image_leaves_out_what_serving_does_not_use(serving_box: Container) -> None:
+    found = serving_box.run(["python", "-c", FIND_LEFT_OUT])
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == [], found.stdout[:3000]
 
 
 def test_serving_image_serves_and_explains_by_occlusion(
