@@ -289,8 +289,8 @@ def _ratio_lines(run: ModelRun, found: Ratios) -> list[str]:
     forward_of = "float32 " if "float32" in run.precisions else ""
     lines += [
         "",
-        f"- forward: the best in-process images/s of `ServingModel.forward`, {forward_of}on "
-        f"{run.runtime or 'its runtime'} over batch sizes 1-{MAX_BATCH}: "
+        f"- forward: in-process images/s of `ServingModel.forward`, {forward_of}on "
+        f"{run.runtime or 'its runtime'}, the best over batch sizes 1-{MAX_BATCH}: "
         f"{found.forward_images_per_second:,.0f} at batch {found.forward_batch}",
         f"- combined limit at c={found.top}: 1 / (1/empty + 1/forward) = {found.combined_limit:,.0f} "
         f"req/s; ours / combined limit = {found.ours_over_combined:.2f}x; ours / empty = "
@@ -347,7 +347,7 @@ def _precision_lines(run: ModelRun) -> list[str]:
         f"answer, images/s at batch {MAX_BATCH}",
         [_rate(run.precisions[p].answer.get(MAX_BATCH)) for p in measured],
     )
-    for c in (1, max(best(run, "ours"))):
+    for c in sorted({1, max(best(run, "ours"))}):
         loads = [best(run, s)[c] if s is not None and c in best(run, s) else None for s in served.values()]
         row(f"req/s at c={c}", [_rate(load.requests_per_second) if load else "-" for load in loads])
         row(f"p99 ms at c={c}", [f"{load.p99_ms:.2f}" if load else "-" for load in loads])

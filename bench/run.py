@@ -15,7 +15,8 @@ server on 127.0.0.1 at 1 and 2 workers and drives it with wrk at each concurrenc
 The peers run from an interpreter that has them (`python -m bench.peers.setup` makes one); without
 it they are skipped, with the reason in the report. Then ours and the empty endpoint, both up, take
 turns at the top concurrency for --turns rounds (their ratio, robust to a slow minute). Then, per
-precision, the forward pass and the whole answer in process at batch sizes 1-128 and one worker's
+precision, the forward pass and the whole answer in process at batch sizes 1-128 (the median call,
+the precisions taking turns), one worker's
 memory after 200 predictions; ours' batch endpoint, cold start, RSS and latency beside
 10,000-image batches; and the int8 export's publish-time proof from the metadata. Writes
 bench/results/latest.md (tables, ratios and targets), latest.json and throughput.png.
@@ -53,6 +54,7 @@ from bench.report import (
     best_workers,
     write,
 )
+from bench.runtimes import time_interleaved
 from bench.servers import ROOT, SERVERS, Load, Server, service_env, start_server, wrk
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
@@ -95,15 +97,27 @@ def compiled(store: ModelStore, version: int, precision: str) -> ServingModel:
     return serving
 
 
-def in_process(serving: ServingModel, images: np.ndarray, seconds: float) -> PrecisionRun:
-    """The compute limit: the forward pass and the whole answer (with the verdicts) at each batch
-    size, called directly."""
+def in_process(
+    servings: dict[str, ServingModel], images: np.ndarray, seconds: float
+) -> dict[str, PrecisionRun]:
+    """The compute limit of each precision: images/s of the forward pass and of the whole answer
+    (with the verdicts) at each batch size, called directly, from the median call. The four take
+    turns in short rounds, so a busy moment on the machine falls on every one of them alike."""
     from threadpoolctl import threadpool_limits
 
+    runs = {precision: PrecisionRun({}, {}) for precision in servings}
     with threadpool_limits(1, user_api="blas"):  # as the service runs the verdicts
-        forward = {size: in_process_rate(serving.forward, images[:size], seconds) for size in BATCH_SIZES}
-        answer = {size: in_process_rate(serving.answer, images[:size], seconds) for size in BATCH_SIZES}
-    return PrecisionRun(forward, answer)
+        for size in BATCH_SIZES:
+            ways = {
+                f"{precision} {step}": getattr(serving, step)
+                for precision, serving in servings.items()
+                for step in ("forward", "answer")
+            }
+            seconds_per_call = time_interleaved(ways, images[:size], seconds)
+            for precision, run in runs.items():
+                run.forward[size] = size / seconds_per_call[f"{precision} forward"]
+                run.answer[size] = size / seconds_per_call[f"{precision} answer"]
+    return runs
 
 
 def rss_after_predictions(kind: str, env: dict[str, str], pngs: list[bytes], log_dir: Path) -> float:
@@ -290,16 +304,17 @@ def run_model(
         run.turns = take_turns(chosen, env, files, args)
     pngs = [png_bytes(image) for image in test_images[:RSS_AFTER_PREDICTIONS]]
     # Measured after the servers stopped, so it has the machine to itself as they did.
+    servings = {precision: compiled(store, version, precision) for precision in precisions}
+    run.precisions = in_process(servings, test_images, args.in_process_seconds)
+    served_model = servings[served]
+    run.forward, run.answer = run.precisions[served].forward, run.precisions[served].answer
+    run.runtime = served_model.runtime
+    if run.scenarios is not None:
+        run.scenarios.batch_in_process_images_per_second = in_process_rate(
+            served_model.forward, test_images[: args.batch_images], args.in_process_seconds
+        )
+    del servings, served_model
     for precision, kind in precisions.items():
-        serving = compiled(store, version, precision)
-        run.precisions[precision] = in_process(serving, test_images, args.in_process_seconds)
-        if precision == served:
-            run.forward, run.answer = run.precisions[precision].forward, run.precisions[precision].answer
-            run.runtime = serving.runtime
-            if run.scenarios is not None:
-                run.scenarios.batch_in_process_images_per_second = in_process_rate(
-                    serving.forward, test_images[: args.batch_images], args.in_process_seconds
-                )
         run.precisions[precision].rss_mib = rss_after_predictions(kind, env, pngs, args.logs)
     return run
 
@@ -340,7 +355,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.turns is None:
         args.turns = 2 if args.quick else 5
     args.turn_seconds = max(1, args.seconds // 2)
-    args.in_process_seconds = 0.3 if args.quick else 1.0
+    args.in_process_seconds = 0.5 if args.quick else 2.0
     numbers = [args.seconds, *args.workers, *args.connections, args.batch_images]
     if min(numbers) < 1 or (args.version is not None and args.version < 1):
         parser.error("--seconds, --workers, --connections, --batch-images and --version must be at least 1")
