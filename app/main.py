@@ -1,6 +1,10 @@
 """The FastAPI application: built by `create_app`, model loaded once in the lifespan.
 
 uvicorn app.main:create_app --factory
+
+`create_app` changes nothing in the process that outlives its lifespan, so tests and other programs
+can embed it; `mnist-serve` starts its workers through `app.cli.worker_app`, which also tunes the
+process for serving alone.
 """
 
 from __future__ import annotations
@@ -59,10 +63,6 @@ def configure_tensorflow(threads: int) -> None:
 def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
     configure_tensorflow(settings.tf_threads)
-    # The verdict's matrix products are small: BLAS threads would only fight the runtime's threads
-    # and the other workers for the cores (docs/performance.md, "Measured"). Set for the whole
-    # process, as the limit stays in place after this call.
-    threadpool_limits(1, user_api="blas")
     store = ModelStore(settings.model_store, settings.model_name)
     started = time.perf_counter()
     try:
@@ -132,6 +132,15 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The verdict's matrix products are small: BLAS threads would only fight the runtime's
+        # threads and the other workers for the cores (docs/performance.md, "Measured"). The limit
+        # is the process's, so it holds while the service runs and the previous one comes back after.
+        with threadpool_limits(1, user_api="blas"):
+            async with serving(app):
+                yield
+
+    @asynccontextmanager
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         # A missing or broken model raises here: uvicorn logs it and exits non-zero.
         try:
             state = await asyncio.to_thread(start_service, settings, metrics)
@@ -142,9 +151,6 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         await state.manager.reconcile()
         state.tracer = tracer
         app.state.service = state
-        # TensorFlow leaves millions of long-lived objects behind; freezing them keeps the garbage
-        # collector from walking them all in a full collection (a pause of hundreds of ms).
-        gc.freeze()
         collector_thresholds = gc.get_threshold()
         gc.set_threshold(settings.gc_threshold, *collector_thresholds[1:])
         grpc_server = None

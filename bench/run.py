@@ -29,11 +29,12 @@ import argparse
 import io
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.digits import encode
 from bench.peers.model import MODEL_PATH_ENV
+from bench.processes import service_env
 from bench.report import (
     MAX_BATCH,
     PEERS,
@@ -54,8 +57,7 @@ from bench.report import (
     best_workers,
     write,
 )
-from bench.runtimes import time_interleaved
-from bench.servers import ROOT, SERVERS, Load, Server, service_env, start_server, wrk
+from bench.servers import ROOT, SERVERS, Load, Server, start_server, wrk
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import load_split
 from model_store.reporting import fail, one_line_errors
@@ -67,6 +69,31 @@ if TYPE_CHECKING:
 PROG = "bench.run"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, MAX_BATCH)
 OPTIONAL = ("naive", *PEERS)
+
+
+# Rounds in which the forward passes measured together take turns.
+ROUNDS = 10
+
+
+def time_interleaved(
+    forwards: Mapping[str, Callable[[np.ndarray], object]], batch: np.ndarray, seconds: float
+) -> dict[str, float]:
+    """Median seconds of one call of each forward pass. They take turns in short rounds, so load
+    from other processes that comes and goes falls on all of them alike."""
+    for forward in forwards.values():
+        for _ in range(3):
+            forward(batch)
+    times: dict[str, list[float]] = {name: [] for name in forwards}
+    for _ in range(ROUNDS):
+        for name, forward in forwards.items():
+            deadline = time.perf_counter() + seconds / ROUNDS
+            calls = 0
+            while calls < 2 or time.perf_counter() < deadline:
+                started = time.perf_counter()
+                forward(batch)
+                times[name].append(time.perf_counter() - started)
+                calls += 1
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def in_process_rate(
@@ -267,11 +294,10 @@ def run_model(
     env = service_env(
         args.store,
         args.data_dir,
-        MNIST_MAX_ARRAY_IMAGES=str(max(args.batch_images, 10_000)),
-        MNIST_MAX_UPLOAD_BYTES=str(64 * 1024 * 1024),
-        MNIST_MODEL_VERSION=str(version),
-        **{MODEL_PATH_ENV: str((store.version_path(version) / MODEL_FILE).resolve())},
-    )
+        max_array_images=str(max(args.batch_images, 10_000)),
+        max_upload_bytes=str(64 * 1024 * 1024),
+        model_version=str(version),
+    ) | {MODEL_PATH_ENV: str((store.version_path(version) / MODEL_FILE).resolve())}
     run = ModelRun(
         model=f"{metadata.name} v{metadata.version} ({metadata.training.preset} preset)",
         preset=metadata.training.preset,
@@ -302,7 +328,7 @@ def run_model(
     if args.turns:
         chosen = {kind: best_workers(run.sweeps[kind]) for kind in ("empty", "ours")}
         run.turns = take_turns(chosen, env, files, args)
-    pngs = [png_bytes(image) for image in test_images[:RSS_AFTER_PREDICTIONS]]
+    pngs = [encode(image) for image in test_images[:RSS_AFTER_PREDICTIONS]]
     # Measured after the servers stopped, so it has the machine to itself as they did.
     servings = {precision: compiled(store, version, precision) for precision in precisions}
     run.precisions = in_process(servings, test_images, args.in_process_seconds)
@@ -317,12 +343,6 @@ def run_model(
     for precision, kind in precisions.items():
         run.precisions[precision].rss_mib = rss_after_predictions(kind, env, pngs, args.logs)
     return run
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

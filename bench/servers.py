@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from bench.peers.model import READY_MARKER
+from bench.processes import children, cmdline, free_port, rss_kib, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
@@ -63,18 +62,16 @@ class ServerSpec:
 SERVERS = {
     "empty": ServerSpec(_uvicorn("bench.empty_app:app"), UVICORN_READY),
     # At the precision MNIST_PRECISION=auto picks for the version (what a user gets), and pinned.
-    "ours": ServerSpec(_uvicorn("app.main:create_app", "--factory"), UVICORN_READY, ours=True),
+    "ours": ServerSpec(_uvicorn("app.cli:worker_app", "--factory"), UVICORN_READY, ours=True),
     **{
         f"ours-{precision}": ServerSpec(
-            _uvicorn("app.main:create_app", "--factory"),
+            _uvicorn("app.cli:worker_app", "--factory"),
             UVICORN_READY,
             settings=(("MNIST_PRECISION", precision),),
             ours=True,
         )
         for precision in ("float32", "int8")
     },
-    # The service without the parts named in MNIST_BENCH_WITHOUT (bench/ablate.py).
-    "ablated": ServerSpec(_uvicorn("bench.ablated_app:create_app", "--factory"), UVICORN_READY),
     "naive": ServerSpec(_uvicorn("bench.naive_app:app"), UVICORN_READY),
     "bentoml": ServerSpec(_bentoml, READY_MARKER, field="images", peer=True),
     "litserve": ServerSpec(_litserve, READY_MARKER, ready_path="/health", peer=True),
@@ -98,53 +95,15 @@ class Server:
 
     def rss_mib(self) -> list[float]:
         """Resident memory of each process serving requests (the workers, or the lone process)."""
-        workers = [pid for pid in _children(self.process.pid) if "spawn_main" in _cmdline(pid)]
-        pids = workers or [self.process.pid]
-        return [round(_rss_kib(pid) / 1024, 1) for pid in pids]
+        return [round(rss_kib(pid) / 1024, 1) for pid in self.worker_pids()]
+
+    def worker_pids(self) -> list[int]:
+        """The processes serving requests: uvicorn's workers, or the lone process."""
+        workers = [pid for pid in children(self.process.pid) if "spawn_main" in cmdline(pid)]
+        return workers or [self.process.pid]
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(30)
-        # Whatever outlived its parent (LitServe's inference worker does) goes too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def service_env(store: Path, data_dir: Path, **settings: str) -> dict[str, str]:
-    """This process's environment plus what a benchmarked server needs: the store and the data,
-    TensorFlow's logging quiet (`start_server` makes its checkout importable); `settings` adds more
-    variables."""
-    return os.environ | {
-        "MNIST_MODEL_STORE": str(store.resolve()),
-        "MNIST_DATA_DIR": str(data_dir.resolve()),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **settings,
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        stop(self.process, group=True)
 
 
 def start_server(
@@ -162,7 +121,7 @@ def start_server(
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     port = free_port()
     # MNIST_WORKERS as `mnist-serve --workers` sets it: the service shares the cores among them.
-    env = env | dict(spec.settings)
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"} | env | dict(spec.settings)
     env |= {"BENCH_PORT": str(port), "BENCH_WORKERS": str(workers), "MNIST_WORKERS": str(workers)}
     if spec.ours and workers > 1:
         # As `mnist-serve --workers N` runs it: /metrics adds up every worker's numbers.

@@ -29,7 +29,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.servers import ROOT, Load, Server, _children, _cmdline, _rss_kib, service_env, start_server, wrk
+from bench.processes import rss_kib, service_env
+from bench.servers import ROOT, Load, Server, start_server, wrk
 from model_store.mnist_data import load_split
 
 DIGIT_INDEX = 128  # an 8, the digit the README's examples use
@@ -91,7 +92,7 @@ class RssSampler(threading.Thread):
         for pid, trace in self.traces.items():
             # A worker that is gone is not sampled: the run's error count will say why.
             with contextlib.suppress(FileNotFoundError):
-                trace.samples.append((now, _rss_kib(pid) / KIB_PER_MIB))
+                trace.samples.append((now, rss_kib(pid) / KIB_PER_MIB))
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -130,20 +131,14 @@ class Limits:
     max_growth_pct: float = 25.0
 
 
-def worker_pids(server: Server) -> list[int]:
-    """The processes that serve requests: uvicorn's spawned workers, or the lone process."""
-    workers = [pid for pid in _children(server.process.pid) if "spawn_main" in _cmdline(pid)]
-    return workers or [server.process.pid]
-
-
 def wait_for_workers(server: Server, workers: int, timeout: float = 120) -> list[int]:
     """Every worker started and holding a model: /readyz answers as soon as the first one is up,
     so wait until there are `workers` of them with resident memory within 20 % of each other."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = worker_pids(server) if workers > 1 else [server.process.pid]
+        pids = server.worker_pids() if workers > 1 else [server.process.pid]
         try:
-            rss = [_rss_kib(pid) for pid in pids]
+            rss = [rss_kib(pid) for pid in pids]
         except FileNotFoundError:
             rss = []
         if len(pids) == workers and rss and min(rss) > 0.8 * max(rss):
@@ -173,7 +168,7 @@ def run_soak(
     digit_png = work / "digit.png"
     Image.fromarray(test.images[DIGIT_INDEX]).save(digit_png)
     png = digit_png.read_bytes()
-    env = service_env(store, data_dir, MNIST_RELOAD_POLL_SECONDS="0")
+    env = service_env(store, data_dir, reload_poll_seconds="0")
     server = start_server("ours", workers, env, log_dir or work)
     try:
         sampler = RssSampler(wait_for_workers(server, workers))

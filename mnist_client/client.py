@@ -19,10 +19,10 @@ import asyncio
 import io
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -38,6 +38,7 @@ __all__ = ["AsyncClient", "Client", "MnistServeError", "Prediction", "TestSample
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 RETRIED = (429, 503)
 RetryHook = Callable[[int, float], None]  # (status, seconds to wait)
+T = TypeVar("T")
 
 
 def _prediction(body: dict[str, Any], source: str | None = None) -> Prediction:
@@ -166,6 +167,13 @@ def _backoff(status: int, advice: str | None, attempt: int, retries: int, max_wa
     return min(max(wait, 0.0), max_wait)
 
 
+@dataclass(frozen=True)
+class _RetryAfter:
+    """A call's outcome that asks for the call again after `seconds`."""
+
+    seconds: float
+
+
 def _checked(response: httpx.Response) -> dict[str, Any]:
     if response.is_success:
         body: dict[str, Any] = response.json()
@@ -212,16 +220,18 @@ class _Base:
             self.on_retry(status, wait)
         return wait
 
-    def _response_wait(self, response: httpx.Response, attempt: int) -> float | None:
-        return self._should_retry(response.status_code, response.headers.get("retry-after"), attempt)
+    def _http_outcome(self, response: httpx.Response, attempt: int) -> dict[str, Any] | _RetryAfter:
+        """The answer's body, a wait before the call again, or the error the answer raises."""
+        wait = self._should_retry(response.status_code, response.headers.get("retry-after"), attempt)
+        return _checked(response) if wait is None else _RetryAfter(wait)
 
-    def _grpc_wait(self, error: grpc.RpcError, attempt: int) -> float:
-        """Seconds to wait before the call again, or the error the failed call raises."""
+    def _grpc_outcome(self, error: grpc.RpcError, attempt: int) -> _RetryAfter:
+        """A wait before the call again, or the error the failed call raises."""
         failed = grpc_transport.failure(error)
         if isinstance(failed, MnistServeError):
             wait = self._should_retry(failed.status, grpc_transport.retry_advice(error), attempt)
             if wait is not None:
-                return wait
+                return _RetryAfter(wait)
         raise failed from error
 
     def _http_only(self, call: _Call) -> None:
@@ -259,28 +269,35 @@ class Client(_Base):
         else:
             self._http.close()
 
+    @staticmethod
+    def _retrying(once: Callable[[int], T | _RetryAfter]) -> T:
+        """`once(attempt)` again for as long as it asks to be retried, waiting as it asks."""
+        attempt = 0
+        while isinstance(outcome := once(attempt), _RetryAfter):
+            time.sleep(outcome.seconds)  # the server's Retry-After, bounded
+            attempt += 1
+        return outcome
+
     def _send(self, call: _Call) -> dict[str, Any]:
         self._http_only(call)
-        attempt = 0
-        while True:
+
+        def once(attempt: int) -> dict[str, Any] | _RetryAfter:
             response = self._http.request(call.method, call.path, **call.send_args())
-            wait = self._response_wait(response, attempt)
-            if wait is None:
-                return _checked(response)
-            time.sleep(wait)  # the server's Retry-After, bounded
-            attempt += 1
+            return self._http_outcome(response, attempt)
+
+        return self._retrying(once)
 
     def _infer(self, request: Any, sources: list[str | None]) -> list[Prediction]:
         request = self._grpc_request(request)
-        attempt = 0
-        while True:
+
+        def once(attempt: int) -> list[Prediction] | _RetryAfter:
             try:
                 response = self._model_infer(request, metadata=self.metadata, timeout=self.timeout)
-                return grpc_transport.predictions(response, sources)
             except grpc.RpcError as error:
-                wait = self._grpc_wait(error, attempt)
-            time.sleep(wait)  # the server's retry-after, bounded
-            attempt += 1
+                return self._grpc_outcome(error, attempt)
+            return grpc_transport.predictions(response, sources)
+
+        return self._retrying(once)
 
     def predict(self, image: ImageInput, version: int | None = None) -> Prediction:
         if self.grpc:
@@ -331,28 +348,35 @@ class AsyncClient(_Base):
         else:
             await self._http.aclose()
 
+    @staticmethod
+    async def _retrying(once: Callable[[int], Awaitable[T | _RetryAfter]]) -> T:
+        """`Client._retrying`, awaited."""
+        attempt = 0
+        while isinstance(outcome := await once(attempt), _RetryAfter):
+            await asyncio.sleep(outcome.seconds)  # the server's Retry-After, bounded
+            attempt += 1
+        return outcome
+
     async def _send(self, call: _Call) -> dict[str, Any]:
         self._http_only(call)
-        attempt = 0
-        while True:
+
+        async def once(attempt: int) -> dict[str, Any] | _RetryAfter:
             response = await self._http.request(call.method, call.path, **call.send_args())
-            wait = self._response_wait(response, attempt)
-            if wait is None:
-                return _checked(response)
-            await asyncio.sleep(wait)  # the server's Retry-After, bounded
-            attempt += 1
+            return self._http_outcome(response, attempt)
+
+        return await self._retrying(once)
 
     async def _infer(self, request: Any, sources: list[str | None]) -> list[Prediction]:
         request = self._grpc_request(request)
-        attempt = 0
-        while True:
+
+        async def once(attempt: int) -> list[Prediction] | _RetryAfter:
             try:
                 response = await self._model_infer(request, metadata=self.metadata, timeout=self.timeout)
-                return grpc_transport.predictions(response, sources)
             except grpc.RpcError as error:
-                wait = self._grpc_wait(error, attempt)
-            await asyncio.sleep(wait)  # the server's retry-after, bounded
-            attempt += 1
+                return self._grpc_outcome(error, attempt)
+            return grpc_transport.predictions(response, sources)
+
+        return await self._retrying(once)
 
     async def predict(self, image: ImageInput, version: int | None = None) -> Prediction:
         if self.grpc:

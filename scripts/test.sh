@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite against the real MNIST files.
-# Arguments go to pytest (e.g. -m "not browser", -k store, -x).
+# Arguments go to pytest: -m "not slow" is the fast lane (no training, no server process, a few
+# minutes), -m slow the rest; -k store, -x, a folder as usual.
 source "$(dirname "$0")/setup.sh"
 export MNIST_DATA_DIR=${MNIST_DATA_DIR:-data/mnist}
 mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there

@@ -1,8 +1,10 @@
-"""Shared fixtures: the real MNIST files and small helpers for building store versions."""
+"""Shared fixtures: the real MNIST files, the committed fixture store and the session's trained
+stores, and small helpers for building store versions."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,12 +21,32 @@ from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
+# Written by `python -m tests.fixtures.make_store` (tests/fixtures/README.md).
+FIXTURE_STORE = REPO_ROOT / "tests" / "fixtures" / "store"
+# The fixtures that train a model: only a test marked `slow` may ask for them.
+TRAINING_FIXTURES = frozenset({"trained_store", "seed_store"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The tests' in-process apps and servers would all listen for gRPC on the default port (and
     # fail where something else holds it); the tests of gRPC give each server a free port.
     os.environ.setdefault("MNIST_GRPC_PORT", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that starts a server process (`e2e`) or a browser is `slow` too; a test outside
+    the slow lane that asks for a trained store is refused, so the fast lane never trains."""
+    training = []
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+            training.append(item.nodeid)
+    if training:
+        raise pytest.UsageError(
+            "these tests train a model but are not marked slow (mark them, or use fixture_store): "
+            + ", ".join(training)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -75,18 +97,31 @@ def make_metadata(name: str, version: int, **overrides: Any) -> ModelMetadata:
 
 
 @pytest.fixture(scope="session")
-def trained_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    """A model store holding one small CNN trained on real MNIST (a subset, ~98 % test accuracy).
+def fixture_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the committed fixture store: one small cnn-shaped version (~98 % on the test set)
+    with its ONNX and int8 exports, metadata and trust statistics, as training publishes it. No
+    training; tests that change the store copy it again."""
+    return Path(shutil.copytree(FIXTURE_STORE, tmp_path_factory.mktemp("fixture") / "store"))
 
-    Trained once per test session; tests that change the store copy it first.
-    """
+
+def train_session_store(store: Path, mnist_dir: Path, preset: str) -> Path:
+    """`preset` trained on 12,000 real MNIST images for two epochs (seed 7), published in `store`.
+    Without the SavedModel export: no test serves these stores with TF Serving."""
     from training.train import main as train
 
-    store = tmp_path_factory.mktemp("store")
-    args = ["--preset", "cnn", "--limit", "12000", "--epochs", "2", "--seed", "7"]
+    args = ["--preset", preset, "--limit", "12000", "--epochs", "2", "--seed", "7", "--no-savedmodel"]
     args += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
     assert train(args) == 0
     return store
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A model store holding one small CNN trained on real MNIST (a subset, ~98 % test accuracy).
+
+    Trained once per test session, for the slow lane only; tests that change the store copy it first.
+    """
+    return train_session_store(tmp_path_factory.mktemp("store"), mnist_dir, "cnn")
 
 
 @pytest.fixture(scope="session")
@@ -94,13 +129,7 @@ def seed_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
     """A model store holding one small `seed` dense net (784-1000-10) trained on real MNIST (a
     subset, two epochs, ~84 % test accuracy): wide features, whose verdict uses the Mahalanobis
     score and a low-rank approximation of it. Trained once per session (seconds); copy to change."""
-    from training.train import main as train
-
-    store = tmp_path_factory.mktemp("seed_store")
-    args = ["--preset", "seed", "--limit", "12000", "--epochs", "2", "--seed", "7"]
-    args += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
-    assert train(args) == 0
-    return store
+    return train_session_store(tmp_path_factory.mktemp("seed_store"), mnist_dir, "seed")
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:

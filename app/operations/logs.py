@@ -98,14 +98,15 @@ def start_listener(
 def skip_unused_record_fields() -> None:
     """Leave out of every log record what no line of ours shows: the caller's file and line (a walk
     up the stack), the thread, process and multiprocessing names, as the logging HOWTO's
-    "Optimization" section describes, so a record costs the event loop less (docs/performance.md)."""
+    "Optimization" section describes, so a record costs the event loop less (docs/performance.md).
+    Every logger of the process loses them, so only a process that is the service's alone does this
+    (`app.cli.worker_app`), never `create_app`."""
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def configure_logging(json_lines: bool, level: str) -> None:
     """Idempotent: whether uvicorn was started by mnist-serve or directly, `app.*` logs the same way."""
-    skip_unused_record_fields()
     logger = logging.getLogger("app")
     logger.setLevel(level.upper())
     if any(handler.get_name() == _HANDLER_NAME for handler in logger.handlers):

@@ -11,7 +11,7 @@ Two methods, both measured against a black image (MNIST's background: no ink, no
   and the drop in the digit's probability is shared among that square's pixels by their ink,
   averaged over the squares covering each pixel. A model that standardises each image (the `cnn`)
   answers the same for every point of integrated gradients' path but the first few, so its
-  gradients there say little; occlusion is not fooled (`python -m bench.explain`).
+  gradients there say little; occlusion is not fooled (docs/trust.md, "Why occlusion is the default").
 
 Either costs tens to hundreds of forward passes, so explaining stays off the batched fast path
 (`ExplainService`).

@@ -1,4 +1,4 @@
-"""Fixtures for the service: settings pointing at a freshly trained store, and a running app."""
+"""Fixtures for the service: settings pointing at the fixture store, and a running app."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
+from bench.digits import encode
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MnistSplit, load_split
 from model_store.store import ModelStore
+
+__all__ = ["encode"]  # written once, in bench/digits.py; the tests import it from here
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +29,8 @@ def test_split(mnist_dir: Path) -> MnistSplit:
 
 
 @pytest.fixture(scope="session")
-def settings(trained_store: Path, mnist_dir: Path) -> Settings:
-    return Settings(model_store=trained_store, data_dir=mnist_dir)
+def settings(fixture_store: Path, mnist_dir: Path) -> Settings:
+    return Settings(model_store=fixture_store, data_dir=mnist_dir)
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +38,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """One app for the session: `with` runs the lifespan, so the model is really loaded."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-def encode(pixels: np.ndarray, fmt: str = "PNG", **save_args: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt, **save_args)
-    return buffer.getvalue()
 
 
 def post_npy(client: TestClient, images: np.ndarray) -> httpx.Response:
@@ -78,9 +75,9 @@ def publish_copy(store_root: Path, source_version: int = 1, model_bytes: bytes |
 
 
 @pytest.fixture
-def private_store(trained_store: Path, tmp_path: Path) -> Path:
-    """A copy of the trained store that a test may add versions to."""
-    return Path(shutil.copytree(trained_store, tmp_path / "store"))
+def private_store(fixture_store: Path, tmp_path: Path) -> Path:
+    """A copy of the fixture store that a test may add versions to."""
+    return Path(shutil.copytree(fixture_store, tmp_path / "store"))
 
 
 def publish_perturbed(store_root: Path, source_version: int = 1, seed: int = 1) -> int:

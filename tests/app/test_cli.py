@@ -58,7 +58,7 @@ def test_an_empty_store_is_one_line_saying_how_to_publish(tmp_path: Path) -> Non
     assert_one_line_error(result, PROG, "no published version of model 'mnist'", "mnist-train")
 
 
-def test_a_pinned_version_that_is_not_there_is_one_line(trained_store: Path, tmp_path: Path) -> None:
-    env = {"MNIST_MODEL_STORE": str(trained_store), "MNIST_MODEL_VERSION": "7"}
+def test_a_pinned_version_that_is_not_there_is_one_line(fixture_store: Path, tmp_path: Path) -> None:
+    env = {"MNIST_MODEL_STORE": str(fixture_store), "MNIST_MODEL_VERSION": "7"}
     result = run_cli("app.cli", cwd=tmp_path, env=env)
     assert_one_line_error(result, PROG, "version 7 of model 'mnist' not found", "available: [1]")

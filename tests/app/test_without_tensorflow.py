@@ -73,11 +73,11 @@ def run_hidden(
 
 
 def test_serves_predicts_and_explains_by_occlusion(
-    trained_store: Path, test_split: MnistSplit, tmp_path: Path
+    fixture_store: Path, test_split: MnistSplit, tmp_path: Path
 ) -> None:
     digit = tmp_path / "digit.png"
     Image.fromarray(test_split.images[128]).save(digit)
-    result = run_hidden(SERVE, str(trained_store), str(digit))
+    result = run_hidden(SERVE, str(fixture_store), str(digit))
     assert result.returncode == 0, result.stderr[-3000:]
     [line] = [line for line in result.stdout.splitlines() if line.startswith("SEEN ")]
     assert json.loads(line[5:]) == {
@@ -100,9 +100,9 @@ def test_a_version_without_export_is_refused_with_what_to_install(private_store:
 @pytest.mark.parametrize(
     ("variable", "value"), [("MNIST_RUNTIME", "tensorflow"), ("MNIST_EXPLAIN_METHOD", "integrated_gradients")]
 )
-def test_a_setting_that_needs_tensorflow_is_one_line(variable: str, value: str, trained_store: Path) -> None:
+def test_a_setting_that_needs_tensorflow_is_one_line(variable: str, value: str, fixture_store: Path) -> None:
     result = run_hidden(
-        "from app.cli import main; main()", env={variable: value, "MNIST_MODEL_STORE": str(trained_store)}
+        "from app.cli import main; main()", env={variable: value, "MNIST_MODEL_STORE": str(fixture_store)}
     )
     assert result.returncode != 0
     [line] = result.stderr.splitlines()

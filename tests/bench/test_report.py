@@ -4,7 +4,6 @@ speed is what the benchmark measures, never what a test asserts."""
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.digits import encode
 from bench.peers.model import MODEL_PATH_ENV, answer, decode_png, load_forward
 from bench.peers.setup import bench_extra, find_interpreter, pinned_service_packages
 from bench.report import (
@@ -156,17 +156,13 @@ def test_report_renders_again_from_the_json(tmp_path: Path) -> None:
 
 
 def test_peers_answer_what_the_keras_model_answers(
-    trained_store: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+    fixture_store: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both peers run `load_forward` on the PNG upload: same model file, same probabilities."""
-    model_path = trained_store / "mnist" / "1" / MODEL_FILE
+    model_path = fixture_store / "mnist" / "1" / MODEL_FILE
     monkeypatch.setenv(MODEL_PATH_ENV, str(model_path))
     test = load_split(mnist_dir, "test")
-    pngs = []
-    for pixels in test.images[:64]:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
+    pngs = [encode(pixels) for pixels in test.images[:64]]
 
     decoded = np.stack([decode_png(png) for png in pngs])
     probabilities = load_forward()(decoded)
@@ -182,8 +178,8 @@ def test_peers_answer_what_the_keras_model_answers(
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="bench.run checks for wrk first")
-def test_unknown_preset_is_one_line(trained_store: Path, tmp_path: Path) -> None:
-    result = run_cli("bench.run", "--store", str(trained_store), "--preset", "seed", cwd=tmp_path)
+def test_unknown_preset_is_one_line(fixture_store: Path, tmp_path: Path) -> None:
+    result = run_cli("bench.run", "--store", str(fixture_store), "--preset", "seed", cwd=tmp_path)
 
     assert_one_line_error(result, "bench.run", "no version of preset 'seed'", "mnist-train --preset seed")
 

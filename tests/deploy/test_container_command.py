@@ -9,7 +9,6 @@ probes the server. The compose `train` job's shell script is run against an empt
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
+from bench.digits import encode
 from model_store.mnist_data import load_split
 from tests.support.compose import as_command, load_compose, service_environment
 from tests.support.dockerfile import (
@@ -40,7 +39,7 @@ from tests.support.dockerfile import (
     split_run_flags,
 )
 from tests.support.dockerignore import materialize_context
-from tests.support.live_server import free_port, spawn, wait_ready
+from tests.support.live_server import free_port, spawn, stop, wait_ready
 from tests.support.paths import REPO_ROOT
 
 STARTUP_TIMEOUT_SECONDS = 150
@@ -160,12 +159,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     return built
 
 
-def png_of(pixels: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")  # type: ignore[arg-type]
-    return buffer.getvalue()
-
-
 def run_python(image: BuiltImage, code: str) -> str:
     """Run code with the image's python, from its WORKDIR (not from here: a stale
     mnist_serve.egg-info in the repository would shadow the installed distribution)."""
@@ -280,7 +273,7 @@ def test_container_command_serves_predictions(
         test = load_split(mnist_dir, "test")
         for index in range(5):
             label = int(test.labels[index])
-            files = {"file": (f"digit-{index}.png", png_of(test.images[index]), "image/png")}
+            files = {"file": (f"digit-{index}.png", encode(test.images[index]), "image/png")}
             response = httpx.post(f"{url}/predict", files=files, timeout=30)
             assert response.status_code == 200, response.text
             body = response.json()
@@ -294,7 +287,7 @@ def test_container_command_serves_predictions(
         )
         assert probe.returncode == 0, probe.stderr
     finally:
-        stop(process)
+        stop(process, 40)
     # uvicorn drains, shuts the app down, then re-raises SIGTERM: exit status 143 in a container.
     log_text = log_path.read_text()
     assert process.returncode in (0, -signal.SIGTERM), f"SIGTERM did not stop it cleanly:\n{log_text[-3000:]}"
@@ -302,16 +295,6 @@ def test_container_command_serves_predictions(
     # ... and reports unhealthy once nothing answers.
     probe = subprocess.run(health.command, env=env, capture_output=True, timeout=30)
     assert probe.returncode != 0
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 # --- the compose `train` job -------------------------------------------------------------------------

@@ -10,10 +10,7 @@ Skipped, with the reason, where buildah cannot run (not root, not Linux, tools n
 
 from __future__ import annotations
 
-import io
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image as PILImage
 
+from bench.digits import encode
 from model_store.mnist_data import load_split
 from tests.support.dockerfile import duration_seconds, parse_dockerfile
 from tests.support.image import (
@@ -37,7 +34,7 @@ from tests.support.image import (
     remove_image,
     uid_of,
 )
-from tests.support.live_server import free_port, spawn, wait_ready
+from tests.support.live_server import free_port, spawn, stop, wait_ready
 
 pytestmark = [
     pytest.mark.e2e,
@@ -105,12 +102,6 @@ def box(image: Image, store: Path, mnist_dir: Path) -> Iterator[Container]:
         yield box
 
 
-def png_of(pixels: object) -> bytes:
-    out = io.BytesIO()
-    PILImage.fromarray(pixels).save(out, format="PNG")  # type: ignore[arg-type]
-    return out.getvalue()
-
-
 def test_image_is_the_dockerfile_build(image: Image) -> None:
     final = parse_dockerfile()[-1]
     [cmd] = [i.value for i in final.instructions if i.name == "CMD"]
@@ -155,7 +146,8 @@ def serving(image: Image, box: Container, log_path: Path) -> Iterator[Server]:
         assert server.pids, f"no {SERVE_SCRIPT} process under {process.pid}"
         yield server
     finally:
-        stop(process, server.pids)
+        # SIGTERM to the server itself, as `docker stop` sends it to the container's first process.
+        stop(process, 60, targets=server.pids)
     log_text = log_path.read_text()
     assert "Application shutdown complete" in log_text, log_text[-3000:]
 
@@ -171,7 +163,7 @@ class Server:
 def predicts_test_digits(url: str, mnist_dir: Path) -> None:
     test = load_split(mnist_dir, "test")
     for index in range(DIGITS):
-        files = {"file": (f"digit-{index}.png", png_of(test.images[index]), "image/png")}
+        files = {"file": (f"digit-{index}.png", encode(test.images[index]), "image/png")}
         response = httpx.post(f"{url}/predict", files=files, timeout=30)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -253,7 +245,7 @@ def test_serving_image_serves_and_explains_by_occlusion(
     with serving(serving_image, serving_box, tmp_path / "server.log") as server:
         predicts_test_digits(server.url, mnist_dir)
         digit = load_split(mnist_dir, "test").images[128]
-        files = {"file": ("digit.png", png_of(digit), "image/png")}
+        files = {"file": ("digit.png", encode(digit), "image/png")}
         answer = httpx.post(f"{server.url}/predict?explain=true", files=files, timeout=60).json()
         assert answer["prediction"] == 8
         assert answer["explanation"]["method"] == "occlusion" and answer["explanation"]["digit"] == 8
@@ -277,15 +269,3 @@ def test_healthcheck_start_period_covers_the_cold_start() -> None:
 def is_python_running(command_line: str, script: str) -> bool:
     words = command_line.split()
     return bool(words) and Path(words[0]).name.startswith("python") and script in words
-
-
-def stop(process: subprocess.Popen[bytes], servers: list[int]) -> None:
-    """SIGTERM to the server itself, as `docker stop` sends it to the container's first process."""
-    if process.poll() is None:
-        for pid in servers or [process.pid]:
-            os.kill(pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()

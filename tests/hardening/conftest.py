@@ -19,10 +19,10 @@ def digits(mnist_dir: Path) -> MnistSplit:
 
 
 @pytest.fixture(scope="package")
-def api(trained_store: Path, mnist_dir: Path) -> Iterator[TestClient]:
+def api(fixture_store: Path, mnist_dir: Path) -> Iterator[TestClient]:
     """The app with the default limits, spelled out so that MNIST_* variables cannot change them."""
     settings = Settings(
-        model_store=trained_store,
+        model_store=fixture_store,
         data_dir=mnist_dir,
         reload_poll_seconds=0,
         max_upload_bytes=4 * 1024 * 1024,

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.processes import cmdline, process_tree
 from tests.support.paths import REPO_ROOT
+
+__all__ = ["cmdline", "process_tree"]
 
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-image.sh"
 IMAGE_TAG = "mnist-serve:test"
@@ -130,28 +133,8 @@ def container(image: Image, mounts: list[str]) -> Iterator[Container]:
         buildah("rm", name, check=False)
 
 
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (from /proc)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found += process_tree(int(child))
-    return found
-
-
 def uid_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
             return int(line.split()[1])
     raise AssertionError(f"no Uid line for {pid}")
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,27 +13,18 @@ from pathlib import Path
 
 import httpx
 
+# Written once for the benchmarks and the tests; imported from here by the tests.
+from bench.processes import STOP_TIMEOUT_SECONDS, free_port, service_env, stop
 from tests.support.paths import REPO_ROOT
 
+__all__ = ["free_port", "service_env", "stop"]
+
 READY_TIMEOUT_SECONDS = 120
-STOP_TIMEOUT_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def environment_without_settings() -> dict[str, str]:
     """This process's environment without MNIST_* variables, so only a test's own settings apply."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
-
-
-def service_env(store: Path, mnist_dir: Path, **settings: str) -> dict[str, str]:
-    """MNIST_* variables for a server of `store`: `settings` are further ones by lower-case name."""
-    env = {"MNIST_MODEL_STORE": str(store), "MNIST_DATA_DIR": str(mnist_dir)}
-    return env | {f"MNIST_{name.upper()}": value for name, value in settings.items()}
 
 
 @dataclass
@@ -84,26 +73,6 @@ def spawn(
             start_new_session=new_session,
         )
     return RunningServer(f"http://127.0.0.1:{port}", process, log_path, new_session)
-
-
-def stop(
-    process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS, *, group: bool = False
-) -> None:
-    """SIGTERM (to the whole process group with `group`), then SIGKILL if it outlives `timeout`."""
-    if process.poll() is not None:
-        return
-    if group:
-        os.killpg(process.pid, signal.SIGTERM)
-    else:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        if group:
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
-        process.wait()
 
 
 @contextmanager

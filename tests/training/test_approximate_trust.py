@@ -22,6 +22,8 @@ from training.approximate_trust import DIGITS_LIMIT, NEGATIVES_LIMIT, candidate_
 from training.calibrate_trust import FeatureReader, main
 from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
 
+pytestmark = pytest.mark.slow  # trains the session's seed store
+
 EXACT = VerdictShares(digits_kept=0.99, negatives_flagged=0.60, families={"letters": 0.5})
 
 

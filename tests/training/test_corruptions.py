@@ -14,6 +14,8 @@ from model_store.store import ModelStore
 from training.corruptions import MNIST_C, impulse_noise, rotate, shot_noise
 from training.robustness import Classifier, classifier
 
+pytestmark = pytest.mark.slow  # scores the session's trained cnn
+
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir: Path) -> MnistSplit:

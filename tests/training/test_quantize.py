@@ -27,6 +27,8 @@ from training.quantize import (
 )
 from training.splits import held_out_split
 
+pytestmark = pytest.mark.slow  # trains, quantizes and scores the session's stores
+
 FLOAT32 = PrecisionScores(accuracy=0.98, negatives_flagged=0.70, mnist_c_mean=0.90, uploads=0.95)
 
 

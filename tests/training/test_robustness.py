@@ -22,6 +22,8 @@ from tests.conftest import make_metadata
 from training.corruptions import MNIST_C
 from training.robustness import main
 
+pytestmark = pytest.mark.slow  # scores the session's trained cnn on MNIST-C
+
 LIMIT = 150
 
 

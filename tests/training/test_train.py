@@ -25,6 +25,8 @@ from training.presets import PRESETS, Hyperparameters
 from training.report import evaluate
 from training.train import main
 
+pytestmark = pytest.mark.slow  # trains a model
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # SHA-256 of the decompressed files, as the MNIST distribution publishes them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
@@ -25,6 +26,7 @@ def chosen_row(table: str) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow  # trains the session's cnn
 def test_verdict_table_is_reproduced_on_a_subset_with_thresholds_from_metadata(
     trained_store: Path, mnist_dir: Path
 ) -> None:

@@ -56,10 +56,10 @@ class Gated:
 
 
 @pytest.fixture
-def gated(trained_store: Path, mnist_dir: Path) -> Iterator[Gated]:
+def gated(fixture_store: Path, mnist_dir: Path) -> Iterator[Gated]:
     port = free_port()
     settings = Settings(
-        model_store=trained_store,
+        model_store=fixture_store,
         data_dir=mnist_dir,
         grpc_port=port,
         batch_queue_size=8,

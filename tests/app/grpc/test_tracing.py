@@ -19,12 +19,12 @@ from tests.support.live_server import free_port
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def test_model_infer_is_traced(trained_store: Path, mnist_dir: Path, test_split: MnistSplit) -> None:
+def test_model_infer_is_traced(fixture_store: Path, mnist_dir: Path, test_split: MnistSplit) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     port = free_port()
-    settings = Settings(model_store=trained_store, data_dir=mnist_dir, grpc_port=port, reload_poll_seconds=0)
+    settings = Settings(model_store=fixture_store, data_dir=mnist_dir, grpc_port=port, reload_poll_seconds=0)
     with TestClient(create_app(settings, tracer_provider=provider)):
         exporter.clear()
         client = triton.InferenceServerClient(f"127.0.0.1:{port}")

@@ -20,15 +20,10 @@ from app.api.errors import ApiError
 from app.inputs import uploads
 from app.inputs.imaging import ImageError, normalise, open_image, read_native_png
 from app.inputs.uploads import prepare_digit
+from bench.digits import encode as png
 from model_store.mnist_data import MnistSplit
 
 MAX_PIXELS = 4096 * 4096
-
-
-def png(pixels: np.ndarray, **save_args: object) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG", **save_args)  # type: ignore[arg-type]
-    return out.getvalue()
 
 
 def with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:

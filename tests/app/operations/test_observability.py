@@ -12,7 +12,7 @@ from queue import SimpleQueue
 import pytest
 from fastapi.testclient import TestClient
 
-from app.operations.logs import start_listener
+from app.operations.logs import skip_unused_record_fields, start_listener
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode
 
@@ -92,7 +92,8 @@ def test_access_records_are_formatted_as_json_on_the_listener_thread(client: Tes
 
 def test_records_skip_the_fields_no_line_shows(client: TestClient) -> None:
     # No caller lookup (a walk up the stack per record) and no thread or process names: no line of
-    # ours shows them, and they were a third of what a record cost the event loop.
+    # ours shows them, and they were a third of what a record cost the event loop. The worker start
+    # (`app.cli.worker_app`) turns them off for its whole process; here, for this test only.
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -102,10 +103,13 @@ def test_records_skip_the_fields_no_line_shows(client: TestClient) -> None:
     keep = Keep()
     access = logging.getLogger("app.access")
     access.addHandler(keep)
+    kept = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)  # type: ignore[attr-defined]
+    skip_unused_record_fields()
     try:
         access.info("fields", extra={"request_id": "fields-1"})
     finally:
         access.removeHandler(keep)
+        logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = kept  # type: ignore[attr-defined]
     (record,) = records
     assert (record.funcName, record.lineno) == ("(unknown function)", 0)
     assert (record.threadName, record.processName, record.process) == (None, None, None)

@@ -19,8 +19,8 @@ from model_store.store import ModelStore
 
 
 @pytest.fixture(scope="module")
-def serving(trained_store: Path) -> ServingModel:
-    return ServingModel.compile(ModelStore(trained_store).load())
+def serving(fixture_store: Path) -> ServingModel:
+    return ServingModel.compile(ModelStore(fixture_store).load())
 
 
 class GatedModel:

@@ -30,18 +30,18 @@ from app.serving.explain import (
     Occlusion,
 )
 from app.serving.model import ServingModel
-from bench.explain import deletion_curves
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
 from model_store.store import ModelStore
 from tests.app.conftest import encode
+from tests.support.deletion import deletion_curves
 
 DIGITS = 500
 
 
 @pytest.fixture(scope="module")
-def serving(trained_store: Path) -> ServingModel:
-    return ServingModel.compile(ModelStore(trained_store).load())
+def serving(fixture_store: Path) -> ServingModel:
+    return ServingModel.compile(ModelStore(fixture_store).load())
 
 
 def explainer_of(method: Method, model: keras.Model, shape: tuple[int, ...]) -> Explains:

@@ -37,9 +37,9 @@ def set_int8(store: Path, **changes: Any) -> None:
     model_store.update_metadata(metadata.model_copy(update={"int8": int8}))
 
 
-def test_int8_answers_test_image_128_close_to_float32(trained_store: Path, mnist_dir: Path) -> None:
-    float32, float_answer = served(trained_store, mnist_dir, precision="float32")
-    int8, int8_answer = served(trained_store, mnist_dir, precision="int8")
+def test_int8_answers_test_image_128_close_to_float32(fixture_store: Path, mnist_dir: Path) -> None:
+    float32, float_answer = served(fixture_store, mnist_dir, precision="float32")
+    int8, int8_answer = served(fixture_store, mnist_dir, precision="int8")
     assert (float32["precision"], int8["precision"]) == ("float32", "int8")
     assert int8["runtime"] == "onnxruntime"
     assert int8_answer["prediction"] == float_answer["prediction"] == 8
@@ -50,11 +50,11 @@ def test_int8_answers_test_image_128_close_to_float32(trained_store: Path, mnist
 
 
 def test_auto_serves_float32_where_the_proof_did_not_make_int8_the_default(
-    trained_store: Path, mnist_dir: Path
+    fixture_store: Path, mnist_dir: Path
 ) -> None:
-    metadata = ModelStore(trained_store).read_metadata(1)
+    metadata = ModelStore(fixture_store).read_metadata(1)
     assert metadata.int8 is not None and not metadata.int8.default
-    assert served(trained_store, mnist_dir)[0]["precision"] == "float32"
+    assert served(fixture_store, mnist_dir)[0]["precision"] == "float32"
 
 
 def test_auto_serves_int8_where_the_metadata_says_it_is_the_default(

@@ -1,6 +1,6 @@
 """The forward pass on ONNX Runtime: Keras' probabilities and TensorFlow's verdicts on the whole test
 set, the setting that picks the runtime, and TensorFlow for a version without a usable export.
-Speed is measured by bench/runtimes.py, not here."""
+Speed is measured by bench/, not here."""
 
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ def compile_version(store: Path, version: int | None = None, runtime: RuntimeCho
 
 
 @pytest.fixture(scope="module")
-def on_onnx(trained_store: Path) -> ServingModel:
-    return compile_version(trained_store)
+def on_onnx(fixture_store: Path) -> ServingModel:
+    return compile_version(fixture_store)
 
 
 @pytest.fixture(scope="module")
-def on_tensorflow(trained_store: Path) -> ServingModel:
-    return compile_version(trained_store, runtime=TENSORFLOW)
+def on_tensorflow(fixture_store: Path) -> ServingModel:
+    return compile_version(fixture_store, runtime=TENSORFLOW)
 
 
 def in_steps(serving: ServingModel, images: np.ndarray) -> np.ndarray:
@@ -62,8 +62,8 @@ def keras_probabilities(serving: ServingModel, images: np.ndarray) -> np.ndarray
     )
 
 
-def test_training_publishes_the_onnx_export_beside_the_model(trained_store: Path) -> None:
-    store = ModelStore(trained_store)
+def test_training_publishes_the_onnx_export_beside_the_model(fixture_store: Path) -> None:
+    store = ModelStore(fixture_store)
     metadata, folder = store.read_metadata(1), store.version_path(1)
     assert metadata.files["onnx"] == ONNX_FILE
     assert (folder / ONNX_FILE).stat().st_size > 10_000
@@ -106,10 +106,10 @@ def test_onnx_answers_from_many_threads_at_once_match_one_thread(
         np.testing.assert_array_equal(one, other)
 
 
-def test_setting_picks_the_runtime(settings: Settings, trained_store: Path) -> None:
+def test_setting_picks_the_runtime(settings: Settings, fixture_store: Path) -> None:
     assert Settings.model_fields["runtime"].default == "onnxruntime"
     for runtime in ("onnxruntime", "tensorflow"):
-        with versions_app(settings, trained_store, runtime=runtime) as client:
+        with versions_app(settings, fixture_store, runtime=runtime) as client:
             assert service(client).holder.current.runtime == runtime
             assert client.get("/test/0").status_code == 200
             assert [v["runtime"] for v in client.get("/model").json()["loaded"]] == [runtime]
@@ -195,12 +195,12 @@ def test_runtime_threads_default_to_the_cores_shared_among_workers(settings: Set
     assert settings.model_copy(update={"runtime_threads": 3}).runtime_choice().threads == 3
 
 
-def test_onnx_pool_threads_sleep_between_passes(trained_store: Path) -> None:
+def test_onnx_pool_threads_sleep_between_passes(fixture_store: Path) -> None:
     """Spinning pool threads burnt about as much CPU per request as the rest of the service at one
     connection, taken from the event loop and the other workers on the same cores."""
     from model_store.runtimes import OnnxForward
 
-    content = (ModelStore(trained_store).version_path(1) / ONNX_FILE).read_bytes()
+    content = (ModelStore(fixture_store).version_path(1) / ONNX_FILE).read_bytes()
     options = OnnxForward(content, threads=2)._session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
@@ -238,7 +238,7 @@ print("SEEN", json.dumps(seen))
     [("occlusion", False), ("integrated_gradients", False), ("integrated_gradients", True)],
 )
 def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
-    trained_store: Path, test_split: MnistSplit, tmp_path: Path, method: str, warmup: bool
+    fixture_store: Path, test_split: MnistSplit, tmp_path: Path, method: str, warmup: bool
 ) -> None:
     # A fresh interpreter: this one imported TensorFlow long ago.
     digit = tmp_path / "digit.png"
@@ -247,7 +247,7 @@ def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
     env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_WARMUP": str(warmup).lower()}
     env |= {"MNIST_EXPLAIN_METHOD": method}
     result = subprocess.run(
-        [sys.executable, "-c", IMPORTS_SEEN, str(trained_store), str(digit)],
+        [sys.executable, "-c", IMPORTS_SEEN, str(fixture_store), str(digit)],
         env=env,
         capture_output=True,
         text=True,

@@ -20,6 +20,8 @@ from model_store.store import ModelStore
 from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics, TrustRule, judge
 from training import negatives
 
+pytestmark = pytest.mark.slow  # serves the session's trained seed store
+
 
 @pytest.fixture
 def seed_copy(seed_store: Path, tmp_path: Path) -> Path:
