@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -298,7 +299,7 @@ def training_time(results: Results, preset: str) -> str:
 def training_steps(results: Results) -> str:
     """Per-step timings of each preset in each training precision, when they were measured."""
     if results.training is None:
-        return "\nPer-step training timings are not measured yet (`bench/results/training.json`).\n"
+        return "\nPer-step training timings are not measured yet.\n"
     lines = [
         "| preset | precision | seconds per step | steps | `model.fit`, estimated |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -310,10 +311,6 @@ def training_steps(results: Results) -> str:
                 f"{timed['estimated_fit_seconds']:.0f} s |"
             )
     return "\n" + "\n".join(lines) + "\n"
-
-
-def image_sizes(results: Results) -> str:
-    return f"full image {FULL_IMAGE_GB:.2f} GB, serving image {results.serving_image_mb / 1000:.2f} GB"
 
 
 def full_image(results: Results) -> str:
@@ -374,13 +371,34 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "targets": targets_table,
     "presets": presets_table,
     "training-steps": training_steps,
-    "image-sizes": image_sizes,
+    "cnn-fit": lambda results: training_time(results, "cnn"),
+    "seed-fit": lambda results: training_time(results, "seed"),
     "full-image": full_image,
     "serving-image": serving_image,
     "memory": memory,
     "sizing": sizing,
     "cold-start": cold_start,
 }
+
+
+def card_renderers() -> dict[str, Callable[[Results], str]]:
+    """One model card's published numbers, inline: `<preset>-accuracy`, `-mnist-c`, `-uploads`."""
+
+    def accuracy(preset: str) -> Callable[[Results], str]:
+        return lambda r: f"**{percent(r.models[preset]['accuracy'])}** ({r.models[preset]['correct']:,} / 10,000)"
+
+    def share(preset: str, key: str) -> Callable[[Results], str]:
+        return lambda r: percent(r.models[preset][key])
+
+    found: dict[str, Callable[[Results], str]] = {}
+    for preset in PRESETS:
+        found[f"{preset}-accuracy"] = accuracy(preset)
+        found[f"{preset}-mnist-c"] = share(preset, "mnist_c_mean")
+        found[f"{preset}-uploads"] = share(preset, "uploads")
+    return found
+
+
+RENDERERS |= card_renderers()
 
 
 def rewrite(text: str, results: Results) -> str:
@@ -439,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         if fresh == text:
             continue
         if args.check:
-            stale.append(str(page.relative_to(ROOT)))
+            stale.append(os.path.relpath(page, ROOT))
         else:
             page.write_text(fresh)
     if stale:
