@@ -1,4 +1,4 @@
-"""NumpyForward-pass runtimes side by side: TensorFlow, LiteRT, ONNX Runtime and OpenVINO on one version.
+"""Forward-pass runtimes side by side: TensorFlow, LiteRT, ONNX Runtime and OpenVINO on one version.
 
 python -m bench.runtimes --store models --version 1,2 --threads 1
 
@@ -287,7 +287,7 @@ def render(rows: list[Row], args: argparse.Namespace, load_before: tuple[float, 
         f"{args.seconds:g} s per cell; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
         f"Differences over the 10,000 MNIST test images. Command: `{PROG} {' '.join(sys.argv[1:])}`"
     )
-    return "\n".join(["# NumpyForward-pass runtimes", "", facts, "", *lines, ""])
+    return "\n".join(["# Forward-pass runtimes", "", facts, "", *lines, ""])
 
 
 if __name__ == "__main__":

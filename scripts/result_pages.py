@@ -97,7 +97,8 @@ def served_server(run: ModelRun) -> str:
 
 def other_server(run: ModelRun) -> str | None:
     """The other precision's column, if the run measured it."""
-    other = "ours" if served_server(run) != "ours" else f"ours-{'int8' if run.precision == 'float32' else 'float32'}"
+    flipped = "int8" if run.precision == "float32" else "float32"
+    other = "ours" if served_server(run) != "ours" else f"ours-{flipped}"
     return other if other in run.sweeps else None
 
 
@@ -282,7 +283,8 @@ def presets_table(results: Results) -> str:
         name = f"`{preset}` (default)" if preset == "cnn" else f"`{preset}`"
         lines.append(
             f"| {name} | {networks[preset]} | {percent(card['accuracy'])} ({card['correct']:,}) | "
-            f"{percent(card['mnist_c_mean'])} | {percent(card['uploads'])} | {training_time(results, preset)} |"
+            f"{percent(card['mnist_c_mean'])} | {percent(card['uploads'])} | "
+            f"{training_time(results, preset)} |"
         )
     return "\n" + "\n".join(lines) + "\n"
 
@@ -385,7 +387,9 @@ def card_renderers() -> dict[str, Callable[[Results], str]]:
     """One model card's published numbers, inline: `<preset>-accuracy`, `-mnist-c`, `-uploads`."""
 
     def accuracy(preset: str) -> Callable[[Results], str]:
-        return lambda r: f"**{percent(r.models[preset]['accuracy'])}** ({r.models[preset]['correct']:,} / 10,000)"
+        return lambda r: (
+            f"**{percent(r.models[preset]['accuracy'])}** ({r.models[preset]['correct']:,} / 10,000)"
+        )
 
     def share(preset: str, key: str) -> Callable[[Results], str]:
         return lambda r: percent(r.models[preset][key])

@@ -15,7 +15,7 @@ import pytest
 from tests.support.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import result_pages  # noqa: E402
+import result_pages
 
 RESULT_FILES = ("latest.json", "models.json", "image.md")
 
@@ -41,13 +41,16 @@ def test_a_region_that_drifted_is_rewritten_and_check_fails(
     assert result_pages.main(["--check"]) == 1
     assert result_pages.main([]) == 0
     low, high = result_pages.worker_memory(result_pages.Results())
-    assert page.read_text() == f"On `cnn`: <!-- generated: memory -->{low:.0f}-{high:.0f} MiB<!-- end generated -->.\n"
+    expected = f"<!-- generated: memory -->{low:.0f}-{high:.0f} MiB<!-- end generated -->"
+    assert page.read_text() == f"On `cnn`: {expected}.\n"
     assert result_pages.main(["--check"]) == 0
 
 
 def test_an_unknown_region_is_refused() -> None:
     with pytest.raises(KeyError, match="no-such-table"):
-        result_pages.rewrite("<!-- generated: no-such-table --><!-- end generated -->", result_pages.Results())
+        result_pages.rewrite(
+            "<!-- generated: no-such-table --><!-- end generated -->", result_pages.Results()
+        )
 
 
 def test_every_region_the_pages_name_has_a_renderer_and_every_renderer_is_used() -> None:
@@ -61,9 +64,8 @@ def test_the_readme_headline_agrees_with_its_table() -> None:
     assert headline is not None
     ratios = re.findall(r"(\d+\.\d)x (?:BentoML's throughput|on the default CNN)", headline.group(1))
     seed_ratio, cnn_ratio = (float(ratio) for ratio in ratios)
-    table = {
-        row[0]: row for row in (line.strip("| ").split(" | ") for line in readme.splitlines()) if row[0].startswith("`")
-    }
+    rows = (line.strip("| ").split(" | ") for line in readme.splitlines())
+    table = {row[0]: row for row in rows if row[0].startswith("`")}
     assert f"{seed_ratio:.1f}" == f"{float(table['`seed` (float32)'][1].rstrip('x')):.1f}"
     served = result_pages.CNN_SERVED_PRECISION
     assert f"{cnn_ratio:.1f}" == f"{float(table[f'`cnn` ({served})'][1].rstrip('x')):.1f}"

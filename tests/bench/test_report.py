@@ -291,8 +291,8 @@ def test_each_precision_gets_its_targets_and_its_column_of_numbers() -> None:
     assert "`ours` serves int8" in text and "`ours-float32` the same service pinned to it" in text
     assert "| target |" not in text and "FAIL" not in text  # the goals live in docs/development.md
     found = {server: targets(run, ratios(run, server), server) for server in ("ours", "ours-float32")}
-    assert [(t.measured, t.passed) for t in found["ours"] if "combined" in t.name] == [("0.61x", False)]
-    assert [(t.measured, t.passed) for t in found["ours-float32"] if "combined" in t.name] == [("0.51x", False)]
+    combined = {s: [(t.measured, t.passed) for t in found[s] if "combined" in t.name] for s in found}
+    assert combined == {"ours": [("0.61x", False)], "ours-float32": [("0.51x", False)]}
     assert "| ours / ours-float32 | 1.20x | 1.20x |" in text
     assert "| precision | float32 | int8 (served) |" in text
     assert "| test accuracy | 99.60 % | 99.58 % |" in text
