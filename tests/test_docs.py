@@ -128,7 +128,9 @@ def test_the_workshop_words_are_caught() -> None:
 def test_a_generated_benchmark_report_speaks_of_the_product_only() -> None:
     runs, header = load((RESULTS / "latest.json").read_text())
     report = render(runs, header)
-    assert not leaks(report, [WORK_ITEM, MACHINE_PATH, CLOCK_TIME, DATE, THIS_MACHINE, WORKSHOP, VERDICT_LIST])
+    assert not leaks(
+        report, [WORK_ITEM, MACHINE_PATH, CLOCK_TIME, DATE, THIS_MACHINE, WORKSHOP, VERDICT_LIST]
+    )
 
 
 REPO_PATH = re.compile(
