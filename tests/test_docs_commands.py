@@ -120,3 +120,12 @@ def test_a_wrong_command_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     for line in ("python -m bench.grpc_load --workers 1|2 --connections 64", "mnist-train --preset resnet"):
         with pytest.raises(pytest.fail.Exception, match="refused"):
             test_every_command_line_in_the_docs_parses("page", line, monkeypatch)
+
+
+def test_the_kubernetes_steps_create_the_namespace_before_its_secret_and_set_the_image() -> None:
+    steps = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    namespace = steps.index("kubectl create namespace mnist-serve")
+    assert namespace < steps.index("kubectl -n mnist-serve create secret")
+    assert namespace < steps.index("kubectl apply -k deploy/kubernetes/overlays/production")
+    for folder in ("overlays/production", "training"):
+        assert f"(cd deploy/kubernetes/{folder} && kustomize edit set image mnist-serve=" in steps, folder
