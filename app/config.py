@@ -153,7 +153,8 @@ class Settings(StoreSettings):
 
     explain_method: Literal["occlusion", "integrated_gradients"] = Field(
         "occlusion",
-        description="How `/explain` attributes an answer: occlusion (forward passes on the serving runtime) "
+        description="How `?explain=true` and `/v1/models/{name}:explain` attribute an answer: occlusion "
+        "(forward passes on the serving runtime) "
         "or integrated gradients (needs TensorFlow). Occlusion is the more faithful on the cnn, whose "
         "per-image normalisation makes the black-to-image path of integrated gradients degenerate.",
         examples=["integrated_gradients"],

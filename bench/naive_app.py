@@ -1,4 +1,4 @@
-"""The baseline: the notebook turned into a service the obvious way, `model.predict` per request.
+"""The baseline: a Keras model turned into a service the obvious way, `model.predict` per request.
 
 MNIST_MODEL_STORE=... uvicorn bench.naive_app:app
 """

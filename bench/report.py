@@ -245,30 +245,14 @@ def render_run(run: ModelRun) -> str:
                 )
     if run.skipped:
         lines += ["", *(f"- {server}: skipped, {reason}" for server, reason in run.skipped.items())]
-    lines += ["", *_ratio_lines(run, found), "", *_target_lines(run)]
+    # The targets are the project's goals, not the reader's: docs/development.md lists them.
+    lines += ["", *_ratio_lines(run, found)]
     lines += ["", "| batch size | " + " | ".join(str(size) for size in run.forward) + " |"]
     lines.append("| --- |" + " ---: |" * len(run.forward))
     lines.append("| forward, images/s | " + " | ".join(f"{v:,.0f}" for v in run.forward.values()) + " |")
     lines.append("| answer, images/s | " + " | ".join(f"{v:,.0f}" for v in run.answer.values()) + " |")
     lines += ["", *_precision_lines(run), *_scenario_lines(run.scenarios, run.forward), ""]
     return "\n".join(lines)
-
-
-def _target_lines(run: ModelRun) -> list[str]:
-    """One column per precision of ours: the served one first."""
-    servers = ours_servers(run)
-    columns = {server: {t.name: t for t in targets(run, ratios(run, server), server)} for server in servers}
-    names = list(columns["ours"]) + [n for s in servers[1:] for n in columns[s] if n not in columns["ours"]]
-    goals = {name: t.goal for column in columns.values() for name, t in column.items()}
-    header = " | ".join(f"{server} ({_precision_of(run, server)})" for server in servers)
-    lines = [f"| target | goal | {header} |", "| --- | ---: |" + " ---: |" * len(servers)]
-    for name in names:
-        cells = [
-            f"{t.measured} {'pass' if t.passed else 'FAIL'}" if (t := columns[server].get(name)) else "-"
-            for server in servers
-        ]
-        lines.append(f"| {name} | {goals[name]} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def _precision_of(run: ModelRun, server: str) -> str:

@@ -47,7 +47,7 @@ class Preset:
 
 
 def build_seed(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
-    """The notebook's network: 784 -> Dense 1000 relu -> Dense 10 softmax, plain SGD."""
+    """The classic dense Keras MNIST example: 784 -> Dense 1000 relu -> Dense 10 softmax, plain SGD."""
     import keras
     from keras import layers
 
@@ -199,7 +199,7 @@ def build_cnn(hp: Hyperparameters, steps_per_epoch: int) -> keras.Model:
 
 PRESETS: dict[str, Preset] = {
     "seed": Preset(
-        "the notebook's dense net (784-1000-10, SGD), 50 epochs",
+        "the classic dense Keras MNIST example (784-1000-10, SGD), 50 epochs",
         Hyperparameters(epochs=50, batch_size=100, learning_rate=0.01),
         build_seed,
     ),

@@ -129,7 +129,7 @@ class KeyRefusedError(Exception):
 
 def admit(keys: ApiKeys, limiter: RateLimiter | None, counter: Counter, presented: str | None) -> str:
     """The name of the key `presented`, counted by outcome; raises KeyRefusedError. The same check
-    for every protocol, so a key's rate is one budget over HTTP and gRPC."""
+    for every protocol, so a key's rate is one allowance over HTTP and gRPC."""
     if not presented:
         counter.labels("", "missing").inc()
         raise KeyRefusedError("missing", "this call needs an API key")

@@ -121,7 +121,7 @@ def test_report_round_trips_through_json_and_draws_the_plot(tmp_path: Path) -> N
     assert "| ours | 2* | 64 | 1,513 |" in text
     assert "| ours / litserve | 2.07x | 1.43x |" in text
     assert "- naive: skipped, left out with --skip" in text
-    assert "| throughput at c=64, ours / combined limit of float32 | >= 0.7x | 0.51x FAIL |" in text
+    assert "combined limit = 0.51x" in text
     with Image.open(tmp_path / "throughput.png") as image:
         assert image.format == "PNG" and image.width > image.height
 
@@ -279,16 +279,16 @@ def test_the_combined_limit_is_float32_s_whatever_precision_is_served() -> None:
     assert served.ours_over_peer == pytest.approx(1.2 * 1513 / 1058)
 
 
-def test_each_precision_gets_its_column_of_targets_and_its_row_of_numbers() -> None:
+def test_each_precision_gets_its_targets_and_its_column_of_numbers() -> None:
     run = int8_cnn_run()
 
     text = render_run(load(dump([run], "# header"))[0][0])
 
     assert "`ours` serves int8" in text and "`ours-float32` the same service pinned to it" in text
-    assert "| target | goal | ours (int8) | ours-float32 (float32) |" in text
-    assert (
-        "| throughput at c=64, ours / combined limit of float32 | >= 0.7x | 0.61x FAIL | 0.51x FAIL |" in text
-    )
+    assert "| target |" not in text and "FAIL" not in text  # the goals live in docs/development.md
+    found = {server: targets(run, ratios(run, server), server) for server in ("ours", "ours-float32")}
+    combined = {s: [(t.measured, t.passed) for t in found[s] if "combined" in t.name] for s in found}
+    assert combined == {"ours": [("0.61x", False)], "ours-float32": [("0.51x", False)]}
     assert "| ours / ours-float32 | 1.20x | 1.20x |" in text
     assert "| precision | float32 | int8 (served) |" in text
     assert "| test accuracy | 99.60 % | 99.58 % |" in text

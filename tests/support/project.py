@@ -56,28 +56,48 @@ def settings_from(env: Mapping[str, str | None], monkeypatch: pytest.MonkeyPatch
     return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-ROUTES_SCRIPT = """
-import json
+OPENAPI_SCRIPT = """
+import json, sys
+from pydantic import SecretStr
 from app.config import Settings
 from app.main import create_app
-app = create_app(Settings(_env_file=None))
-print(json.dumps({path: sorted(ops) for path, ops in app.openapi()["paths"].items()}))
+operator = sys.argv[1] == "operator"
+extra = {"api_keys_file": "api-keys.txt", "admin_token": SecretStr("0" * 32)} if operator else {}
+print(json.dumps(create_app(Settings(_env_file=None, **extra)).openapi()))
 """
 
 
 @cache
-def app_routes() -> dict[str, set[str]]:
-    """Path -> HTTP methods of the app that create_app builds (its OpenAPI schema; no model needed).
+def app_openapi(operator: bool = False) -> dict[str, Any]:
+    """The OpenAPI document of the app that create_app builds (no model needed); `operator`: with API
+    keys and the admin routes on, as an operator runs it.
 
     In a subprocess: create_app configures logging, which must not leak into this test session.
     """
     env = environment_without_settings()
     result = subprocess.run(
-        [sys.executable, "-c", ROUTES_SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", OPENAPI_SCRIPT, "operator" if operator else "plain"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    paths = json.loads(result.stdout.strip().splitlines()[-1])
-    return {path: {m.upper() for m in ops} for path, ops in paths.items()}
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def app_routes(operator: bool = False) -> dict[str, set[str]]:
+    """Path -> HTTP methods of the app that create_app builds (its OpenAPI schema)."""
+    return {path: {m.upper() for m in ops} for path, ops in app_openapi(operator)["paths"].items()}
+
+
+def route_status_codes(operator: bool = True) -> dict[tuple[str, str], set[int]]:
+    """(method, path) -> the status codes the OpenAPI document says the route answers."""
+    return {
+        (method.upper(), path): {int(code) for code in operation.get("responses", {}) if code.isdigit()}
+        for path, operations in app_openapi(operator)["paths"].items()
+        for method, operation in operations.items()
+    }
 
 
 def console_scripts() -> dict[str, str]:

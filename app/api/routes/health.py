@@ -1,3 +1,5 @@
+"""Liveness and readiness: `/healthz` answers while the process runs, `/readyz` once a model is loaded."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

@@ -1,3 +1,5 @@
+"""`/model`: the served version's metadata, the loaded versions and the routing, and its plots."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal, get_args

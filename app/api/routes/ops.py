@@ -1,3 +1,5 @@
+"""`/metrics`: the Prometheus metrics of this worker."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Response

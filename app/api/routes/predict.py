@@ -1,3 +1,5 @@
+"""`/predict` and `/predict/batch`: the digit in one uploaded image, or in many."""
+
 from __future__ import annotations
 
 import asyncio

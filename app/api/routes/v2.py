@@ -95,7 +95,10 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", responses=example({"ready": True}, False))
+@router.get(
+    "/health/ready",
+    responses=example({"ready": True}, False) | {503: {"description": "no model loaded yet"}},
+)
 async def server_ready(state: StateDep) -> dict[str, bool]:
     """Server readiness: a model is loaded (503 before that)."""
     return {"ready": True}
@@ -161,8 +164,11 @@ INFER_BODY = {
         },
     }
 }
+BUSY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the queue is full or the service is stopping; `Retry-After` says when to retry"}
+}
 INFER_ROUTE: dict[str, Any] = {
-    "responses": example(INFER_EXAMPLE),
+    "responses": example(INFER_EXAMPLE) | BUSY,
     "openapi_extra": INFER_BODY,
     "dependencies": [Depends(require_api_key)],
 }
