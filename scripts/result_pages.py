@@ -457,7 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for page in PAGES:
         text = page.read_text()
-        fresh = rewrite(text, results)
+        try:
+            fresh = rewrite(text, results)
+        except KeyError as exc:
+            sys.stderr.write(f"{os.path.relpath(page, ROOT)}: {exc.args[0]}\n")
+            return 1
         if fresh == text:
             continue
         if args.check:
