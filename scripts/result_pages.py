@@ -148,7 +148,7 @@ def headline(results: Results) -> str:
     return (
         f"{found['seed'].ours_over_peer:.1f}x BentoML's throughput on {SEED_NETWORK} and "
         f"{found['cnn'].ours_over_peer:.1f}x on the default CNN (served in "
-        f"{served_precision(cnn.preset)}; {seed.preset} in float32), with at most {worst_p99:.2f}x "
+        f"{served_precision(cnn.preset)}; `{seed.preset}` in float32), with at most {worst_p99:.2f}x "
         "their p99"
     )
 
