@@ -148,7 +148,7 @@ def headline(results: Results) -> str:
     return (
         f"{found['seed'].ours_over_peer:.1f}x BentoML's throughput on {SEED_NETWORK} and "
         f"{found['cnn'].ours_over_peer:.1f}x on the default CNN (served in "
-        f"{served_precision(cnn.preset)}; {seed.preset} in float32), with at most {worst_p99:.2f}x "
+        f"{served_precision(cnn.preset)}; `{seed.preset}` in float32), with at most {worst_p99:.2f}x "
         "their p99"
     )
 
@@ -364,7 +364,44 @@ def cold_start(results: Results) -> str:
     return f"{min(starts):.1f}-{max(starts):.1f} s"
 
 
+def served_precisions(results: Results) -> str:
+    return ", ".join(f"`{preset}`: {served_precision(preset)}" for preset in ("cnn", "seed"))
+
+
+def int8_card(preset: str) -> Callable[[Results], str]:
+    """A model card's int8 row, from the publish-time proof the benchmark read."""
+
+    def render(results: Results) -> str:
+        proof = results.runs[preset].int8_proof
+        if proof is None:
+            return "no int8 export"
+        float32, int8 = proof["float32"], proof["int8"]
+        text = (
+            f"{'the default' if proof['default'] else 'opt-in'}: {percent(int8['accuracy'])} against "
+            f"float32's {percent(float32['accuracy'])}, the same verdict on "
+            f"{percent(proof['verdict_agreement'])} of test digits, MNIST-C {percent(int8['mnist_c_mean'])}, "
+            f"uploads {percent(int8['uploads'])}, negatives flagged {percent(int8['negatives_flagged'])}"
+        )
+        if not proof["default"]:
+            text += f" ({str(proof['reason']).removeprefix('not the default: ')})"
+        return text
+
+    return render
+
+
+def robust_headline(results: Results) -> str:
+    card = results.models["cnn"]
+    return (
+        f"the default model keeps {100 * card['uploads']:.1f} % on such uploads and "
+        f"{100 * card['mnist_c_mean']:.1f} % on average under MNIST-C's corruptions"
+    )
+
+
 RENDERERS: dict[str, Callable[[Results], str]] = {
+    "served-precisions": served_precisions,
+    "cnn-int8": int8_card("cnn"),
+    "seed-int8": int8_card("seed"),
+    "robust-headline": robust_headline,
     "headline": headline,
     "throughput": throughput,
     "cnn-precision": cnn_precision,
@@ -457,7 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for page in PAGES:
         text = page.read_text()
-        fresh = rewrite(text, results)
+        try:
+            fresh = rewrite(text, results)
+        except KeyError as exc:
+            sys.stderr.write(f"{os.path.relpath(page, ROOT)}: {exc.args[0]}\n")
+            return 1
         if fresh == text:
             continue
         if args.check:

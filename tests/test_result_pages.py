@@ -120,13 +120,13 @@ def test_the_serving_image_size_is_read_from_the_image_report(
 
 
 @pytest.mark.slow
-def test_the_models_summary_is_the_stores_metadata(trained_store: Path) -> None:
+def test_the_models_summary_is_the_stores_metadata(seed_store: Path) -> None:
     from model_store.store import ModelStore
 
-    store = ModelStore(trained_store)
+    store = ModelStore(seed_store)
     newest = store.read_metadata(store.versions()[-1])
 
-    summary = result_pages.summarise_store(trained_store)["presets"][newest.training.preset]
+    summary = result_pages.summarise_store(seed_store)["presets"][newest.training.preset]
 
     assert summary["accuracy"] == newest.evaluation.accuracy
     assert summary["correct"] == newest.evaluation.correct
