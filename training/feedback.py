@@ -109,7 +109,9 @@ def load_corrections(path: Path) -> Corrections:
     )
 
 
-def save_corrections(path: Path, images: np.ndarray, labels: np.ndarray, ids: list[str], version: int) -> None:
+def save_corrections(
+    path: Path, images: np.ndarray, labels: np.ndarray, ids: list[str], version: int
+) -> None:
     """Write corrections in the export's format (all answered by `version`, now): for measuring the
     loop offline and for tests, where no service has answered them."""
     np.savez(
