@@ -40,49 +40,42 @@ def _points(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _drop(what: str, name: str, against: float | None, candidate: float | None, limit: float) -> str | None:
+    """Why `candidate` fails against `against` (lower by more than `limit`), or None. A number the
+    serving version lacks is not compared; one only the candidate lacks fails."""
+    if against is None:
+        return None
+    if candidate is None:
+        return f"{what} was not measured"
+    drop = against - candidate
+    if drop <= limit + _SLACK:
+        return None
+    return (
+        f"{what} {_points(candidate)} is {100 * drop:.2f} points below {name}'s {_points(against)} "
+        f"(limit {100 * limit:.1f})"
+    )
+
+
 def decide(against: GateScores | None, candidate: GateScores) -> tuple[bool, str]:
     """(passed, reason): the rule, as a pure function of both versions' numbers."""
     if against is None:
         return True, "passed: no version was serving to compare with"
     name = f"version {against.version}" if against.version is not None else "the serving version"
-    failures: list[str] = []
-    mnist_drop = against.mnist_accuracy - candidate.mnist_accuracy
-    if mnist_drop > MNIST_DROP_LIMIT + _SLACK:
-        failures.append(
-            f"MNIST test accuracy {_points(candidate.mnist_accuracy)} is {100 * mnist_drop:.2f} points below "
-            f"{name}'s {_points(against.mnist_accuracy)} (limit {100 * MNIST_DROP_LIMIT:.1f})"
-        )
-    if against.holdout_accuracy is not None:
-        if candidate.holdout_accuracy is None:
-            failures.append("the corrections' hold-out was not measured")
-        elif candidate.holdout_accuracy < against.holdout_accuracy - _SLACK:
-            failures.append(
-                f"hold-out accuracy {_points(candidate.holdout_accuracy)} is below "
-                f"{name}'s {_points(against.holdout_accuracy)}"
-            )
-    if against.negatives_flagged is not None:
-        if candidate.negatives_flagged is None:
-            failures.append("the share of non-digits flagged was not measured")
-        else:
-            drop = against.negatives_flagged - candidate.negatives_flagged
-            if drop > NEGATIVES_DROP_LIMIT + _SLACK:
-                failures.append(
-                    f"non-digits flagged {_points(candidate.negatives_flagged)} is {100 * drop:.2f} "
-                    f"points below {name}'s {_points(against.negatives_flagged)} "
-                    f"(limit {100 * NEGATIVES_DROP_LIMIT:.0f})"
-                )
+    compared = [
+        ("MNIST test accuracy", against.mnist_accuracy, candidate.mnist_accuracy, MNIST_DROP_LIMIT),
+        ("hold-out accuracy", against.holdout_accuracy, candidate.holdout_accuracy, 0.0),
+        ("non-digits flagged", against.negatives_flagged, candidate.negatives_flagged, NEGATIVES_DROP_LIMIT),
+    ]
+    failures = [failure for row in compared if (failure := _drop(row[0], name, *row[1:])) is not None]
     if against.int8_default and not candidate.int8_default:
         failures.append(f"its int8 export failed its proof while {name}'s passed")
     if failures:
         return False, f"rejected against {name}: " + "; ".join(failures)
-    numbers = [f"MNIST {_points(candidate.mnist_accuracy)} ({_points(against.mnist_accuracy)})"]
-    if candidate.holdout_accuracy is not None and against.holdout_accuracy is not None:
-        numbers.append(
-            f"hold-out {_points(candidate.holdout_accuracy)} ({_points(against.holdout_accuracy)})"
-        )
-    if candidate.negatives_flagged is not None and against.negatives_flagged is not None:
-        flagged_now = _points(against.negatives_flagged)
-        numbers.append(f"non-digits flagged {_points(candidate.negatives_flagged)} ({flagged_now})")
+    numbers = [
+        f"{what} {_points(theirs)} ({_points(ours)})"
+        for what, ours, theirs, _ in compared
+        if ours is not None and theirs is not None
+    ]
     return True, f"passed against {name}: " + ", ".join(numbers)
 
 

@@ -56,14 +56,14 @@ def test_opening_a_rejected_version_by_number_is_refused_with_the_reason(store: 
     publish(store, 1, True)
     publish(store, 2, False)
     with pytest.raises(
-        RejectedVersionError, match="version 2 .* rejected at publish time .* never served: rejected"
+        RejectedVersionError, match=r"version 2 .* rejected at publish time .* never served: rejected"
     ):
         store.open(2)
 
 
 def test_a_store_whose_every_version_was_rejected_serves_nothing(store: ModelStore) -> None:
     publish(store, 1, False)
-    with pytest.raises(NoModelError, match="every published version .* was rejected"):
+    with pytest.raises(NoModelError, match=r"every published version .* was rejected"):
         store.resolve()
 
 

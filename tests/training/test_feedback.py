@@ -28,14 +28,22 @@ def corrections_file(tmp_path: Path, labels: list[int], /, **replaced: np.ndarra
     """A corrections export with one image per label (its pixels all equal to its index, mod 256)."""
     path = tmp_path / "corrections.npz"
     count = len(labels)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "images": np.stack([np.full((28, 28), i % 256, np.uint8) for i in range(count)]),
         "labels": np.asarray(labels, np.int64),
         "prediction_ids": np.asarray([f"id-{i}" for i in range(count)]),
         "versions": np.full(count, 3, np.int64),
         "times": 1_700_000_000.0 + np.arange(count, dtype=np.float64),
     }
-    np.savez(path, **(arrays | replaced))
+    merged = arrays | replaced
+    np.savez(
+        path,
+        images=merged["images"],
+        labels=merged["labels"],
+        prediction_ids=merged["prediction_ids"],
+        versions=merged["versions"],
+        times=merged["times"],
+    )
     return path
 
 
@@ -65,7 +73,7 @@ def test_load_corrections_reads_every_array_and_the_files_sha256(tmp_path: Path)
 def test_load_corrections_refuses_a_file_that_breaks_the_format(
     tmp_path: Path, replaced: dict[str, np.ndarray], words: str
 ) -> None:
-    with pytest.raises(CorrectionsError, match="corrections.npz: ") as refused:
+    with pytest.raises(CorrectionsError, match=r"corrections.npz: ") as refused:
         load_corrections(corrections_file(tmp_path, [1, 2], **replaced))
     assert words in str(refused.value)
 
@@ -73,12 +81,12 @@ def test_load_corrections_refuses_a_file_that_breaks_the_format(
 def test_load_corrections_names_a_missing_array_and_a_file_that_is_no_npz(tmp_path: Path) -> None:
     path = tmp_path / "partial.npz"
     np.savez(path, images=np.zeros((1, 28, 28), np.uint8))
-    with pytest.raises(CorrectionsError, match="no array labels, prediction_ids, versions, times"):
+    with pytest.raises(CorrectionsError, match=r"no array labels, prediction_ids, versions, times"):
         load_corrections(path)
     (tmp_path / "text.npz").write_text("not an archive")
-    with pytest.raises(CorrectionsError, match="text.npz: not a corrections .npz file"):
+    with pytest.raises(CorrectionsError, match=r"text.npz: not a corrections .npz file"):
         load_corrections(tmp_path / "text.npz")
-    with pytest.raises(CorrectionsError, match="missing.npz: cannot read it"):
+    with pytest.raises(CorrectionsError, match=r"missing.npz: cannot read it"):
         load_corrections(tmp_path / "missing.npz")
 
 

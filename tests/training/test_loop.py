@@ -90,7 +90,7 @@ def test_fine_tune_on_shuffled_labels_is_rejected_kept_and_never_served(
     assert models.versions() == [1, 2] and models.servable_versions() == [1]
     assert models.resolve() == 1
     assert load_serving_model(models, None, warmup_batch=1).version == 1
-    with pytest.raises(RejectedVersionError, match="version 2 .* never served: rejected against version 1"):
+    with pytest.raises(RejectedVersionError, match=r"version 2 .* never served: rejected against version 1"):
         load_serving_model(models, 2, warmup_batch=1)
 
 
