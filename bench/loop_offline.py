@@ -73,8 +73,12 @@ def train(store: Path, data_dir: Path, arguments: list[str], env: dict[str, str]
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if result.returncode not in (0, 1):
         sys.exit(f"{PROG}: {' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    # As a user would type it: no temporary folders.
+    shown = [part.replace(str(store), "models").replace(str(data_dir), "data/mnist") for part in arguments]
+    shown = [str(Path(part).name) if part.endswith(".npz") else part for part in shown]
+    variables = "".join(f"{name}={value} " for name, value in env.items())
     return {
-        "command": "mnist-train " + " ".join(command[5:]),
+        "command": f"{variables}mnist-train --preset cnn " + " ".join(shown),
         "wall_seconds": round(seconds, 1),
         "cpu_seconds": round(cpu, 1),
         "load_before": round(load_before, 2),
@@ -153,7 +157,9 @@ def render(result: dict[str, Any]) -> str:
         f"Corrections: {feedback['examples']} ({feedback['trained_on']} trained on, each "
         f"{feedback['repeats']} times an epoch, {points(feedback['share_of_epoch'])} of its digits; "
         f"{feedback['held_out']} held out). Unseen part: {result['arguments']['unseen']} digits. "
-        f"{result['cpu_count']} cores, shared: the load average is beside each time.",
+        f"{result['cpu_count']} cores, shared with other work: the load average is beside each wall time. "
+        "CPU is the run's user and system time on both cores together, what it needs whatever the load; "
+        "on an idle machine its wall time lies between half of that and all of it.",
         "",
         "| model | unseen typeset digits | error | MNIST test | wall (load before/after) | CPU | model.fit "
         "| gate |",
