@@ -12,8 +12,10 @@ import pytest
 
 from model_store.store import ModelStore, RejectedVersionError
 from tests.conftest import assert_one_line_error, run_cli
+from training.arguments import FINE_TUNE_EPOCHS, hyperparameters_from, parse_args
 from training.feedback import held_out, save_corrections
 from training.populations import draw
+from training.presets import PRESETS
 from training.train import main as train
 
 PROG = "mnist-train"
@@ -123,3 +125,18 @@ def test_gating_against_a_missing_version_is_one_line_error(tmp_path: Path) -> N
         "training.train", "--gate-against", "2", "--store", "store", "--no-download", cwd=tmp_path
     )
     assert_one_line_error(result, PROG, "version 2 of model 'mnist' not found")
+
+
+def test_fine_tuning_defaults_to_a_short_run_on_the_base_versions_split(tmp_path: Path) -> None:
+    base = {"seed": 7, "holdout": 3000}
+    store = ["--store", str(tmp_path / "store")]
+    hp = hyperparameters_from(parse_args(["--preset", "cnn", "--fine-tune-from", "1", *store]), base)
+    assert hp.epochs == FINE_TUNE_EPOCHS
+    assert hp.learning_rate == PRESETS["cnn"].defaults.learning_rate / 10
+    assert (hp.seed, hp.holdout) == (7, 3000)
+    assert hp.precision == PRESETS["cnn"].defaults.precision
+    chosen = parse_args(["--fine-tune-from", "1", "--epochs", "3", "--precision", "float32", *store])
+    assert (hyperparameters_from(chosen, base).epochs, hyperparameters_from(chosen, base).precision) == (
+        3,
+        "float32",
+    )
