@@ -30,6 +30,24 @@ class Evaluation(BaseModel):
     confusion_matrix: list[list[int]] = Field(description="rows are true digits, columns predicted digits")
 
 
+class FeedbackUsed(BaseModel):
+    """The users' corrections a version was trained with (`mnist-train --feedback`)."""
+
+    file_sha256: str = Field(description="SHA-256 of the corrections file")
+    examples: int = Field(ge=0, description="corrections in the file")
+    trained_on: int = Field(ge=0, description="corrections in the training part")
+    held_out: int = Field(ge=0, description="corrections in the hold-out part, never trained on")
+    held_out_share: float = Field(ge=0.0, le=1.0, description="share of prediction ids held out")
+    per_label: dict[str, int] = Field(description="label ('0'-'9', or 'not_a_digit') -> corrections")
+    first_time: datetime | None = Field(description="when the earliest corrected answer was given")
+    last_time: datetime | None = Field(description="when the latest corrected answer was given")
+    share_of_epoch: float = Field(
+        ge=0.0, le=1.0, description="share of each epoch's digits that were corrections (repeats included)"
+    )
+    repeats: int = Field(ge=0, description="times each training correction was repeated per epoch")
+    not_a_digit: str = Field(description="what was done with the 'not a digit' corrections")
+
+
 class TrainingRecord(BaseModel):
     preset: str
     hyperparameters: dict[str, Any]
@@ -39,6 +57,9 @@ class TrainingRecord(BaseModel):
     train_seconds: float
     evaluate_seconds: float
     data_sha256: dict[str, str] = Field(description="SHA-256 of each decompressed IDX file")
+    # Optional: versions trained from scratch, or before fine-tuning existed, have none.
+    fine_tuned_from: int | None = Field(None, description="the version whose weights training started from")
+    feedback: FeedbackUsed | None = Field(None, description="the corrections trained with, if any")
 
 
 class Robustness(BaseModel):
@@ -83,6 +104,31 @@ class Int8Export(BaseModel):
     reason: str = Field(description="why it is, or is not, the default")
 
 
+class GateScores(BaseModel):
+    """One version's numbers the publish-time gate compares."""
+
+    version: int | None = Field(None, ge=1, description="None for the candidate before its number is known")
+    mnist_accuracy: float = Field(ge=0.0, le=1.0, description="on the 10,000 MNIST test images")
+    holdout_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, description="on the corrections' hold-out digits; None without --feedback"
+    )
+    negatives_flagged: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of the evaluation draw of non-digits not judged `digit`"
+    )
+    int8_default: bool = Field(description="whether its int8 proof passed")
+
+
+class Gate(BaseModel):
+    """The publish-time proof against the version serving when it was trained: a version that
+    fails it is kept, but never served (`ModelStore.open` refuses it, the newest skips it)."""
+
+    passed: bool
+    reason: str
+    against: GateScores | None = Field(description="the version serving then; None if none was")
+    candidate: GateScores
+    holdout_examples: int = Field(ge=0, description="hold-out digits both were scored on")
+
+
 class ModelMetadata(BaseModel):
     name: str
     version: int = Field(ge=1)
@@ -102,3 +148,10 @@ class ModelMetadata(BaseModel):
     onnx: OnnxExport | None = None
     # Optional: versions published before the int8 export, or whose quantization failed, have none.
     int8: Int8Export | None = None
+    # Optional: versions published before the gate existed have none, and are served as before.
+    gate: Gate | None = None
+
+    @property
+    def rejection(self) -> str | None:
+        """Why the publish-time gate rejected this version, or None if it may be served."""
+        return None if self.gate is None or self.gate.passed else self.gate.reason

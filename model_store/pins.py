@@ -83,6 +83,13 @@ def clear_pin(store: ModelStore) -> None:
     _clear(store.model_dir / PIN_FILE, "pin")
 
 
+def serving_version(store: ModelStore) -> int:
+    """The version the store says to serve: the operator's pin, else the newest the gate did not
+    reject. (The service's MNIST_MODEL_VERSION setting, when set, wins over both.)"""
+    pin = read_pin(store)
+    return pin.version if pin is not None else store.resolve()
+
+
 def read_routing(store: ModelStore) -> Routing | None:
     return _read(store.model_dir / ROUTING_FILE, Routing, "routing")
 

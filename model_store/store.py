@@ -1,7 +1,9 @@
 """A model repository in TensorFlow Serving's layout: `<root>/<name>/<integer version>/`.
 
 A version folder is written under a hidden temporary name and renamed into place, so a reader sees
-either no version or a whole one. The newest integer is the default version.
+either no version or a whole one. The newest integer is the default version, unless the
+publish-time gate rejected it (`ModelMetadata.gate`): a rejected version stays in the store, for
+its metadata, but is never the default and never opened to serve.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class NoModelError(ModelStoreError):
 
 class InvalidModelError(ModelStoreError):
     pass
+
+
+class RejectedVersionError(ModelStoreError):
+    """The version failed its publish-time gate: it is kept for inspection, never served."""
 
 
 class InvalidVersionError(ModelStoreError, ValueError):
@@ -126,8 +132,20 @@ class ModelStore:
         # Only canonical names ("7", not "07" or non-ASCII digits): version_path(v) must find them.
         return sorted(int(n) for n in found if _is_version_name(n))
 
+    def rejection(self, version: int) -> str | None:
+        """Why the gate rejected `version`, or None. Unreadable metadata is not a rejection: opening
+        the version reports what is wrong with it."""
+        try:
+            return self.read_metadata(version).rejection
+        except InvalidModelError:
+            return None
+
+    def servable_versions(self) -> list[int]:
+        """Published versions the gate did not reject, oldest first."""
+        return [version for version in self.versions() if self.rejection(version) is None]
+
     def resolve(self, version: int | str | None = None) -> int:
-        """The pinned version if given (it must exist), else the newest one."""
+        """The pinned version if given (it must exist), else the newest one the gate did not reject."""
         available = self.versions()
         if version is not None:
             wanted = parse_version(version)
@@ -137,9 +155,15 @@ class ModelStore:
                     f"(available: {available or 'none'})"
                 )
             return wanted
-        if not available:
-            raise NoModelError(f"no published version of model {self.name!r} in {self.model_dir}")
-        return available[-1]
+        for newest in reversed(available):
+            if self.rejection(newest) is None:
+                return newest
+        if available:
+            raise NoModelError(
+                f"every published version of model {self.name!r} in {self.model_dir} was rejected by "
+                f"its publish-time gate (versions {available})"
+            )
+        raise NoModelError(f"no published version of model {self.name!r} in {self.model_dir}")
 
     def version_path(self, version: int) -> Path:
         return self.model_dir / str(parse_version(version))
@@ -178,10 +202,16 @@ class ModelStore:
         return updated
 
     def open(self, version: int | str | None = None) -> LoadedModel:
-        """A version whose metadata parses and whose model file exists; the model is not read yet."""
+        """A version whose metadata parses, that the gate did not reject, and whose model file exists;
+        the model is not read yet."""
         resolved = self.resolve(version)
         path = self.version_path(resolved)
         metadata = self.read_metadata(resolved)
+        if metadata.rejection is not None:
+            raise RejectedVersionError(
+                f"version {resolved} of model {self.name!r} was rejected at publish time and is never "
+                f"served: {metadata.rejection}"
+            )
         if not (path / MODEL_FILE).is_file():
             raise InvalidModelError(f"{path / MODEL_FILE}: model file is missing")
         return LoadedModel(metadata=metadata, path=path)

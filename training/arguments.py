@@ -6,17 +6,21 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from model_store.mnist_data import MNIST_FILES
 from model_store.reporting import load_settings
 from model_store.settings import StoreSettings
-from model_store.store import ModelStore, ModelStoreError, check_model_name
+from model_store.store import ModelStore, ModelStoreError, check_model_name, parse_version
 from training.presets import PRECISIONS, PRESETS, Hyperparameters
 
 PROG = "mnist-train"
 TRAIN_IMAGES = MNIST_FILES["train", "labels"].count
 N = TypeVar("N", int, float)
+# A fine-tune's defaults: one pass over this many MNIST images (plus the corrections) stays within
+# a few minutes on two cores, with or without bfloat16 instructions (docs/loop.md).
+FINE_TUNE_EPOCHS = 1
+FINE_TUNE_LIMIT = 20000
 
 
 def _checked(convert: Callable[[str], N], rule: Callable[[N], bool], wanted: str) -> Callable[[str], N]:
@@ -46,6 +50,13 @@ momentum = _checked(float, lambda v: 0 <= v < 1, "a momentum from 0 up to, not i
 holdout_images = _checked(
     int, lambda v: 0 <= v < TRAIN_IMAGES, f"a number of images from 0 to {TRAIN_IMAGES - 1}"
 )
+
+
+def version_number(text: str) -> int:
+    try:
+        return parse_version(text)
+    except ModelStoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def model_name(text: str) -> str:
@@ -113,6 +124,26 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         action="store_true",
         help="also score MNIST-C's corruptions and rendered uploads before publishing (a few minutes)",
     )
+    parser.add_argument(
+        "--feedback",
+        type=Path,
+        metavar="FILE",
+        help="users' corrections (.npz export) to train on beside MNIST; a fifth of them, by prediction id, "
+        "is held out for the gate",
+    )
+    parser.add_argument(
+        "--fine-tune-from",
+        type=version_number,
+        metavar="VERSION",
+        help="start from this published version's weights and train briefly (default: from scratch; "
+        f"{FINE_TUNE_EPOCHS} epoch over {FINE_TUNE_LIMIT} images at a tenth of the learning rate)",
+    )
+    parser.add_argument(
+        "--gate-against",
+        type=version_number,
+        metavar="VERSION",
+        help="the version the publish-time gate compares with (default: the pinned, else the newest)",
+    )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
     return parser
 
@@ -126,15 +157,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ModelStore(args.store, args.name).check_writable()
         except ModelStoreError as exc:
             parser.error(f"--store (or MNIST_MODEL_STORE): {exc}")
+    if args.fine_tune_from is not None and (args.seed is not None or args.holdout is not None):
+        parser.error(
+            "--seed and --holdout come from the version fine-tuned from, so its held-out digits stay unseen"
+        )
     if args.data_dir.exists() and not args.data_dir.is_dir():
         parser.error(f"--data-dir (or MNIST_DATA_DIR): {args.data_dir} is a file, not a folder")
     return args
 
 
-def hyperparameters_from(args: argparse.Namespace) -> Hyperparameters:
+def hyperparameters_from(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Hyperparameters:
+    """The preset's hyperparameters with the arguments' overrides. Fine-tuning from a version whose
+    hyperparameters are `base`: a short run at a tenth of the learning rate, and the base's seed and
+    held-out count, so its held-out digits are held out again."""
+    defaults = PRESETS[args.preset].defaults
+    if base is not None:
+        defaults = dataclasses.replace(
+            defaults,
+            epochs=FINE_TUNE_EPOCHS,
+            learning_rate=defaults.learning_rate / 10,
+            seed=int(base["seed"]),
+            holdout=int(base["holdout"]),
+        )
     overrides = {
         field.name: getattr(args, field.name)
         for field in dataclasses.fields(Hyperparameters)
         if getattr(args, field.name) is not None
     }
-    return dataclasses.replace(PRESETS[args.preset].defaults, **overrides)
+    return dataclasses.replace(defaults, **overrides)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,15 +26,21 @@ from model_store.metadata import (
     TrainingRecord,
 )
 from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
+from model_store.pins import serving_version
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import fail, one_line_errors
 from model_store.runtimes import INSTALL_KERAS_HINT, keras_installed
-from model_store.store import ModelStore, with_onnx_export
+from model_store.store import LoadedModel, ModelStore, NoModelError, with_onnx_export
 from model_store.trust import trust_files
-from training.arguments import PROG, hyperparameters_from, parse_args
+from training.arguments import FINE_TUNE_LIMIT, PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
+from training.feedback import Corrections, CorrectionsError, load_corrections, mix_in, outlier_pool
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.splits import held_out_split, one_hot
+from training.verdicts import EVALUATION_PER_FAMILY
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger("training")
 OUTLIER_POOL = 8000
@@ -44,7 +50,19 @@ OUTLIER_POOL = 8000
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    hp = hyperparameters_from(args)
+    store = ModelStore(args.store, args.name)
+    # Everything a run needs from the store and the corrections is checked before minutes of training.
+    base = store.open(args.fine_tune_from) if args.fine_tune_from is not None else None
+    if base is not None and base.metadata.training.preset != args.preset:
+        fail(
+            PROG,
+            f"version {base.version} is a {base.metadata.training.preset!r} model, "
+            f"not --preset {args.preset}",
+        )
+    hp = hyperparameters_from(args, None if base is None else base.metadata.training.hyperparameters)
+    limit = args.limit if args.limit is not None or base is None else FINE_TUNE_LIMIT
+    against = serving_now(store, args.gate_against)
+    corrections = read_corrections(args.feedback) if args.feedback is not None else None
     if not (args.download_only or keras_installed()):
         fail(PROG, f"training needs Keras and TensorFlow, which this install lacks; {INSTALL_KERAS_HINT}")
 
@@ -57,25 +75,32 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from training.calibrate_trust import compute_trust
-    from training.quantize import export_int8
+    from training.gate import run_gate
+    from training.negatives import EVALUATION_SEED, draw
     from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
     from training.robustness import benchmark, classifier, write_report
 
     keras.utils.set_random_seed(hp.seed)
-    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
+    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, limit)
     test = load_split(args.data_dir, "test")
+    mnist_samples = len(trained_on.labels)
+    feedback = None if corrections is None else mix_in(corrections, trained_on, hp.outliers > 0)
+    if feedback is not None:
+        trained_on = feedback.mixed
     y_train = trained_on.labels
     validation = (to_model_input(held_out.images), one_hot(held_out.labels)) if hp.holdout else None
     x_test = to_model_input(test.images)
 
-    # Build and train.
+    # Build (or start from the base version's weights) and train.
     steps_per_epoch = -(-len(y_train) // hp.batch_size)
     with dtype_policy(hp.precision):
         model = PRESETS[args.preset].build(hp, steps_per_epoch)
+        if base is not None:
+            start_from(model, base)
         model.summary(print_fn=log.info)
         started, cpu_started = time.perf_counter(), time.process_time()
         history = model.fit(
-            **training_data(trained_on, hp),
+            **training_data(trained_on, hp, None if feedback is None else feedback.trained),
             epochs=hp.epochs,
             validation_data=validation,
             verbose=args.verbose,
@@ -93,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
 
     record = TrainingRecord(
         preset=args.preset,
-        hyperparameters=dataclasses.asdict(hp) | {"limit": args.limit},
+        hyperparameters=dataclasses.asdict(hp) | {"limit": limit},
         history={key: [float(v) for v in values] for key, values in history.history.items()},
-        train_samples=len(y_train),
+        train_samples=mnist_samples,
         validation_samples=hp.holdout,
         train_seconds=round(train_seconds, 2),
         evaluate_seconds=round(evaluate_seconds, 2),
         data_sha256={spec.name: spec.sha256 for spec in MNIST_FILES.values()},
+        fine_tuned_from=None if base is None else base.version,
+        feedback=None if feedback is None else feedback.record,
     )
 
     def write_version(folder: Path, version: int) -> ModelMetadata:
@@ -137,27 +164,73 @@ def main(argv: list[str] | None = None) -> int:
         )
         # The int8 export is quantized from model.onnx, so that is written here, not by `publish`;
         # it is calibrated on the held-out digits, so a version trained without them has none.
-        metadata = with_onnx_export(folder, metadata)
-        if metadata.onnx is None or not hp.holdout:
-            return metadata
-        try:
-            int8 = export_int8(folder, metadata, held_out, test)
-        except Exception as exc:  # the quantizer refusing an op: serving runs float32, never wrong
-            log.warning("no int8 export, serving will run float32: %s", exc)
-            return metadata
-        return metadata.model_copy(update={"files": metadata.files | {"int8": int8.file}, "int8": int8})
+        metadata = with_int8_export(with_onnx_export(folder, metadata), folder, held_out, test)
+        holdout = None if feedback is None else feedback.held_out.digits()
+        gate = run_gate(
+            (folder, metadata), against, holdout, draw(EVALUATION_SEED, EVALUATION_PER_FAMILY, test.images)
+        )
+        return metadata.model_copy(update={"gate": gate})
 
-    store = ModelStore(args.store, args.name)
     version = store.publish(write_version)
+    gate = store.read_metadata(version).gate
     print(
         f"test accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} correct); "
         f"trained in {train_seconds:.0f} s; published {store.version_path(version)}"
     )
+    if gate is not None and not gate.passed:
+        fail(PROG, f"version {version} is kept but will never be served: {gate.reason}")
     return 0
 
 
-def training_data(trained_on: MnistSplit, hp: Hyperparameters) -> dict[str, Any]:
-    """`model.fit`'s data: the images as they are, or batches corrupted afresh with outliers added."""
+def with_int8_export(
+    metadata: ModelMetadata, folder: Path, held_out: MnistSplit, test: MnistSplit
+) -> ModelMetadata:
+    """The metadata with the int8 export and its proof, if the version has an ONNX export and
+    held-out digits to calibrate on; serving runs float32 without it."""
+    from training.quantize import export_int8
+
+    if metadata.onnx is None or not len(held_out.labels):
+        return metadata
+    try:
+        int8 = export_int8(folder, metadata, held_out, test)
+    except Exception as exc:  # the quantizer refusing an op: serving runs float32, never wrong
+        log.warning("no int8 export, serving will run float32: %s", exc)
+        return metadata
+    return metadata.model_copy(update={"files": metadata.files | {"int8": int8.file}, "int8": int8})
+
+
+def serving_now(store: ModelStore, version: int | None) -> tuple[Path, ModelMetadata] | None:
+    """The version the gate compares with: `version`, else the pinned one, else the newest the gate
+    did not reject; None when the store serves nothing yet."""
+    try:
+        chosen = store.resolve(version) if version is not None else serving_version(store)
+    except NoModelError:
+        if version is not None:
+            raise
+        return None
+    return store.version_path(chosen), store.read_metadata(chosen)
+
+
+def read_corrections(path: Path) -> Corrections:
+    try:
+        return load_corrections(path)
+    except CorrectionsError as exc:
+        fail(PROG, f"--feedback: {exc}")
+
+
+def start_from(model: keras.Model, base: LoadedModel) -> None:
+    """Copy the base version's weights into the freshly built `model` (its preset's network)."""
+    try:
+        model.set_weights(base.model.get_weights())
+    except ValueError as exc:
+        fail(PROG, f"version {base.version}'s weights do not fit the {model.name!r} network: {exc}")
+
+
+def training_data(
+    trained_on: MnistSplit, hp: Hyperparameters, corrections: Corrections | None
+) -> dict[str, Any]:
+    """`model.fit`'s data: the images as they are, or batches corrupted afresh with outliers added
+    (the "not a digit" `corrections` among them)."""
     if not (hp.corrupted or hp.outliers):
         x, y = to_model_input(trained_on.images), one_hot(trained_on.labels)
         return {"x": x, "y": y, "batch_size": hp.batch_size, "shuffle": True}
@@ -167,6 +240,8 @@ def training_data(trained_on: MnistSplit, hp: Hyperparameters) -> dict[str, Any]
     # Enough outliers that each is seen about once an epoch; their corruptions differ every time.
     batches = -(-len(trained_on.labels) // hp.batch_size)
     extra = pool(min(OUTLIER_POOL, batches * hp.outliers)) if hp.outliers else np.zeros((0, 28, 28), np.uint8)
+    if hp.outliers and corrections is not None:
+        extra = outlier_pool(extra, corrections)
     data = CorruptedBatches(
         trained_on.images,
         trained_on.labels,

@@ -166,7 +166,7 @@ class VersionManager:
             self.routing = read_routing(self.store)
         except ModelStoreError as exc:
             log.error("%s; keeping the routing in force", exc)
-        newest = self.store.versions()[-self.keep_newest :] if self.keep_newest else []
+        newest = self.store.servable_versions()[-self.keep_newest :] if self.keep_newest else []
         kept = set(self.keep_versions or newest) | {self.holder.current.version}
         return kept | ({self.routing.candidate} if self.routing is not None else set())
 

@@ -1,0 +1,227 @@
+"""Users' corrections as training data: the file they come in, the hold-out split, and the mix
+with MNIST.
+
+The file is what the service's export writes: an `.npz` with `images` (N, 28, 28) uint8 as the
+model saw them (MNIST polarity, normalised as served), `labels` (N,) int64 (0-9, or 10 for
+"not a digit"), `prediction_ids` (N,) str, `versions` (N,) int64 (the version that answered) and
+`times` (N,) float64 (epoch seconds). `load_corrections` is the one place that reads it.
+
+Split: a correction is held out when the SHA-256 of its prediction id falls in the first
+HOLDOUT_SHARE of the hash space, so one prediction lands on the same side in every export and
+every run, whatever else the file holds, and a held-out correction is never trained on.
+
+Mix: the training part is repeated so that corrections make up SHARE_OF_EPOCH of each epoch's
+digits (MNIST the rest, so MNIST does not regress), each at most MAX_REPEATS times an epoch, so
+that a handful of corrections is not learned by heart. Corrections labelled "not a digit" join the
+`cnn`'s outlier pool (trained towards the uniform answer, as its non-digits are), repeated to the
+same share of that pool; a preset without outliers leaves them out and says how many.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from model_store.metadata import FeedbackUsed
+from model_store.mnist_data import MnistSplit
+from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES
+
+log = logging.getLogger("training")
+
+NOT_A_DIGIT = NUM_CLASSES  # label 10
+HOLDOUT_SHARE = 0.2
+SHARE_OF_EPOCH = 0.2
+MAX_REPEATS = 20
+_ARRAYS = ("images", "labels", "prediction_ids", "versions", "times")
+
+
+class CorrectionsError(ValueError):
+    """The corrections file cannot be used; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class Corrections:
+    images: np.ndarray  # uint8 (N, 28, 28)
+    labels: np.ndarray  # int64 (N,), 0-9 or NOT_A_DIGIT
+    prediction_ids: np.ndarray  # str (N,)
+    versions: np.ndarray  # int64 (N,)
+    times: np.ndarray  # float64 (N,), epoch seconds
+    sha256: str  # of the file they were read from
+
+    def take(self, index: np.ndarray) -> Corrections:
+        return Corrections(
+            self.images[index],
+            self.labels[index],
+            self.prediction_ids[index],
+            self.versions[index],
+            self.times[index],
+            self.sha256,
+        )
+
+    def digits(self) -> MnistSplit:
+        """The corrections labelled with a digit."""
+        keep = self.labels != NOT_A_DIGIT
+        return MnistSplit(self.images[keep], self.labels[keep])
+
+    def non_digits(self) -> np.ndarray:
+        return self.images[self.labels == NOT_A_DIGIT]
+
+
+def load_corrections(path: Path) -> Corrections:
+    """The corrections in `path`, checked: CorrectionsError says what is wrong."""
+    try:
+        content = path.read_bytes()
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [name for name in _ARRAYS if name not in arrays.files]
+            if missing:
+                raise CorrectionsError(
+                    f"{path}: no array {', '.join(missing)} (a corrections export has {_ARRAYS})"
+                )
+            images, labels = arrays["images"], arrays["labels"]
+            ids, versions, times = arrays["prediction_ids"], arrays["versions"], arrays["times"]
+    except OSError as exc:
+        raise CorrectionsError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # not an .npz, or an object array
+        raise CorrectionsError(f"{path}: not a corrections .npz file: {exc}") from exc
+    if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise CorrectionsError(f"{path}: images must be uint8 (N, 28, 28), not {images.dtype} {images.shape}")
+    count = len(images)
+    if any(len(a) != count or a.ndim != 1 for a in (labels, ids, versions, times)):
+        raise CorrectionsError(
+            f"{path}: labels, prediction_ids, versions and times must each hold {count} values"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or ((labels < 0) | (labels > NOT_A_DIGIT)).any():
+        raise CorrectionsError(f"{path}: labels must be whole numbers 0-9, or {NOT_A_DIGIT} for not a digit")
+    if len(set(ids.tolist())) != count:
+        raise CorrectionsError(f"{path}: a prediction id appears twice")
+    return Corrections(
+        images,
+        labels.astype(np.int64),
+        ids.astype(str),
+        versions.astype(np.int64),
+        times.astype(np.float64),
+        hashlib.sha256(content).hexdigest(),
+    )
+
+
+def save_corrections(
+    path: Path, images: np.ndarray, labels: np.ndarray, ids: list[str], version: int
+) -> None:
+    """Write corrections in the export's format (all answered by `version`, now): for measuring the
+    loop offline and for tests, where no service has answered them."""
+    np.savez(
+        path,
+        images=images.astype(np.uint8),
+        labels=labels.astype(np.int64),
+        prediction_ids=np.asarray(ids, dtype=str),
+        versions=np.full(len(labels), version, np.int64),
+        times=np.full(len(labels), datetime.now(UTC).timestamp(), np.float64),
+    )
+
+
+def held_out(prediction_ids: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray:
+    """Which predictions are held out: the first 8 bytes of each id's SHA-256, as a fraction of
+    2**64, below `share`."""
+    buckets = [int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:8], "big") for i in prediction_ids]
+    return np.asarray([bucket < share * 2**64 for bucket in buckets], dtype=bool)
+
+
+def split(corrections: Corrections) -> tuple[Corrections, Corrections]:
+    """(trained on, held out), by `held_out`."""
+    hold = held_out(corrections.prediction_ids)
+    return corrections.take(np.flatnonzero(~hold)), corrections.take(np.flatnonzero(hold))
+
+
+def repeats_for(corrections: int, mnist: int, share: float = SHARE_OF_EPOCH) -> int:
+    """How often each of `corrections` examples is repeated so that they are `share` of an epoch
+    beside `mnist` images, at most MAX_REPEATS (and at least once)."""
+    if corrections == 0:
+        return 0
+    wanted = share * mnist / ((1 - share) * corrections)
+    return int(np.clip(round(wanted), 1, MAX_REPEATS))
+
+
+def mixed(mnist: MnistSplit, trained: Corrections) -> tuple[MnistSplit, int]:
+    """MNIST with the training corrections' digits appended, repeated; and the repeat count."""
+    digits = trained.digits()
+    repeats = repeats_for(len(digits.labels), len(mnist.labels))
+    images = np.concatenate([mnist.images, np.tile(digits.images, (repeats, 1, 1))])
+    labels = np.concatenate([mnist.labels, np.tile(digits.labels, repeats)])
+    return MnistSplit(images, labels), repeats
+
+
+def outlier_pool(pool: np.ndarray, trained: Corrections) -> np.ndarray:
+    """The outlier pool with the "not a digit" corrections appended, repeated to SHARE_OF_EPOCH of it."""
+    extra = trained.non_digits()
+    repeats = repeats_for(len(extra), len(pool))
+    return np.concatenate([pool, np.tile(extra, (repeats, 1, 1))]) if repeats else pool
+
+
+@dataclass(frozen=True)
+class FeedbackMix:
+    """The corrections' two parts, MNIST with the training part mixed in, and the metadata's record."""
+
+    trained: Corrections
+    held_out: Corrections
+    mixed: MnistSplit
+    record: FeedbackUsed
+
+
+def mix_in(corrections: Corrections, mnist: MnistSplit, outliers: bool) -> FeedbackMix:
+    """Split the corrections and mix the training part into `mnist`; `outliers` says whether the
+    preset trains outliers, which the "not a digit" corrections then join (`outlier_pool`)."""
+    trained, hold = split(corrections)
+    together, repeats = mixed(mnist, trained)
+    used = record(corrections, trained, hold, together, repeats, outliers)
+    log.info(
+        "corrections: %d trained on (each %d times an epoch, %.1f %% of its digits), %d held out; %s",
+        used.trained_on,
+        repeats,
+        100 * used.share_of_epoch,
+        used.held_out,
+        used.not_a_digit,
+    )
+    return FeedbackMix(trained, hold, together, used)
+
+
+def record(
+    corrections: Corrections,
+    trained: Corrections,
+    hold: Corrections,
+    mixed_in: MnistSplit,
+    repeats: int,
+    outliers: bool,
+) -> FeedbackUsed:
+    """What the metadata says about the corrections a version was trained with."""
+    labels = [str(label) if label < NOT_A_DIGIT else "not_a_digit" for label in range(NOT_A_DIGIT + 1)]
+    counts = np.bincount(corrections.labels, minlength=NOT_A_DIGIT + 1)
+    non_digits = int(counts[NOT_A_DIGIT])
+    treated = (
+        f"{non_digits} trained as outliers (uniform target)"
+        if outliers
+        else f"{non_digits} left out: this preset trains no outliers"
+    )
+    times = (
+        [datetime.fromtimestamp(float(t), UTC) for t in (corrections.times.min(), corrections.times.max())]
+        if len(corrections.times)
+        else [None, None]
+    )
+    corrected = repeats * len(trained.digits().labels)
+    return FeedbackUsed(
+        file_sha256=corrections.sha256,
+        examples=len(corrections.labels),
+        trained_on=len(trained.labels),
+        held_out=len(hold.labels),
+        held_out_share=HOLDOUT_SHARE,
+        per_label={label: int(count) for label, count in zip(labels, counts, strict=True)},
+        first_time=times[0],
+        last_time=times[1],
+        share_of_epoch=corrected / max(1, len(mixed_in.labels)),
+        repeats=repeats,
+        not_a_digit=treated,
+    )
