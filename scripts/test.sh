@@ -5,13 +5,15 @@ source "$(dirname "$0")/setup.sh"
 export MNIST_DATA_DIR=${MNIST_DATA_DIR:-data/mnist}
 mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there
 # The browser tests drive Debian's Chromium, the soak and scale-out tests drive wrk and nginx, the
-# image tests build with buildah on a debootstrap base; as root we install them.
+# image tests build with buildah on a debootstrap base, the alert rules are checked by Prometheus's
+# promtool; as root we install them.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v buildah >/dev/null || missing+=(buildah)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
