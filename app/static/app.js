@@ -571,8 +571,18 @@
   const SERIES_COLOURS = ["#4338ca", "#0e7490", "#b45309", "#be185d"];
   const monitoringStatus = statusLine($("monitoring-status"));
   const driftHistory = new Map(); // version -> [drift ÷ threshold, ...]
-  let monitoringRoute = true; // false once the server said it has no /monitoring
+  let monitoringRoute = null; // whether the server has /monitoring; asked of its OpenAPI schema once
   let monitoringBusy = false;
+
+  /** Whether the server offers /monitoring: a server without a log of answers has none, and asking
+   * its schema once spares a 404 at every refresh (and a red line in the browser's console). */
+  async function hasMonitoringRoute() {
+    try {
+      return "/monitoring" in ((await api("/openapi.json")).paths ?? {});
+    } catch {
+      return true; // no schema to ask: try the route, and fall back on its 404
+    }
+  }
 
   /** Drift per version from Prometheus's text format: the largest over the workers' samples. */
   function driftFromMetrics(text) {
@@ -596,6 +606,7 @@
 
   /** /monitoring's versions; a server without it gives drift alone, from /metrics. */
   async function loadMonitoring() {
+    monitoringRoute ??= await hasMonitoringRoute();
     if (monitoringRoute) {
       try {
         return { source: "monitoring", versions: (await api("/monitoring")).versions };
@@ -616,7 +627,9 @@
 
   function describeDrift(drift) {
     if (!drift) return ["no reference", ""];
-    if (drift.statistic === null) return [`waiting for ${drift.window ?? "a window of"} inputs`, ""];
+    if (drift.statistic === null) {
+      return [`waiting for ${drift.window ? `${drift.window} inputs` : "a full window of inputs"}`, ""];
+    }
     const ratio = drift.statistic / drift.threshold;
     const text = `${drift.statistic.toFixed(2)} / ${drift.threshold.toFixed(2)} (${ratio.toFixed(1)}×)`;
     return [text, drift.drifting ? "drifting" : ""];

@@ -91,7 +91,9 @@ def test_non_digits_raise_the_gauge_over_the_threshold(monitor: DriftMonitor, di
     monitor.update()
     drifting = monitor.status(1)
     assert drifting is not None and drifting["drifting"]
-    assert gauges(monitor.metrics)[("mnist_input_drift", "1")] == drifting["statistic"] > 2.5
+    statistic = drifting["statistic"]
+    assert statistic is not None and statistic > 2.5
+    assert gauges(monitor.metrics)[("mnist_input_drift", "1")] == statistic
 
 
 def test_unknown_and_unreferenced_versions_report_none(
