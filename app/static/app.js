@@ -676,7 +676,7 @@
   const plotHeight = CHART.height - CHART.top - CHART.bottom;
   const plotWidth = CHART.width - CHART.left - CHART.right;
 
-  function drawAccuracyChart(versions) {
+  function drawAccuracyChart(versions, source) {
     const chart = $("accuracy-chart");
     const y = (p) => CHART.top + (1 - p) * plotHeight;
     const parts = [
@@ -697,7 +697,8 @@
       );
     });
     if (!measured.length) {
-      parts.push(svgElement("text", { x: CHART.left + 10, y: y(0.5) }, "no feedback yet"));
+      const why = source === "monitoring" ? "no feedback yet" : "no feedback recorded by this server";
+      parts.push(svgElement("text", { x: CHART.left + 10, y: y(0.5) }, why));
     }
     chart.replaceChildren(...parts);
   }
@@ -754,7 +755,7 @@
       $("monitoring").dataset.source = source;
       renderMonitoringTable(versions, source);
       recordDrift(versions);
-      drawAccuracyChart(versions);
+      drawAccuracyChart(versions, source);
       drawDriftChart();
       monitoringStatus.show(
         source === "monitoring" ? "" : "This server keeps no log of answers: drift only, from its metrics.",
