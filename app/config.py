@@ -176,6 +176,13 @@ class Settings(StoreSettings):
         "`MNIST_MODEL_VERSION` pins a version.",
         examples=[60],
     )
+    drift_interval_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        description="Seconds between two computations of the input-drift statistic of each version's "
+        "window of recent digits, in a thread of each worker (docs/drift.md); 0 never computes it.",
+        examples=[30],
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token for the `/admin` routes (at least 16 characters); unset disables them.",

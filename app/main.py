@@ -39,6 +39,7 @@ from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
 from app.serving.batcher import Batcher, DirectPredictor
+from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder
 from app.serving.state import Predictor, ServiceState
@@ -75,10 +76,13 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         raise
     holder = ModelHolder(serving)
     metrics.set_model(serving.name, serving.version)
+    drift = DriftMonitor(metrics)
+    drift.track(serving.loaded)
     manager = VersionManager(
         store,
         holder,
         metrics,
+        drift,
         settings.model_version,
         settings.batch_max_size,
         keep_newest=settings.loaded_newest,
@@ -113,7 +117,9 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
     if settings.explain_warmup:
         explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
-    state = ServiceState(settings, holder, predictor, manager, metrics, explainer, test_set, test_set_error)
+    state = ServiceState(
+        settings, holder, predictor, manager, metrics, explainer, drift, test_set, test_set_error
+    )
     if settings.api_keys_file is not None:
         state.api_keys = ApiKeys(settings.api_keys_file)
         if settings.api_key_rate_per_second:
@@ -161,14 +167,18 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         polling = None
         if settings.reload_poll_seconds and settings.model_version is None:
             polling = asyncio.create_task(state.manager.poll(settings.reload_poll_seconds))
+        drift_updates = None
+        if settings.drift_interval_seconds:
+            drift_updates = asyncio.create_task(state.drift.run(settings.drift_interval_seconds))
         yield
         if grpc_server is not None:
             # uvicorn has drained HTTP by now; the gRPC calls in flight get the same grace.
             await grpc_server.stop(settings.graceful_shutdown_seconds)
-        if polling is not None:
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+        for task in (polling, drift_updates):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         gc.set_threshold(*collector_thresholds)
         state.predictor.close()
         state.explainer.close()

@@ -9,13 +9,15 @@ mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the fil
 # (no root, no network to a registry) is said in one line, and its tests skip: the suite goes on.
 skipping() { echo "test.sh: $1 not installed ($2); its tests skip." >&2; }
 # The browser tests drive Debian's Chromium, the soak and scale-out tests drive wrk and nginx, the
-# TLS test nginx and openssl, the image tests build with buildah on a debootstrap base.
+# TLS test nginx and openssl, the image tests build with buildah on a debootstrap base, and the
+# alert rules are checked by Prometheus's promtool.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v buildah >/dev/null || missing+=(buildah)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v promtool >/dev/null || missing+=(prometheus)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

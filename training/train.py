@@ -34,6 +34,7 @@ from model_store.store import LoadedModel, ModelStore, NoModelError, with_onnx_e
 from model_store.trust import trust_files
 from training.arguments import FINE_TUNE_LIMIT, PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
+from training.drift_reference import write_drift_reference
 from training.feedback import Corrections, CorrectionsError, load_corrections, mix_in, outlier_pool
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.splits import held_out_split, one_hot
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if hp.holdout:
             trust = compute_trust(model, held_out, trained_on, test, folder)
             files |= trust_files()
+            files |= write_drift_reference(folder, held_out.images, hp.seed)
         robustness = None
         if args.robustness:
             robustness = benchmark(classifier(model, DEFAULT_INPUT_SPEC), test.images, test.labels, hp.seed)

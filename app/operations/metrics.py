@@ -138,6 +138,21 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Per worker: each computes the statistic over the digits it answered (liveall adds its pid).
+        self.input_drift = Gauge(
+            "mnist_input_drift",
+            "Drift statistic of the last window of digits a version answered (docs/drift.md)",
+            ["version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.input_drift_threshold = Gauge(
+            "mnist_input_drift_threshold",
+            "The drift statistic's threshold, calibrated when the version was published",
+            ["version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.api_key_requests = Counter(
             "mnist_api_key_requests",
             "Inference requests by API key name (empty: no key or an unknown one) and outcome",
@@ -175,7 +190,7 @@ class Metrics:
         self.warmup_seconds.labels(str(version)).set(warmup_seconds)
 
     def forget_version(self, version: int) -> None:
-        for gauge in (self.weight_bytes, self.warmup_seconds):
+        for gauge in (self.weight_bytes, self.warmup_seconds, self.input_drift, self.input_drift_threshold):
             with contextlib.suppress(KeyError):
                 gauge.remove(str(version))
 

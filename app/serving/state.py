@@ -17,6 +17,7 @@ from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.tracing import traced_prediction
 from app.serving.batcher import BatchResult
+from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder, ServingModel
 from app.serving.router import VersionRouter
@@ -42,6 +43,7 @@ class ServiceState:
     manager: VersionManager
     metrics: Metrics
     explainer: ExplainService
+    drift: DriftMonitor
     test_set: MnistSplit | None
     test_set_error: str | None = None
     api_keys: ApiKeys | None = None
@@ -75,6 +77,7 @@ class ServiceState:
             self.tracer, model, images, lambda: self.predictor.predict(images, model)
         )
         self.router.shadow(images, result, time.perf_counter() - started)
+        self.drift.observe(model.version, images)
         self.metrics.count_predictions(result.probabilities.argmax(axis=1))
         return result
 

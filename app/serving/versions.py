@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from app.operations.metrics import Metrics
+from app.serving.drift import DriftMonitor
 from app.serving.model import ModelHolder, ServingModel
 from model_store.pins import (
     Routing,
@@ -93,6 +94,7 @@ class VersionManager:
         store: ModelStore,
         holder: ModelHolder,
         metrics: Metrics,
+        drift: DriftMonitor,
         setting: int | None,
         warmup_batch: int,
         keep_newest: int = 0,
@@ -102,6 +104,7 @@ class VersionManager:
         self.store = store
         self.holder = holder
         self.metrics = metrics
+        self.drift = drift
         self.setting = setting
         self.warmup_batch = warmup_batch
         # Loaded beside the default (TF Serving's version policy): these versions, else the newest N.
@@ -215,6 +218,7 @@ class VersionManager:
             del loaded[version]
             self.details.pop(version, None)
             self.metrics.forget_version(version)
+            self.drift.forget(version)
             log.info("unloaded version %s", version)
         self.holder.loaded = loaded
 
@@ -226,9 +230,7 @@ class VersionManager:
     async def _load(self, version: int) -> ServingModel:
         started = time.perf_counter()
         try:
-            serving = await asyncio.to_thread(
-                load_serving_model, self.store, version, self.warmup_batch, self.runtime
-            )
+            serving = await asyncio.to_thread(self._load_and_track, version)
             self.note_loaded(serving, time.perf_counter() - started)
             return serving
         except ModelStoreError as exc:
@@ -238,6 +240,11 @@ class VersionManager:
                 "refused model version %s, still serving %s: %s", version, self.holder.current.version, exc
             )
             raise ReloadError(str(exc)) from exc
+
+    def _load_and_track(self, version: int) -> ServingModel:
+        serving = load_serving_model(self.store, version, self.warmup_batch, self.runtime)
+        self.drift.track(serving.loaded)
+        return serving
 
     def _swap(self, candidate: ServingModel) -> ServingModel:
         previous = self.holder.current

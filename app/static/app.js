@@ -6,6 +6,8 @@
   // Give up on an answer after this long (?timeout_ms=... overrides, for testing a slow server).
   const TIMEOUT_MS = boundedInt(params.get("timeout_ms"), 200, 120000, 15000);
   const EXPLAIN_AFTER_MS = 250;
+  // How often the monitoring panel refreshes (?monitor_ms=... overrides, for testing).
+  const MONITOR_MS = boundedInt(params.get("monitor_ms"), 200, 600000, 10000);
   const SLOW_MS = 1000; // after this, say we are still waiting
   const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;
   const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -24,8 +26,13 @@
 
   // ---- Talking to the API -------------------------------------------------------------------
 
-  /** An error to show a person as it is. */
-  class ShownError extends Error {}
+  /** An error to show a person as it is; `status` is the HTTP status, 0 when there was no answer. */
+  class ShownError extends Error {
+    constructor(message, status = 0) {
+      super(message);
+      this.status = status;
+    }
+  }
 
   const isSuperseded = (err) => err?.name === "AbortError" && !(err instanceof ShownError);
 
@@ -34,7 +41,7 @@
    * this one). Resolves to JSON or a Blob; rejects with ShownError for anything a person should
    * read, or with the AbortError when the caller aborted.
    */
-  async function api(url, { method = "GET", body, signal, as = "json", timeout = TIMEOUT_MS } = {}) {
+  async function api(url, { method = "GET", body, json, signal, as = "json", timeout = TIMEOUT_MS } = {}) {
     const controller = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -45,11 +52,13 @@
     if (signal?.aborted) controller.abort();
     signal?.addEventListener("abort", forward, { once: true });
     try {
+      const accept = { json: "application/json", blob: "image/png", text: "text/plain" }[as];
+      const headers = { Accept: accept, ...(json === undefined ? {} : { "Content-Type": "application/json" }) };
       const response = await fetch(url, {
         method,
-        body,
+        body: json === undefined ? body : JSON.stringify(json),
         signal: controller.signal,
-        headers: { Accept: as === "json" ? "application/json" : "image/png" },
+        headers,
       });
       if (!response.ok) {
         let detail = "";
@@ -59,9 +68,10 @@
           // not JSON: the status alone will do
         }
         const text = detail ? `: ${detail}` : "";
-        throw new ShownError(`The server answered ${response.status}${text}. Please try again.`);
+        throw new ShownError(`The server answered ${response.status}${text}. Please try again.`, response.status);
       }
-      return as === "blob" ? await response.blob() : await response.json();
+      if (as === "blob") return await response.blob();
+      return as === "text" ? await response.text() : await response.json();
     } catch (err) {
       if (timedOut) {
         throw new ShownError(
@@ -234,6 +244,7 @@
     steps.textContent = "";
     setBars(bars, null);
     drawStatus.clear();
+    showFeedback(null);
   }
 
   async function predict(blob, fileName, source) {
@@ -308,6 +319,7 @@
     const answeredBy = $("answered-by");
     answeredBy.hidden = !answer.model;
     answeredBy.textContent = answer.model ? `Answered by model version ${answer.model.version}.` : "";
+    showFeedback(answer);
     // A canary's candidate answers some requests: that is no sign the default version changed.
     if (modelVersion !== null && !servedVersions.includes(answer.model?.version)) loadModel();
   }
@@ -317,6 +329,70 @@
     hideUploadPreview();
     resetResult();
   });
+
+  // ---- Feedback on an answer ---------------------------------------------------------------
+
+  const feedback = $("feedback");
+  const feedbackStatus = statusLine($("feedback-status"));
+  const FEEDBACK_LABELS = [...DIGITS, "not_a_digit"];
+  let feedbackFor = null; // the answer the buttons give feedback on
+
+  $("feedback-labels").replaceChildren(
+    ...FEEDBACK_LABELS.map((label) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.label = String(label);
+      button.textContent = label === "not_a_digit" ? "not a digit" : String(label);
+      button.addEventListener("click", () => sendFeedback(label, button));
+      return button;
+    }),
+  );
+  $("feedback-right").addEventListener("click", (event) => sendFeedback("right", event.currentTarget));
+
+  /** Offer feedback on this answer; an answer without an id (a server that keeps no log) has none. */
+  function showFeedback(answer) {
+    feedbackFor = answer?.prediction_id ? answer : null;
+    feedback.hidden = feedbackFor === null;
+    feedback.dataset.state = "idle";
+    for (const button of feedback.querySelectorAll("button")) {
+      button.disabled = false;
+      button.removeAttribute("aria-pressed");
+    }
+    feedbackStatus.clear();
+  }
+
+  const FEEDBACK_REFUSED = {
+    404: "The server no longer knows this answer, so the feedback was not recorded.",
+    422: "The server did not accept that label.",
+    503: "Feedback cannot be recorded right now; please try again in a moment.",
+  };
+
+  async function sendFeedback(choice, button) {
+    const answer = feedbackFor;
+    if (answer === null) return;
+    // "Right" agrees with what the page said: the digit, or that it was not one.
+    const said = answer.verdict === "not_a_digit" ? "not_a_digit" : answer.prediction;
+    const label = choice === "right" ? said : choice;
+    feedback.dataset.state = "sending";
+    feedbackStatus.busy("Sending…");
+    try {
+      const body = { prediction_id: answer.prediction_id, label };
+      const recorded = await api("/feedback", { method: "POST", json: body });
+      if (feedbackFor !== answer) return; // a newer answer replaced this one meanwhile
+      for (const other of feedback.querySelectorAll("button")) other.removeAttribute("aria-pressed");
+      button.setAttribute("aria-pressed", "true");
+      feedback.dataset.state = "sent";
+      const as = recorded.label === "not_a_digit" ? "not a digit" : `a ${recorded.label}`;
+      const verdict = recorded.correct ? "the answer was right" : `the answer ${recorded.predicted} was wrong`;
+      const again = recorded.created_at !== recorded.updated_at ? " (replacing your earlier feedback)" : "";
+      feedbackStatus.show(`Thank you: recorded as ${as}, ${verdict}${again}.`, "ok");
+      refreshMonitoring();
+    } catch (err) {
+      if (feedbackFor !== answer) return;
+      feedback.dataset.state = "error";
+      feedbackStatus.show(FEEDBACK_REFUSED[err.status] ?? err.message, "error");
+    }
+  }
 
   // ---- Upload -------------------------------------------------------------------------------
 
@@ -488,6 +564,209 @@
     $("plots").replaceChildren(...figures);
   }
 
+  // ---- Monitoring ---------------------------------------------------------------------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+  const HISTORY = 30; // refreshes kept for the drift chart
+  const SERIES_COLOURS = ["#4338ca", "#0e7490", "#b45309", "#be185d"];
+  const monitoringStatus = statusLine($("monitoring-status"));
+  const driftHistory = new Map(); // version -> [drift ÷ threshold, ...]
+  let monitoringRoute = null; // whether the server has /monitoring; asked of its OpenAPI schema once
+  let monitoringBusy = false;
+
+  /** Whether the server offers /monitoring: a server without a log of answers has none, and asking
+   * its schema once spares a 404 at every refresh (and a red line in the browser's console). */
+  async function hasMonitoringRoute() {
+    try {
+      return "/monitoring" in ((await api("/openapi.json")).paths ?? {});
+    } catch {
+      return true; // no schema to ask: try the route, and fall back on its 404
+    }
+  }
+
+  /** Drift per version from Prometheus's text format: the largest over the workers' samples. */
+  function driftFromMetrics(text) {
+    const found = new Map();
+    const sample = /^(mnist_input_drift(?:_threshold)?)\{([^}]*)\} (\S+)$/gm;
+    for (const [, name, labels, value] of text.matchAll(sample)) {
+      const version = Number(/version="(\d+)"/.exec(labels)?.[1]);
+      if (!Number.isFinite(version)) continue;
+      const entry = found.get(version) ?? { version, statistic: null, threshold: null };
+      const key = name.endsWith("_threshold") ? "threshold" : "statistic";
+      entry[key] = Math.max(entry[key] ?? -Infinity, Number(value));
+      found.set(version, entry);
+    }
+    return [...found.values()]
+      .filter((entry) => entry.threshold !== null)
+      .map((entry) => ({
+        version: entry.version,
+        drift: { ...entry, drifting: entry.statistic !== null && entry.statistic > entry.threshold },
+      }));
+  }
+
+  /** /monitoring's versions; a server without it gives drift alone, from /metrics. */
+  async function loadMonitoring() {
+    monitoringRoute ??= await hasMonitoringRoute();
+    if (monitoringRoute) {
+      try {
+        return { source: "monitoring", versions: (await api("/monitoring")).versions };
+      } catch (err) {
+        if (err.status !== 404) throw err;
+        monitoringRoute = false;
+      }
+    }
+    return { source: "metrics", versions: driftFromMetrics(await api("/metrics", { as: "text" })) };
+  }
+
+  function cell(text, className = "") {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  }
+
+  function describeDrift(drift) {
+    if (!drift) return ["no reference", ""];
+    if (drift.statistic === null) {
+      return [`waiting for ${drift.window ? `${drift.window} inputs` : "a full window of inputs"}`, ""];
+    }
+    const ratio = drift.statistic / drift.threshold;
+    const text = `${drift.statistic.toFixed(2)} / ${drift.threshold.toFixed(2)} (${ratio.toFixed(1)}×)`;
+    return [text, drift.drifting ? "drifting" : ""];
+  }
+
+  function renderMonitoringTable(versions, source) {
+    const rows = versions.map((entry) => {
+      const row = document.createElement("tr");
+      row.dataset.version = String(entry.version);
+      const [drift, driftClass] = describeDrift(entry.drift);
+      const known = (value) => (source === "monitoring" ? String(value ?? 0) : "–");
+      let accuracy = source === "monitoring" ? "no feedback yet" : "–";
+      if (entry.accuracy !== null && entry.accuracy !== undefined) {
+        const [low, high] = entry.accuracy_interval ?? [entry.accuracy, entry.accuracy];
+        accuracy = `${percent(entry.accuracy)} (${percent(low)}–${percent(high)})`;
+      }
+      row.append(
+        cell(`v${entry.version}`),
+        cell(known(entry.answers)),
+        cell(known(entry.feedback)),
+        cell(accuracy),
+        cell(drift, driftClass),
+      );
+      row.lastChild.dataset.drift = driftClass || "calm";
+      return row;
+    });
+    if (!rows.length) {
+      const row = document.createElement("tr");
+      row.append(cell("No version reports anything yet."));
+      row.firstChild.colSpan = 5;
+      rows.push(row);
+    }
+    $("monitoring-rows").replaceChildren(...rows);
+  }
+
+  function svgElement(name, attributes, text) {
+    const element = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+    if (text !== undefined) element.textContent = text;
+    return element;
+  }
+
+  const CHART = { width: 360, height: 160, left: 40, right: 10, top: 10, bottom: 24 };
+  const plotHeight = CHART.height - CHART.top - CHART.bottom;
+  const plotWidth = CHART.width - CHART.left - CHART.right;
+
+  function drawAccuracyChart(versions, source) {
+    const chart = $("accuracy-chart");
+    const y = (p) => CHART.top + (1 - p) * plotHeight;
+    const parts = [
+      svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left, y1: y(1), y2: y(0) }),
+      svgElement("text", { x: CHART.left - 4, y: y(1) + 4, "text-anchor": "end" }, "100%"),
+      svgElement("text", { x: CHART.left - 4, y: y(0) + 4, "text-anchor": "end" }, "0%"),
+    ];
+    const measured = versions.filter((entry) => entry.accuracy !== null && entry.accuracy !== undefined);
+    const slot = plotWidth / Math.max(measured.length, 1);
+    measured.forEach((entry, index) => {
+      const x = CHART.left + index * slot + slot * 0.25;
+      const [low, high] = entry.accuracy_interval ?? [entry.accuracy, entry.accuracy];
+      const middle = x + slot * 0.25;
+      parts.push(
+        svgElement("rect", { class: "bar", x, width: slot * 0.5, y: y(entry.accuracy), height: y(0) - y(entry.accuracy) }),
+        svgElement("line", { class: "interval", x1: middle, x2: middle, y1: y(high), y2: y(low) }),
+        svgElement("text", { x: middle, y: CHART.height - 8, "text-anchor": "middle" }, `v${entry.version}`),
+      );
+    });
+    if (!measured.length) {
+      const why = source === "monitoring" ? "no feedback yet" : "no feedback recorded by this server";
+      parts.push(svgElement("text", { x: CHART.left + 10, y: y(0.5) }, why));
+    }
+    chart.replaceChildren(...parts);
+  }
+
+  function drawDriftChart() {
+    const chart = $("drift-chart");
+    const series = [...driftHistory.entries()];
+    const ratios = series.flatMap(([, values]) => values.filter((v) => v !== null));
+    // Log scale: in distribution the ratio sits near 0.5, a broken input stream at 10 to 1000.
+    const top = Math.log10(Math.max(10, ...ratios));
+    const bottom = Math.log10(Math.min(0.1, ...ratios.filter((v) => v > 0)));
+    const y = (ratio) => CHART.top + ((top - Math.log10(Math.max(ratio, 10 ** bottom))) / (top - bottom)) * plotHeight;
+    const x = (index) => CHART.left + (index / (HISTORY - 1)) * plotWidth;
+    const parts = [
+      svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left, y1: CHART.top, y2: CHART.top + plotHeight }),
+      svgElement("line", { class: "threshold", x1: CHART.left, x2: CHART.width - CHART.right, y1: y(1), y2: y(1) }),
+      svgElement("text", { x: CHART.left - 4, y: y(1) + 4, "text-anchor": "end" }, "1×"),
+      svgElement("text", { x: CHART.left - 4, y: CHART.top + 8, "text-anchor": "end" }, `${Math.round(10 ** top)}×`),
+    ];
+    series.forEach(([version, values], index) => {
+      const colour = SERIES_COLOURS[index % SERIES_COLOURS.length];
+      const offset = HISTORY - values.length;
+      const points = values
+        .map((ratio, i) => (ratio === null ? null : `${x(offset + i).toFixed(1)},${y(ratio).toFixed(1)}`))
+        .filter((point) => point !== null);
+      if (points.length) {
+        parts.push(svgElement("polyline", { class: "series", stroke: colour, points: points.join(" "), "data-version": version }));
+      }
+      parts.push(
+        svgElement("text", { x: CHART.left + 6 + index * 40, y: CHART.height - 8, fill: colour, style: `fill: ${colour}` }, `v${version}`),
+      );
+    });
+    if (!series.length) parts.push(svgElement("text", { x: CHART.left + 10, y: y(1) - 6 }, "no drift reported"));
+    chart.replaceChildren(...parts);
+  }
+
+  function recordDrift(versions) {
+    const reported = new Set(versions.map((entry) => entry.version));
+    for (const version of driftHistory.keys()) if (!reported.has(version)) driftHistory.delete(version);
+    for (const entry of versions) {
+      if (!entry.drift) continue;
+      const { statistic, threshold } = entry.drift;
+      const values = driftHistory.get(entry.version) ?? [];
+      values.push(statistic === null ? null : statistic / threshold);
+      driftHistory.set(entry.version, values.slice(-HISTORY));
+    }
+  }
+
+  async function refreshMonitoring() {
+    if (monitoringBusy) return;
+    monitoringBusy = true;
+    try {
+      const { source, versions } = await loadMonitoring();
+      $("monitoring").dataset.source = source;
+      renderMonitoringTable(versions, source);
+      recordDrift(versions);
+      drawAccuracyChart(versions, source);
+      drawDriftChart();
+      monitoringStatus.show(
+        source === "monitoring" ? "" : "This server keeps no log of answers: drift only, from its metrics.",
+      );
+    } catch (err) {
+      if (!isSuperseded(err)) monitoringStatus.show(err.message, "error");
+    } finally {
+      monitoringBusy = false;
+    }
+  }
+
   // ---- Start --------------------------------------------------------------------------------
 
   buildBars(bars);
@@ -495,5 +774,7 @@
   resetPad();
   resetResult();
   loadModel();
+  refreshMonitoring();
+  setInterval(refreshMonitoring, MONITOR_MS);
   showSample((signal) => api(`/test/${boundedInt(indexInput.value, 0, 9999, 0)}`, { signal }));
 })();
