@@ -42,7 +42,7 @@ from app.serving.versions import VersionManager, load_serving_model, serving_pol
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
-from model_store.store import ModelStore, ModelStoreError
+from model_store.store import ModelStoreError
 
 log = logging.getLogger("app")
 
@@ -63,7 +63,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     # and the other workers for the cores (docs/performance.md, "Measured"). Set for the whole
     # process, as the limit stays in place after this call.
     threadpool_limits(1, user_api="blas")
-    store = ModelStore(settings.model_store, settings.model_name)
+    store = settings.open_store()
     started = time.perf_counter()
     try:
         policy = serving_policy(store, settings.model_version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -17,6 +17,7 @@ from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
+from tests.support.s3 import S3Server, S3Store, s3_server
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
@@ -101,6 +102,21 @@ def seed_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
     args += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
     assert train(args) == 0
     return store
+
+
+@pytest.fixture(scope="session")
+def s3_session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (rclone, signatures checked) for the session; each test gets its own bucket."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_store(s3_session_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """A fresh bucket on the session's S3 server, this process's AWS variables pointing at it."""
+    for variable, value in s3_session_server.env().items():
+        monkeypatch.setenv(variable, value)
+    return S3Store(s3_session_server, s3_session_server.create_bucket())
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     version = store.publish(write_version)
     print(
         f"test accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} correct); "
-        f"trained in {train_seconds:.0f} s; published {store.version_path(version)}"
+        f"trained in {train_seconds:.0f} s; published {store.describe(version)}"
     )
     return 0
 
