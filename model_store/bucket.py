@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -195,7 +197,9 @@ class BucketStorage:
 
     def _claim(self, version: int, claim: str) -> bool:
         with self._reaching(f"claim version {version}"):
-            self.client.put_object(Bucket=self.bucket, Key=claim, Body=b"")
+            # Not empty: copiers such as KServe's storage initializer skip empty objects, and a copy
+            # must keep the claim to tell a half-written version (`model_store.storage`).
+            self.client.put_object(Bucket=self.bucket, Key=claim, Body=_claim_body())
             others = [obj["Key"] for obj in self._list(self._key(version)) if obj["Key"] != claim]
             if others:
                 self.client.delete_object(Bucket=self.bucket, Key=claim)
@@ -248,6 +252,12 @@ class BucketStorage:
                     self.client.delete_object(Bucket=self.bucket, Key=key)
             removed.append(self.describe(version))
         return removed
+
+
+def _claim_body() -> bytes:
+    """Who claimed a version and when, for an operator looking at a half-written one."""
+    by = f"{socket.gethostname()}:{os.getpid()}"
+    return json.dumps({"claimed_by": by, "claimed_at": datetime.now(UTC).isoformat()}).encode()
 
 
 def _is_payload_name(relative: str) -> bool:
