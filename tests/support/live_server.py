@@ -32,7 +32,7 @@ def environment_without_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
 
 
-def service_env(store: Path, mnist_dir: Path, **settings: str) -> dict[str, str]:
+def service_env(store: Path | str, mnist_dir: Path, **settings: str) -> dict[str, str]:
     """MNIST_* variables for a server of `store`: `settings` are further ones by lower-case name."""
     env = {"MNIST_MODEL_STORE": str(store), "MNIST_DATA_DIR": str(mnist_dir)}
     return env | {f"MNIST_{name.upper()}": value for name, value in settings.items()}
