@@ -20,7 +20,7 @@ from app.serving.model import int8_refusal
 from app.serving.versions import serving_policy
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
 from model_store.reporting import fail, load_settings
-from model_store.store import ModelStore, ModelStoreError, NoModelError, read_int8
+from model_store.store import ModelStoreError, NoModelError, read_int8
 
 PROG = "mnist-serve"
 
@@ -43,10 +43,11 @@ def worker_count(text: str) -> int:
     return int(text)
 
 
-def check_store(root: Path, name: str, version: int | None) -> None:
-    """A store with nothing to serve is the user's to fix: one line, before uvicorn starts a worker."""
+def check_store(settings: Settings) -> None:
+    """A store with nothing to serve, or one that cannot be reached, is the user's to fix: one line,
+    before uvicorn starts a worker."""
     try:
-        ModelStore(root, name).resolve(version)
+        settings.open_store().resolve(settings.model_version)
     except NoModelError as exc:
         fail(PROG, f"{exc}; publish one with mnist-train, or point MNIST_MODEL_STORE at a store that has one")
     except ModelStoreError as exc:
@@ -57,7 +58,7 @@ def check_int8(settings: Settings) -> None:
     """MNIST_PRECISION=int8 on a version without its int8 export: one line, before a worker starts."""
     if settings.precision != "int8":
         return
-    store = ModelStore(settings.model_store, settings.model_name)
+    store = settings.open_store()
     try:
         versions = [serving_policy(store, settings.model_version).version, *settings.loaded_versions]
         for version in dict.fromkeys(versions):
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=worker_count, default=settings.workers, help="env MNIST_WORKERS")
     args = parser.parse_args(argv)
-    check_store(settings.model_store, settings.model_name, settings.model_version)
+    check_store(settings)
     check_int8(settings)
     # The workers read their settings from the environment: the gRPC server listens on the port
     # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise.

@@ -47,7 +47,7 @@ from app.serving.versions import VersionManager, load_serving_model, serving_pol
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
-from model_store.store import ModelStore, ModelStoreError
+from model_store.store import ModelStoreError
 
 log = logging.getLogger("app")
 
@@ -64,7 +64,7 @@ def configure_tensorflow(threads: int) -> None:
 def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
     configure_tensorflow(settings.tf_threads)
-    store = ModelStore(settings.model_store, settings.model_name)
+    store = settings.open_store()
     started = time.perf_counter()
     try:
         policy = serving_policy(store, settings.model_version)

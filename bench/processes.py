@@ -21,10 +21,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def service_env(store: Path, data_dir: Path, **settings: str) -> dict[str, str]:
-    """MNIST_* variables for a server of `store`; `settings` are further ones by lower-case name
-    (`reload_poll_seconds="0"` is MNIST_RELOAD_POLL_SECONDS)."""
-    env = {"MNIST_MODEL_STORE": str(store.resolve()), "MNIST_DATA_DIR": str(data_dir.resolve())}
+def service_env(store: Path | str, data_dir: Path, **settings: str) -> dict[str, str]:
+    """MNIST_* variables for a server of `store` (a folder, or an `s3://` URL as it is); `settings`
+    are further ones by lower-case name (`reload_poll_seconds="0"` is MNIST_RELOAD_POLL_SECONDS)."""
+    location = store if isinstance(store, str) else str(store.resolve())
+    env = {"MNIST_MODEL_STORE": location, "MNIST_DATA_DIR": str(data_dir.resolve())}
     return env | {f"MNIST_{name.upper()}": value for name, value in settings.items()}
 
 

@@ -1,5 +1,5 @@
-"""An operator's choices, kept beside the versions in `<root>/<name>/`: `pin.json`, the version
-served by default, and `routing.json`, a canary or shadow candidate beside it.
+"""An operator's choices, kept beside the versions in `<root>/<name>/` (a folder or a bucket):
+`pin.json`, the version served by default, and `routing.json`, a canary or shadow candidate beside it.
 
 The files are the one place every worker and every restart reads the choices from, so a rollback
 made through one worker holds on all of them and survives restarts. No pin means: follow the
@@ -8,10 +8,7 @@ newest; no routing means: every request goes to the default version.
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -42,45 +39,45 @@ class Routing(BaseModel):
     set_at: datetime
 
 
-def _read(path: Path, kind: type[Choice], what: str) -> Choice | None:
-    try:
-        return kind.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
+def _read(store: ModelStore, file: str, kind: type[Choice], what: str) -> Choice | None:
+    content = store.storage.read_choice(file)
+    if content is None:
         return None
-    except (OSError, ValidationError) as exc:
-        raise ModelStoreError(f"{path}: unreadable {what} ({exc}); delete it to drop the choice") from exc
-
-
-def _write(path: Path, choice: BaseModel, what: str) -> None:
-    """Record a choice atomically (readers see the old file or the new one, never a part)."""
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
-        staging.write_text(choice.model_dump_json(indent=2))
-        os.replace(staging, path)
-    except OSError as exc:
-        staging.unlink(missing_ok=True)
-        raise ModelStoreError(f"cannot record the {what} in {path}: {exc}") from exc
+        return kind.model_validate_json(content)
+    except ValidationError as exc:
+        raise ModelStoreError(
+            f"{store.location.rstrip('/')}/{file}: unreadable {what} ({exc}); delete it to drop the choice"
+        ) from exc
 
 
-def _clear(path: Path, what: str) -> None:
+def _write(store: ModelStore, file: str, choice: BaseModel, what: str) -> None:
+    """Record a choice atomically (readers see the old one or the new one, never a part)."""
     try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ModelStoreError(f"cannot remove the {what} {path}: {exc}") from exc
+        store.storage.write_choice(file, choice.model_dump_json(indent=2).encode())
+    except ModelStoreError as exc:
+        raise ModelStoreError(f"cannot record the {what}: {exc}") from exc
+
+
+def _clear(store: ModelStore, file: str, what: str) -> None:
+    try:
+        store.storage.delete_choice(file)
+    except ModelStoreError as exc:
+        raise ModelStoreError(f"cannot remove the {what}: {exc}") from exc
 
 
 def read_pin(store: ModelStore) -> Pin | None:
-    return _read(store.model_dir / PIN_FILE, Pin, "pin")
+    return _read(store, PIN_FILE, Pin, "pin")
 
 
 def write_pin(store: ModelStore, version: int, pinned_by: str) -> Pin:
     pin = Pin(version=version, pinned_by=pinned_by, pinned_at=datetime.now(UTC))
-    _write(store.model_dir / PIN_FILE, pin, "pin")
+    _write(store, PIN_FILE, pin, "pin")
     return pin
 
 
 def clear_pin(store: ModelStore) -> None:
-    _clear(store.model_dir / PIN_FILE, "pin")
+    _clear(store, PIN_FILE, "pin")
 
 
 def serving_version(store: ModelStore) -> int:
@@ -91,7 +88,7 @@ def serving_version(store: ModelStore) -> int:
 
 
 def read_routing(store: ModelStore) -> Routing | None:
-    return _read(store.model_dir / ROUTING_FILE, Routing, "routing")
+    return _read(store, ROUTING_FILE, Routing, "routing")
 
 
 def write_routing(
@@ -100,9 +97,9 @@ def write_routing(
     routing = Routing(
         mode=mode, candidate=candidate, percent=percent, set_by=set_by, set_at=datetime.now(UTC)
     )
-    _write(store.model_dir / ROUTING_FILE, routing, "routing")
+    _write(store, ROUTING_FILE, routing, "routing")
     return routing
 
 
 def clear_routing(store: ModelStore) -> None:
-    _clear(store.model_dir / ROUTING_FILE, "routing")
+    _clear(store, ROUTING_FILE, "routing")

@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, check_model_name
+from model_store.storage import parse_location
+from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, ModelStore, check_model_name
 
 ENV_PREFIX = "MNIST_"
 
@@ -22,11 +23,18 @@ class StoreSettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True
     )
 
-    model_store: Path = Field(
+    model_store: Path | str = Field(
         DEFAULT_STORE_ROOT,
-        description="The model store's root folder: versions live in `<store>/<name>/<version>/`. Read by "
-        "the service, `mnist-train` and `python -m model_store`.",
-        examples=[Path("/srv/models")],
+        description="The model store: a folder, or `s3://BUCKET/PREFIX` in S3 or an S3-compatible store "
+        "(endpoint from `AWS_ENDPOINT_URL`, credentials from the standard AWS variables). Versions live "
+        "in `<store>/<name>/<version>/`. Read by the service, `mnist-train` and `python -m model_store`.",
+        examples=[Path("/srv/models"), "s3://mnist-models/store"],
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where the versions of a store in a bucket are downloaded to be loaded (default: a "
+        "folder per store under the system's temporary folder). Unused for a store in a folder.",
+        examples=[Path("/var/cache/mnist-models")],
     )
     model_name: str = Field(
         DEFAULT_MODEL_NAME,
@@ -40,10 +48,19 @@ class StoreSettings(BaseSettings):
         examples=[Path("/data/mnist")],
     )
 
+    @field_validator("model_store", mode="before")
+    @classmethod
+    def _folder_or_bucket(cls, value: object) -> object:
+        return parse_location(value) if isinstance(value, str | Path) else value
+
     @field_validator("model_name")
     @classmethod
     def _name_is_a_folder_name(cls, value: str) -> str:
         return check_model_name(value)
+
+    def open_store(self) -> ModelStore:
+        """The store these settings name."""
+        return ModelStore(self.model_store, self.model_name, self.model_cache_dir)
 
 
 def describe_settings_error(exc: ValidationError) -> str:

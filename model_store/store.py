@@ -1,9 +1,11 @@
-"""A model repository in TensorFlow Serving's layout: `<root>/<name>/<integer version>/`.
+"""A model repository in TensorFlow Serving's layout: `<root>/<name>/<integer version>/`, in a
+folder or in an S3 bucket (`root` = `s3://bucket/prefix`; `model_store.storage`).
 
-A version folder is written under a hidden temporary name and renamed into place, so a reader sees
-either no version or a whole one. The newest integer is the default version, unless the
-publish-time gate rejected it (`ModelMetadata.gate`): a rejected version stays in the store, for
-its metadata, but is never the default and never opened to serve.
+A version is written into a local staging folder, then published atomically: renamed into place in
+a folder, committed by a marker written last in a bucket. A reader sees either no version or a whole
+one. The newest integer is the default version, unless the publish-time gate rejected it
+(`ModelMetadata.gate`): a rejected version stays in the store, for its metadata, but is never the
+default and never opened to serve.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from model_store.errors import (
+    InvalidModelError,
+    InvalidNameError,
+    InvalidVersionError,
+    ModelStoreError,
+    NoModelError,
+    RejectedVersionError,
+    StoreUnavailableError,
+)
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.preprocessing import NUM_CLASSES
 from model_store.runtimes import (
@@ -32,6 +44,14 @@ from model_store.runtimes import (
     file_sha256,
     keras_installed,
 )
+from model_store.storage import (
+    TMP_PREFIX,
+    FolderStorage,
+    Storage,
+    StoreLocation,
+    is_bucket,
+    parse_location,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -41,31 +61,17 @@ log = logging.getLogger(__name__)
 # Relative to the working directory, like data/mnist: models never land inside installed code.
 DEFAULT_STORE_ROOT = Path("models")
 DEFAULT_MODEL_NAME = "mnist"
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TMP_PREFIX
 
-
-class ModelStoreError(Exception):
-    """The store, or a version in it, cannot be used; the message says which path and why."""
-
-
-class NoModelError(ModelStoreError):
-    pass
-
-
-class InvalidModelError(ModelStoreError):
-    pass
-
-
-class RejectedVersionError(ModelStoreError):
-    """The version failed its publish-time gate: it is kept for inspection, never served."""
-
-
-class InvalidVersionError(ModelStoreError, ValueError):
-    pass
-
-
-class InvalidNameError(ModelStoreError, ValueError):
-    pass
+__all__ = [
+    "InvalidModelError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "ModelStoreError",
+    "NoModelError",
+    "RejectedVersionError",
+    "StoreUnavailableError",
+]
 
 
 @dataclass(frozen=True)
@@ -118,19 +124,39 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def default_cache(location: str, name: str) -> Path:
+    """Where a bucket's versions are downloaded unless MNIST_MODEL_CACHE_DIR says: one folder per
+    bucket prefix and model, shared by the workers and restarts of one machine."""
+    digest = hashlib.sha256(f"{location}\0{name}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "mnist-model-cache" / digest
+
+
 class ModelStore:
-    def __init__(self, root: Path = DEFAULT_STORE_ROOT, name: str = DEFAULT_MODEL_NAME) -> None:
+    def __init__(
+        self,
+        root: StoreLocation = DEFAULT_STORE_ROOT,
+        name: str = DEFAULT_MODEL_NAME,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.name = check_model_name(name)
-        self.root = Path(root)
-        self.model_dir = self.root / name
+        location = parse_location(root)
+        self.storage: Storage
+        if is_bucket(location):
+            from model_store.bucket import BucketStorage  # deferred: only a bucket needs boto3
+
+            self.root: StoreLocation = str(location)
+            # The local folder a bucket's versions are read from.
+            self.model_dir = cache_dir or default_cache(str(location), name)
+            self.storage = BucketStorage(str(location), name, self.model_dir)
+        else:
+            self.root = Path(location)
+            self.model_dir = self.root / name
+            self.storage = FolderStorage(self.model_dir)
+        self.location = self.storage.location
 
     def versions(self) -> list[int]:
-        """Published versions, oldest first. Temporary folders and stray files are ignored."""
-        if not self.model_dir.is_dir():
-            return []
-        found = (p.name for p in self.model_dir.iterdir() if p.is_dir())
-        # Only canonical names ("7", not "07" or non-ASCII digits): version_path(v) must find them.
-        return sorted(int(n) for n in found if _is_version_name(n))
+        """Published versions, oldest first. Half-written versions and stray files are ignored."""
+        return self.storage.versions()
 
     def rejection(self, version: int) -> str | None:
         """Why the gate rejected `version`, or None. Unreadable metadata is not a rejection: opening
@@ -151,7 +177,7 @@ class ModelStore:
             wanted = parse_version(version)
             if wanted not in available:
                 raise NoModelError(
-                    f"version {wanted} of model {self.name!r} not found in {self.model_dir} "
+                    f"version {wanted} of model {self.name!r} not found in {self.location} "
                     f"(available: {available or 'none'})"
                 )
             return wanted
@@ -160,13 +186,18 @@ class ModelStore:
                 return newest
         if available:
             raise NoModelError(
-                f"every published version of model {self.name!r} in {self.model_dir} was rejected by "
+                f"every published version of model {self.name!r} in {self.location} was rejected by "
                 f"its publish-time gate (versions {available})"
             )
-        raise NoModelError(f"no published version of model {self.name!r} in {self.model_dir}")
+        raise NoModelError(f"no published version of model {self.name!r} in {self.location}")
 
     def version_path(self, version: int) -> Path:
-        return self.model_dir / str(parse_version(version))
+        """The version's folder; from a bucket, a local copy (downloaded when missing or stale)."""
+        return self.storage.version_folder(parse_version(version))
+
+    def describe(self, version: int) -> str:
+        """Where the version lives: its folder or its place in the bucket."""
+        return self.storage.describe(parse_version(version))
 
     def read_metadata(self, version: int) -> ModelMetadata:
         path = self.version_path(version) / METADATA_FILE
@@ -184,11 +215,13 @@ class ModelStore:
         return metadata
 
     def update_metadata(self, metadata: ModelMetadata) -> None:
-        """Replace a published version's metadata.json atomically (a reader sees old or new, whole)."""
+        """Replace a published version's metadata.json atomically (a reader sees old or new, whole),
+        with the files written into `version_path` beside it."""
         self.read_metadata(metadata.version)  # the version exists and is this model's
         _write_json_atomically(
             self.version_path(metadata.version) / METADATA_FILE, metadata.model_dump(mode="json")
         )
+        self.storage.push(metadata.version)
 
     def export_onnx(self, version: int) -> ModelMetadata:
         """Give a published version (one from before the export existed) its model.onnx, in place:
@@ -224,42 +257,29 @@ class ModelStore:
 
     def check_writable(self) -> None:
         """Fail now, not after an hour of training, if a version could not be published here."""
-        existing = self.model_dir
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ModelStoreError(
-                f"{existing} is a file, so the model store {self.model_dir} cannot be created"
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ModelStoreError(
-                f"{existing} is not writable, so no version can be published in {self.root}"
-            )
+        self.storage.check_writable()
+
+    def clean_incomplete(self, older_than_seconds: float) -> list[str]:
+        """Remove the half-written versions (a publisher that died) older than that."""
+        return self.storage.clean_incomplete(older_than_seconds)
 
     def publish(self, write: Callable[[Path, int], ModelMetadata]) -> int:
-        """Write a new version with `write(folder, version)` and move it into place atomically.
+        """Write a new version with `write(folder, version)` and publish it atomically.
 
         `write` fills the folder and returns the metadata it wrote. If another publisher takes the
-        version number first, the folder is renamed to the next free number and its metadata fixed.
+        version number first, the version gets the next free number and its metadata is fixed.
         A folder holding a model.keras also gets its ONNX export (`model_store.runtimes`).
         """
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.model_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-        staging.mkdir()
+        staging = self.storage.staging()
         try:
             version = max(self.versions(), default=0) + 1
             metadata = with_onnx_export(staging, write(staging, version))
-            while True:
-                metadata = metadata.model_copy(update={"version": version})
-                _write_json_atomically(staging / METADATA_FILE, metadata.model_dump(mode="json"))
-                try:
-                    # rename(2) refuses a non-empty target, so two publishers never share a number.
-                    os.rename(staging, self.model_dir / str(version))
-                    return version
-                except OSError:
-                    if not (self.model_dir / str(version)).exists():
-                        raise
-                    version = max(self.versions(), default=version) + 1
+
+            def stamp(folder: Path, number: int) -> None:
+                stamped = metadata.model_copy(update={"version": number})
+                _write_json_atomically(folder / METADATA_FILE, stamped.model_dump(mode="json"))
+
+            return self.storage.commit(staging, version, stamp)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -319,10 +339,6 @@ def _recorded(loaded: LoadedModel, export: object, name: str, what: str) -> Path
     if not (loaded.path / name).is_file():
         raise LookupError(f"{loaded.path / name} is missing")
     return loaded.path / name
-
-
-def _is_version_name(name: str) -> bool:
-    return name.isascii() and name.isdecimal() and str(int(name)) == name and int(name) >= 1
 
 
 def validate_model_shapes(model: keras.Model, metadata: ModelMetadata, source: Path) -> None:

@@ -37,6 +37,12 @@ if [ ! -f "$kserve_sdk/kserve/models/__init__.py" ]; then
   python -m pip install --quiet --no-deps --target "$kserve_sdk" kserve==0.21.0 kubernetes==37.0.2 \
     || skipping "the KServe SDK" "pip install failed"
 fi
+# KServe's storage code (its storage initializer's), for the test that copies the store out of a
+# bucket as a KServe pod does: its pins clash too, so it also goes into a folder of its own.
+kserve_storage=${KSERVE_STORAGE_DIR:-/var/tmp/mnist-serve-kserve-storage}
+if [ ! -f "$kserve_storage/kserve_storage/__init__.py" ]; then
+  python -m pip install --quiet --no-deps --target "$kserve_storage" kserve-storage==0.21.0
+fi
 # newman and Postman's OpenAPI converter, pinned in postman/package-lock.json (tests/test_postman.py).
 if ! command -v npm >/dev/null; then
   skipping npm "sudo apt-get install nodejs npm"

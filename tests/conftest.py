@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -19,6 +19,7 @@ from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
+from tests.support.s3 import S3Server, S3Store, s3_server
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 # Written by `python -m tests.fixtures.make_store` (tests/fixtures/README.md).
@@ -130,6 +131,21 @@ def seed_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
     subset, two epochs, ~84 % test accuracy): wide features, whose verdict uses the Mahalanobis
     score and a low-rank approximation of it. Trained once per session (seconds); copy to change."""
     return train_session_store(tmp_path_factory.mktemp("seed_store"), mnist_dir, "seed")
+
+
+@pytest.fixture(scope="session")
+def s3_session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (rclone, signatures checked) for the session; each test gets its own bucket."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_store(s3_session_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """A fresh bucket on the session's S3 server, this process's AWS variables pointing at it."""
+    for variable, value in s3_session_server.env().items():
+        monkeypatch.setenv(variable, value)
+    return S3Store(s3_session_server, s3_session_server.create_bucket())
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CompletedProcess[str]:

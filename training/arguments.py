@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from model_store.mnist_data import MNIST_FILES
 from model_store.reporting import load_settings
 from model_store.settings import StoreSettings
+from model_store.storage import parse_location
 from model_store.store import ModelStore, ModelStoreError, check_model_name, parse_version
 from training.presets import PRECISIONS, PRESETS, Hyperparameters
 
@@ -78,7 +79,10 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         help="folder with the four IDX .gz files (env MNIST_DATA_DIR; default data/mnist)",
     )
     parser.add_argument(
-        "--store", type=Path, default=settings.model_store, help="model store root (env MNIST_MODEL_STORE)"
+        "--store",
+        type=parse_location,
+        default=settings.model_store,
+        help="model store root (env MNIST_MODEL_STORE)",
     )
     parser.add_argument("--name", type=model_name, default=settings.model_name, help="env MNIST_MODEL_NAME")
     parser.add_argument("--epochs", type=positive_int)

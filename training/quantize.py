@@ -27,6 +27,7 @@ from model_store.metadata import Int8Export, ModelMetadata, PrecisionScores
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import InputSpec, to_model_input
 from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
+from model_store.storage import parse_location
 from model_store.trust import ClassStatistics, TrustRule, judge, served_trust
 from training import negatives
 from training.report import UPLOAD_FAMILY, evaluate
@@ -217,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=main.__doc__)
-    parser.add_argument("--store", type=Path, default=settings.model_store, help="env MNIST_MODEL_STORE")
+    parser.add_argument(
+        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
+    )
     parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
     parser.add_argument("--version", help="the version to quantize (default: the newest)")
     parser.add_argument(

@@ -25,6 +25,7 @@ from model_store.normalisation import SERVICE_BACKGROUND, Background, normalise_
 from model_store.preprocessing import InputSpec, to_model_input
 from model_store.reporting import load_settings, one_line_errors
 from model_store.settings import StoreSettings
+from model_store.storage import parse_location
 from model_store.store import ModelStore, ModelStoreError, parse_version
 from training.arguments import model_name, positive_int, seed_int
 from training.report import (
@@ -122,7 +123,9 @@ def write_report(folder: Path, robustness: Robustness, title: str) -> dict[str, 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=settings.model_store, help="env MNIST_MODEL_STORE")
+    parser.add_argument(
+        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
+    )
     parser.add_argument("--name", type=model_name, default=settings.model_name, help="env MNIST_MODEL_NAME")
     parser.add_argument("--version", type=version_number, help="default: the newest version")
     parser.add_argument("--seed", type=seed_int, default=0, help="the same seed gives the same images")

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     gate = store.read_metadata(version).gate
     print(
         f"test accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} correct); "
-        f"trained in {train_seconds:.0f} s; published {store.version_path(version)}"
+        f"trained in {train_seconds:.0f} s; published {store.describe(version)}"
     )
     if gate is not None and not gate.passed:
         fail(PROG, f"version {version} is kept but will never be served: {gate.reason}")

@@ -35,7 +35,7 @@ from model_store.pins import (
 )
 from model_store.preprocessing import IMAGE_SIDE
 from model_store.runtimes import DEFAULT_RUNTIME, RuntimeChoice
-from model_store.store import ModelStore, ModelStoreError
+from model_store.store import ModelStore, ModelStoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,9 @@ class VersionManager:
             self.note_loaded(serving, time.perf_counter() - started)
             return serving
         except ModelStoreError as exc:
-            self.refused[version] = str(exc)
+            # A store out of reach says nothing against the version: the next look tries it again.
+            if not isinstance(exc, StoreUnavailableError):
+                self.refused[version] = str(exc)
             self.metrics.load_failures.inc()
             log.error(
                 "refused model version %s, still serving %s: %s", version, self.holder.current.version, exc

@@ -18,6 +18,7 @@ from app.main import create_app
 from bench.digits import encode
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MnistSplit, load_split
+from model_store.storage import StoreLocation
 from model_store.store import ModelStore
 
 __all__ = ["encode"]  # written once, in bench/digits.py; the tests import it from here
@@ -57,15 +58,22 @@ def paper_scan(pixels: np.ndarray, side: int = 112) -> np.ndarray:
     return paper
 
 
-def publish_copy(store_root: Path, source_version: int = 1, model_bytes: bytes | None = None) -> int:
-    """Publish a new version holding version `source_version`'s files (or damaged model bytes)."""
+def publish_copy(
+    store_root: StoreLocation,
+    source_version: int = 1,
+    model_bytes: bytes | None = None,
+    source_root: Path | None = None,
+) -> int:
+    """Publish a new version holding version `source_version`'s files (or damaged model bytes),
+    taken from the same store or from the one in `source_root`."""
     store = ModelStore(store_root)
-    source = store.version_path(source_version)
-    metadata = store.read_metadata(source_version)
+    source_store = ModelStore(source_root) if source_root is not None else store
+    source = source_store.version_path(source_version)
+    metadata = source_store.read_metadata(source_version)
 
     def write(folder: Path, version: int) -> ModelMetadata:
         for item in source.iterdir():
-            if item.is_file() and item.name != METADATA_FILE:
+            if item.is_file() and item.name != METADATA_FILE and not item.name.startswith("."):
                 shutil.copy2(item, folder / item.name)
         if model_bytes is not None:
             (folder / MODEL_FILE).write_bytes(model_bytes)

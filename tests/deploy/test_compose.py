@@ -107,7 +107,7 @@ def run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, check=False)
 
 
-@pytest.mark.parametrize("profiles", [(), ("scale",)], ids=["default", "scale"])
+@pytest.mark.parametrize("profiles", [(), ("scale",), ("s3",)], ids=["default", "scale", "s3"])
 def test_compose_cli_validates(profiles: tuple[str, ...], tmp_path: Path) -> None:
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
@@ -117,7 +117,12 @@ def test_compose_cli_validates(profiles: tuple[str, ...], tmp_path: Path) -> Non
     # The model Compose resolves agrees with our own reading of the file.
     resolved = json.loads(run_compose(*flags, "config", "--format", "json", env_file=env_file).stdout)
     ours = load_compose()
-    assert set(resolved["services"]) == set(ours["services"])
+    active = {
+        name
+        for name, service in ours["services"].items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
+    assert set(resolved["services"]) == active
     for name, service in resolved["services"].items():
         assert service.get("image") == ours["services"][name]["image"]
         published = [p for p in service.get("ports", []) if p.get("published")]
@@ -152,7 +157,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    assert set(compose["services"]) == {"train", "api", "lb"}
+    assert set(compose["services"]) == {"train", "api", "lb", "objects"}
     return compose["services"]
 
 
@@ -183,6 +188,22 @@ def test_api_starts_after_training_and_scales(services: dict[str, dict[str, Any]
     assert "ports" not in api, "a fixed host port would stop `--scale api=N`; lb publishes the port"
     assert "container_name" not in api, "a fixed container name would stop `--scale api=N`"
     assert api.get("restart") in ("always", "unless-stopped", "on-failure")
+
+
+def test_the_s3_profile_puts_the_store_in_one_bucket_for_every_replica() -> None:
+    bucket = "s3://mnist-models/store"
+    services = load_compose({"DEPLOY_MODEL_STORE": bucket})["services"]
+    objects = services["objects"]
+    assert objects["profiles"] == ["s3"], "the default deployment keeps the store in a volume"
+    script = " ".join(as_command(objects["command"]))
+    assert "rclone serve s3 /data --addr :9000" in script and "--auth-key" in script
+    assert {m.target: m.source for m in service_mounts(objects)}["/data"] == "buckets"
+    for name in ("train", "api"):
+        env = service_environment(services[name])
+        assert env["MNIST_MODEL_STORE"] == bucket, f"{name} reads the bucket"
+        assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env)
+    dependency = services["train"]["depends_on"]["objects"]
+    assert dependency == {"condition": "service_started", "required": False}
 
 
 def test_only_the_load_balancer_publishes_a_port(services: dict[str, dict[str, Any]]) -> None:

@@ -314,16 +314,22 @@ def test_model_store_is_shared_by_training_and_every_replica(rendered: dict[str,
     assert float(settings["MNIST_RELOAD_POLL_SECONDS"]) > 0, "replicas follow the store"
 
 
-def test_object_storage_variant_fetches_the_store_before_serving(rendered: dict[str, list[Manifest]]) -> None:
+def test_object_storage_variant_reads_the_bucket_and_follows_it(rendered: dict[str, list[Manifest]]) -> None:
     manifests = rendered["components/object-storage"]
     assert not [m for m in manifests if m["kind"] == "PersistentVolumeClaim"]
     spec = pod_spec(find(manifests, "Deployment"))
-    [init] = spec["initContainers"]
+    assert "initContainers" not in spec, "the service reads the bucket itself: nothing to copy first"
     settings = settings_of(manifests)
-    [target] = [m for m in init["volumeMounts"] if m["mountPath"] == settings["MNIST_MODEL_STORE"]]
-    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}[target["name"]]
-    assert settings["MNIST_MODEL_STORE"] in init["args"]
-    assert float(settings["MNIST_RELOAD_POLL_SECONDS"]) == 0, "a pod's copy never changes: no polling"
+    # The same layout the InferenceService's storageUri names.
+    isvc = find(rendered["kserve"], "InferenceService")
+    assert settings["MNIST_MODEL_STORE"] == isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert float(settings["MNIST_RELOAD_POLL_SECONDS"]) > 0, "pods pick up new versions without a restart"
+    container = api_container(manifests)
+    secrets = [source["secretRef"]["name"] for source in container["envFrom"] if "secretRef" in source]
+    assert secrets == ["mnist-object-storage"], "the AWS credentials and endpoint"
+    [cache] = [m for m in container["volumeMounts"] if m["mountPath"] == settings["MNIST_MODEL_CACHE_DIR"]]
+    assert not cache.get("readOnly"), "versions are downloaded there"
+    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}[cache["name"]]
 
 
 def test_docs_show_the_kubernetes_commands() -> None:

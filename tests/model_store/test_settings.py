@@ -77,7 +77,9 @@ def test_default_store_is_outside_every_installed_package(
     for name in SHARED_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no .env here
-    store = StoreSettings().model_store.resolve()
+    default = StoreSettings().model_store
+    assert isinstance(default, Path), "the default store is a folder"
+    store = default.resolve()
     assert store == tmp_path / "models"
     installed = [Path(p) for p in (*site.getsitepackages(), sysconfig.get_paths()["purelib"])]
     packages = [Path(str(package.__file__)).resolve().parent for package in (app, model_store, training)]

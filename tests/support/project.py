@@ -30,6 +30,10 @@ OTHER_VARIABLES = {
     "PIP_DISABLE_PIP_VERSION_CHECK": "pip",
     "MPLCONFIGDIR": "matplotlib (its cache, under /tmp)",
     "FORWARDED_ALLOW_IPS": "uvicorn (trusted proxies for X-Forwarded-For)",
+    "AWS_ENDPOINT_URL": "boto3 (a store in a bucket: the S3 endpoint)",
+    "AWS_ACCESS_KEY_ID": "boto3 and rclone (a store in a bucket)",
+    "AWS_SECRET_ACCESS_KEY": "boto3 and rclone (a store in a bucket)",
+    "AWS_DEFAULT_REGION": "boto3 (a store in a bucket)",
 }
 
 
