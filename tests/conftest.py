@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -17,6 +18,7 @@ from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
+from tests.support.postgres import PostgresServer, start_postgres
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
@@ -25,6 +27,20 @@ def pytest_configure(config: pytest.Config) -> None:
     # The tests' in-process apps and servers would all listen for gRPC on the default port (and
     # fail where something else holds it); the tests of gRPC give each server a free port.
     os.environ.setdefault("MNIST_GRPC_PORT", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prediction_log_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The in-process apps keep their prediction log in a SQLite file of the session's own, not
+    in the working directory's data folder; a test that looks at the log gives its own URL."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('prediction-log') / 'mnist-serve.db'}"
+    previous = os.environ.get("MNIST_DATABASE_URL")
+    os.environ["MNIST_DATABASE_URL"] = url
+    yield url
+    if previous is None:
+        del os.environ["MNIST_DATABASE_URL"]
+    else:
+        os.environ["MNIST_DATABASE_URL"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +152,23 @@ def assert_argument_refused(
         main(argv)
     assert stopped.value.code == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (Debian's `postgresql` package), stopped at the end."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    with contextlib.suppress(subprocess.CalledProcessError):
+        server.stop()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """The session's server, running and with an empty database; running again after the test."""
+    if not postgres_server.accepts():
+        postgres_server.start()
+    postgres_server.reset()
+    yield postgres_server
+    if not postgres_server.accepts():
+        postgres_server.start()

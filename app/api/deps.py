@@ -15,6 +15,7 @@ from app.api.examples import VERSION, VERSION_EXAMPLE
 from app.api.query import parse_query
 from app.config import Settings
 from app.operations.api_keys import KeyRefusedError, admit
+from app.records.writer import PredictionLog
 from app.serving.batcher import BatchResult, OverloadedError
 from app.serving.explain import Attribution, ExplainBusyError
 from app.serving.model import ServingModel
@@ -123,9 +124,12 @@ class RequestPredictor:
         except UnknownVersionError as exc:
             raise ApiError(404, str(exc)) from exc
 
-    async def predict(self, images: np.ndarray) -> BatchResult:
+    async def predict(self, images: np.ndarray, logged: bool = True) -> BatchResult:
+        """The answer, with prediction ids and logged under the route's path, unless not `logged`."""
+        route = self._request.scope["route"].path if logged else None
+        api_key = getattr(self._request.state, "api_key", None)
         try:
-            return await self._state.predict(images, self.model(), "http")
+            return await self._state.predict(images, self.model(), "http", route, api_key)
         except OverloadedError as exc:
             raise ApiError(
                 503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
@@ -166,7 +170,14 @@ async def get_test_set(state: StateDep) -> MnistSplit:
     return state.test_set
 
 
+async def get_records(state: StateDep) -> PredictionLog:
+    if state.records is None:  # the routes that need it are mounted only with the log on
+        raise ApiError(404, "the prediction log is off (MNIST_PREDICTION_LOG)")
+    return state.records
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+RecordsDep = Annotated[PredictionLog, Depends(get_records)]
 PredictorDep = Annotated[RequestPredictor, Depends(get_request_predictor)]
 VersionedPredictorDep = Annotated[RequestPredictor, Depends(get_versioned_predictor)]
 TestSetDep = Annotated[MnistSplit, Depends(get_test_set)]

@@ -33,8 +33,9 @@ def environment_without_settings() -> dict[str, str]:
 
 
 def service_env(store: Path, mnist_dir: Path, **settings: str) -> dict[str, str]:
-    """MNIST_* variables for a server of `store`: `settings` are further ones by lower-case name."""
-    env = {"MNIST_MODEL_STORE": str(store), "MNIST_DATA_DIR": str(mnist_dir)}
+    """MNIST_* variables for a server of `store`: `settings` are further ones by lower-case name.
+    The prediction log is off unless `settings` turn it on (with a database of the test's own)."""
+    env = {"MNIST_MODEL_STORE": str(store), "MNIST_DATA_DIR": str(mnist_dir), "MNIST_PREDICTION_LOG": "off"}
     return env | {f"MNIST_{name.upper()}": value for name, value in settings.items()}
 
 

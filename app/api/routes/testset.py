@@ -77,7 +77,7 @@ async def random_samples(
 async def accuracy(state: StateDep, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestAccuracy:
     """Score the served model on all 10,000 test images (the notebook's 9622 line)."""
     result = await state.accuracy_runs.get(
-        predictor.model().version, lambda: predictor.predict(test_set.images)
+        predictor.model().version, lambda: predictor.predict(test_set.images, logged=False)
     )
     predicted = result.probabilities.argmax(axis=1)
     hits = predicted == test_set.labels
