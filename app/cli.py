@@ -9,9 +9,11 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
 from app.config import Settings, get_settings
 from app.operations.metrics import multiprocess_mode
+from app.records.database import SchemaError, create_database_engine, prepare_schema
 from app.serving.model import int8_refusal
 from app.serving.versions import serving_policy
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
@@ -65,6 +67,22 @@ def check_int8(settings: Settings) -> None:
         fail(PROG, str(exc))
 
 
+def check_database(settings: Settings) -> None:
+    """A database whose schema this code cannot use: one line, before a worker starts. One that
+    does not answer is left to the workers: inference serves without it."""
+    if not settings.prediction_log:
+        return
+    engine = create_database_engine(settings.database_url)
+    try:
+        prepare_schema(engine, settings.database_migrate)
+    except SchemaError as exc:
+        fail(PROG, str(exc))
+    except OperationalError:
+        pass
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(PROG, get_settings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
@@ -77,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_store(settings.model_store, settings.model_name, settings.model_version)
     check_int8(settings)
+    check_database(settings)
     # The workers read their settings from the environment: the gRPC server listens on the port
     # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise.
     os.environ["MNIST_GRPC_PORT"] = str(args.grpc_port)

@@ -35,7 +35,7 @@ from model_store.trust import VERDICTS
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.25
-FLUSH_ROWS = 512  # wake the writer before FLUSH_SECONDS once this many images wait
+FLUSH_ROWS = 512  # wake the writer before FLUSH_SECONDS once this many (or half the queue) wait
 PRUNE_SECONDS = 60.0
 GAUGE_SECONDS = 30.0
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # waits between attempts while the database is unreachable
@@ -97,6 +97,7 @@ class PredictionLog:
         self.engine = engine
         self._metrics = metrics
         self._capacity = queue_size
+        self._wake_at = min(FLUSH_ROWS, max(1, queue_size // 2))
         self._retention = retention
         self._migrate = migrate
         self._schema_ready = schema_ready
@@ -123,7 +124,7 @@ class PredictionLog:
         if not accepted:
             self._metrics.prediction_log_dropped.inc(count)
             return
-        if pending >= FLUSH_ROWS:
+        if pending >= self._wake_at:
             self._wake.set()
 
     @property

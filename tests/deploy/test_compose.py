@@ -107,7 +107,7 @@ def run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, check=False)
 
 
-@pytest.mark.parametrize("profiles", [(), ("scale",)], ids=["default", "scale"])
+@pytest.mark.parametrize("profiles", [(), ("scale",), ("postgres",)], ids=["default", "scale", "postgres"])
 def test_compose_cli_validates(profiles: tuple[str, ...], tmp_path: Path) -> None:
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
@@ -117,7 +117,12 @@ def test_compose_cli_validates(profiles: tuple[str, ...], tmp_path: Path) -> Non
     # The model Compose resolves agrees with our own reading of the file.
     resolved = json.loads(run_compose(*flags, "config", "--format", "json", env_file=env_file).stdout)
     ours = load_compose()
-    assert set(resolved["services"]) == set(ours["services"])
+    active = {
+        name
+        for name, service in ours["services"].items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
+    assert set(resolved["services"]) == active
     for name, service in resolved["services"].items():
         assert service.get("image") == ours["services"][name]["image"]
         published = [p for p in service.get("ports", []) if p.get("published")]
@@ -152,7 +157,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    assert set(compose["services"]) == {"train", "api", "lb"}
+    assert set(compose["services"]) == {"train", "api", "lb", "postgres"}
     return compose["services"]
 
 
@@ -286,3 +291,16 @@ def test_load_balancer(services: dict[str, dict[str, Any]]) -> None:
     match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*)", " ".join(probe))
     assert match and int(match.group(1)) == nginx_listen_port()
     assert match.group(2) in nginx_exact_locations()
+
+
+def test_the_prediction_log_is_sqlite_on_a_volume_or_postgresql_under_a_profile(
+    services: dict[str, dict[str, Any]], final: Stage
+) -> None:
+    api = services["api"]
+    assert "records:/data/records" in api["volumes"]
+    image_default = final.env()["MNIST_DATABASE_URL"]
+    assert image_default == "sqlite:////data/records/mnist-serve.db"
+    postgres = services["postgres"]
+    assert postgres["profiles"] == ["postgres"]
+    assert postgres["environment"]["POSTGRES_DB"] == "mnist"
+    assert api["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}

@@ -35,7 +35,7 @@ def test_a_feedback_file_reads_back_as_written(tmp_path: Path, mnist_dir: Path) 
 def test_a_file_that_is_not_one_is_refused_with_its_name(tmp_path: Path) -> None:
     path = tmp_path / "feedback.npz"
     path.write_bytes(b"not a zip")
-    with pytest.raises(FeedbackFileError, match="feedback.npz: not a feedback file"):
+    with pytest.raises(FeedbackFileError, match=r"feedback\.npz: not a feedback file"):
         read_feedback_file(path)
 
 

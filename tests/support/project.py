@@ -30,6 +30,9 @@ OTHER_VARIABLES = {
     "PIP_DISABLE_PIP_VERSION_CHECK": "pip",
     "MPLCONFIGDIR": "matplotlib (its cache, under /tmp)",
     "FORWARDED_ALLOW_IPS": "uvicorn (trusted proxies for X-Forwarded-For)",
+    "POSTGRES_USER": "the postgres image (the prediction log's database, --profile postgres)",
+    "POSTGRES_PASSWORD": "the postgres image",
+    "POSTGRES_DB": "the postgres image",
 }
 
 

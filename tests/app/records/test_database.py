@@ -25,13 +25,13 @@ def test_a_second_upgrade_finds_it_done(engine: Engine) -> None:
 def test_a_schema_newer_than_the_code_is_refused(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(SchemaError, match="revision 9999.* newer than this code"):
+    with pytest.raises(SchemaError, match=r"revision 9999.* newer than this code"):
         prepare_schema(engine, migrate=True)
 
 
 def test_a_schema_behind_is_refused_when_migrations_are_off(database_url: str) -> None:
     engine = create_database_engine(database_url)
-    with pytest.raises(SchemaError, match="python -m app.records upgrade"):
+    with pytest.raises(SchemaError, match=r"python -m app\.records upgrade"):
         prepare_schema(engine, migrate=False)
     assert "predictions" not in inspect(engine).get_table_names()
     engine.dispose()
