@@ -5,8 +5,10 @@ source "$(dirname "$0")/setup.sh"
 export MNIST_DATA_DIR=${MNIST_DATA_DIR:-data/mnist}
 mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the files are there
 # The browser tests drive Debian's Chromium, the soak and scale-out tests drive wrk and nginx, the
-# image tests build with buildah on a debootstrap base; as root we install them.
+# image tests build with buildah on a debootstrap base, the prediction log's tests start their own
+# PostgreSQL server from Debian's binaries; as root we install them.
 missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v buildah >/dev/null || missing+=(buildah)

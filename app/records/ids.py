@@ -9,7 +9,8 @@ other processes start elsewhere in the 80 bits.
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,19 @@ _TIME_DIGITS = 12
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last = (0, 0)  # the last id's millisecond and counter
+# Seeded from the OS once per process (and again in a forked child): ids need to be unique, not
+# secret, and a system call per id would cost more than the rest of the id.
+_random = random.Random(os.urandom(16))
+
+
+def _forked() -> None:
+    """A forked child starts its own sequence: it must not count on from its parent's."""
+    global _last
+    _random.seed(os.urandom(16))
+    _last = (0, 0)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def new_ids(count: int) -> list[str]:
@@ -30,7 +44,7 @@ def new_ids(count: int) -> list[str]:
             now, start = last_ms, last_counter + 1
         else:
             # Half the space: room to count up within the millisecond.
-            start = secrets.randbits(_RANDOM_BITS - 1)
+            start = _random.getrandbits(_RANDOM_BITS - 1)
         _last = (now, start + count - 1)
     prefix = f"{now:012x}"
     return [f"{prefix}{counter:020x}" for counter in range(start, start + count)]

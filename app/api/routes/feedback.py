@@ -48,12 +48,13 @@ CONTRIBUTION_BODY = {
 BODY = {
     "requestBody": {
         "required": True,
+        # The contribution first: its example runs anywhere, where a prediction id must be real.
         "content": {
+            "multipart/form-data": {"schema": CONTRIBUTION_BODY},
             "application/json": {
                 "schema": FeedbackRequest.model_json_schema(),
                 "examples": named("the answer was a 7", {"prediction_id": PREDICTION_ID_EXAMPLE, "label": 7}),
             },
-            "multipart/form-data": {"schema": CONTRIBUTION_BODY},
         },
     }
 }

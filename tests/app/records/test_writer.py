@@ -39,6 +39,7 @@ def test_queued_answers_are_written_with_what_the_model_saw(
         row = session.get_one(PredictionRow, answers.ids[1])
     assert np.array_equal(np.frombuffer(row.pixels, np.uint8).reshape(28, 28), digits.images[1])
     assert row.digit == digits.labels[1]
+    assert row.probabilities is not None and row.digit is not None
     assert np.frombuffer(row.probabilities, "<f4")[row.digit] == np.float32(0.9)
     assert (row.verdict, row.api_key, row.route, row.precision) == ("digit", "team-a", "/predict", "float32")
     assert row.created_at.tzinfo is not None
