@@ -3,12 +3,15 @@ the API-key check in front of the inference routes (off unless MNIST_API_KEYS_FI
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.api.errors import ApiError
 from app.api.examples import VERSION, VERSION_EXAMPLE
@@ -22,6 +25,8 @@ from app.serving.model import ServingModel
 from app.serving.router import UnknownVersionError
 from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit
+
+T = TypeVar("T")
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -168,6 +173,22 @@ async def get_test_set(state: StateDep) -> MnistSplit:
     if state.test_set is None:
         raise ApiError(503, f"the MNIST test set is not available: {state.test_set_error}")
     return state.test_set
+
+
+DATABASE_RETRY_SECONDS = 5
+
+
+async def in_database(work: Callable[..., T], *args: object) -> T:
+    """`work(*args)` on a worker thread (the database's I/O never runs on the event loop); 503 with
+    Retry-After while the database does not answer."""
+    try:
+        return await run_in_threadpool(work, *args)
+    except (OperationalError, InterfaceError) as exc:
+        raise ApiError(
+            503,
+            "the prediction log's database is unreachable; retry shortly",
+            {"Retry-After": str(DATABASE_RETRY_SECONDS)},
+        ) from exc
 
 
 async def get_records(state: StateDep) -> PredictionLog:

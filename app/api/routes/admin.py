@@ -8,12 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.api.deps import RecordsDep, StateDep
+from app.api.deps import RecordsDep, StateDep, in_database
 from app.api.errors import ApiError
 from app.api.responses import model_ref, policy_of
 from app.api.schemas import DeletedPredictions, ErrorBody, ModelRef, Policy
@@ -185,10 +183,7 @@ async def delete_predictions(
     if before is None and after is None:
         raise ApiError(400, "give before=, after= or both (ISO 8601 times); to delete everything, before=now")
     bounds = [None if moment is None else as_utc(moment) for moment in (after, before)]
-    try:
-        deleted = await run_in_threadpool(delete_between, records.engine, bounds[0], bounds[1])
-    except (OperationalError, InterfaceError) as exc:
-        raise ApiError(503, "the database is unreachable; retry shortly", {"Retry-After": "5"}) from exc
+    deleted = await in_database(delete_between, records.engine, bounds[0], bounds[1])
     return DeletedPredictions(deleted=deleted)
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.datastructures import UploadFile
 
-from app.api.deps import RecordsDep, StateDep
+from app.api.deps import RecordsDep, StateDep, in_database
 from app.api.errors import ApiError
 from app.api.examples import named
 from app.api.schemas import (
@@ -32,7 +30,6 @@ from app.serving.state import ServiceState
 router = APIRouter(prefix="/feedback", tags=["feedback"])
 
 LABEL_FIELD = "label"
-RETRY_SECONDS = "5"
 CONTRIBUTION_BODY = {
     "type": "object",
     "required": [UPLOAD_FIELD, LABEL_FIELD],
@@ -98,31 +95,26 @@ async def feedback(
     it replaces an earlier label), or a multipart `file` with its `label` and no earlier answer
     (a contribution, normalised as `/predict` normalises it; 201). Committed before the answer."""
     kind = content_type(request)
-    try:
-        if kind == "multipart/form-data":
-            stored = await contribution(request, state, records)
-        elif kind in ("application/json", ""):
-            try:
-                body = FeedbackRequest.model_validate_json(await request.body())
-            except ValidationError as exc:
-                raise RequestValidationError(exc.errors(include_url=False)) from exc
-            records.flush_soon()  # the answer may still be queued in this worker
-            stored_or_none = await run_in_threadpool(
-                record_feedback, records.engine, body.prediction_id, stored_label(body.label)
-            )
-            if stored_or_none is None:
-                raise ApiError(404, f"no answer with id {body.prediction_id} (unknown, or past retention)")
-            stored = stored_or_none
-        else:
-            raise ApiError(
-                415,
-                f"unsupported content type {kind!r}: send application/json, or "
-                f"multipart/form-data with fields '{UPLOAD_FIELD}' and '{LABEL_FIELD}'",
-            )
-    except (OperationalError, InterfaceError) as exc:
+    if kind == "multipart/form-data":
+        stored = await contribution(request, state, records)
+    elif kind in ("application/json", ""):
+        try:
+            body = FeedbackRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from exc
+        records.flush_soon()  # the answer may still be queued in this worker
+        found = await in_database(
+            record_feedback, records.engine, body.prediction_id, stored_label(body.label)
+        )
+        if found is None:
+            raise ApiError(404, f"no answer with id {body.prediction_id} (unknown, or past retention)")
+        stored = found
+    else:
         raise ApiError(
-            503, "the feedback database is unreachable; retry shortly", {"Retry-After": RETRY_SECONDS}
-        ) from exc
+            415,
+            f"unsupported content type {kind!r}: send application/json, or "
+            f"multipart/form-data with fields '{UPLOAD_FIELD}' and '{LABEL_FIELD}'",
+        )
     if not stored.first:
         response.status_code = 200
     outcome = "contribution" if stored.correct is None else ("correct" if stored.correct else "wrong")
@@ -149,7 +141,7 @@ async def contribution(request: Request, state: ServiceState, records: Predictio
         raise ApiError(422, f"label {label_text!r} is not 0-9 or not_a_digit") from exc
     digit = await prepare_digit(data, state.settings.max_image_pixels)
     model = state.holder.current
-    return await run_in_threadpool(
+    return await in_database(
         record_contribution,
         records.engine,
         digit.pixels,

@@ -5,11 +5,8 @@ Open like `/model`: aggregates only, no image and no key name, and the page read
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.api.deps import RecordsDep, StateDep
-from app.api.errors import ApiError
+from app.api.deps import RecordsDep, StateDep, in_database
 from app.api.schemas import Confusion, ErrorBody, Monitoring, VersionMonitoring
 from app.records.quality import VersionQuality, refresh_accuracy_gauges
 from app.serving.state import ServiceState
@@ -48,10 +45,5 @@ def describe(quality: VersionQuality, drift: dict[str, object] | None) -> Versio
 async def monitoring(state: StateDep, records: RecordsDep) -> Monitoring:
     """Per version, newest first: answers, verdicts, feedback, accuracy with its 95 % Wilson
     interval, the commonest confusions, and input drift."""
-    try:
-        qualities = await run_in_threadpool(refresh_accuracy_gauges, records.engine, state.metrics)
-    except (OperationalError, InterfaceError) as exc:
-        raise ApiError(
-            503, "the monitoring database is unreachable; retry shortly", {"Retry-After": "5"}
-        ) from exc
+    qualities = await in_database(refresh_accuracy_gauges, records.engine, state.metrics)
     return Monitoring(versions=[describe(quality, drift_of(state, quality.version)) for quality in qualities])
