@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
-from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.postgres import PostgresServer, remove_postgres, start_postgres
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
 
@@ -155,12 +154,11 @@ def assert_argument_refused(
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A real PostgreSQL server for the session (Debian's `postgresql` package), stopped at the end."""
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (Debian's `postgresql` package), removed at the end."""
+    server = start_postgres()
     yield server
-    with contextlib.suppress(subprocess.CalledProcessError):
-        server.stop()
+    remove_postgres(server)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,11 @@ class PostgresServer:
 
     def _ctl(self, *args: str) -> None:
         command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
-        subprocess.run(_as_postgres(command), check=True, capture_output=True, timeout=START_TIMEOUT_SECONDS)
+        result = subprocess.run(
+            _as_postgres(command), capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl {args[0]} failed: {(result.stdout + result.stderr).strip()[-2000:]}")
 
     def start(self) -> None:
         log = self.data_dir.parent / "postgres.log"
@@ -76,23 +81,30 @@ class PostgresServer:
             connection.execute(f"CREATE DATABASE {DATABASE}")
 
 
-def start_postgres(root: Path) -> PostgresServer:
-    """initdb into `root`, start on a free port, create the test database."""
+def start_postgres() -> PostgresServer:
+    """initdb into a folder of its own, start on a free port, create the test database. Not under
+    pytest's temporary folder: pytest keeps that at mode 0700, which the postgres user cannot
+    enter."""
     bin_dir = binaries()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (scripts/test.sh does)")
+    root = Path(tempfile.mkdtemp(prefix="mnist-serve-postgres-"))
     if os.geteuid() == 0:
         owner = pwd.getpwnam(USER)
-        root.chmod(0o755)
-        for parent in root.parents:  # the postgres user must reach the folder
-            if parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o711)
         shutil.chown(root, owner.pw_uid, owner.pw_gid)
     data_dir = root / "data"
     initdb = [str(bin_dir / "initdb"), "-D", str(data_dir), "-U", USER, "--auth=trust", "-E", "UTF8"]
-    subprocess.run(_as_postgres(initdb), check=True, capture_output=True, timeout=120)
+    result = subprocess.run(_as_postgres(initdb), capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"initdb failed: {result.stderr.strip()[-2000:]}")
     server = PostgresServer(bin_dir, data_dir, free_port())
     server.start()
     server.reset()
     return server
+
+
+def remove_postgres(server: PostgresServer) -> None:
+    """Stop the server if it runs, and delete its folder."""
+    if server.accepts():
+        server.stop()
+    shutil.rmtree(server.data_dir.parent, ignore_errors=True)
