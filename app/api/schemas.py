@@ -199,7 +199,8 @@ class Readiness(BaseModel):
 
 NOT_A_DIGIT_LABEL = "not_a_digit"
 LABEL_TEXT = "the true digit 0-9, or `not_a_digit`"
-Label = Annotated[int, Field(ge=0, le=9)] | Literal["not_a_digit"]
+# Strict: `true` or "7" is not a label a client meant.
+Label = Annotated[int, Field(ge=0, le=9, strict=True)] | Literal["not_a_digit"]
 
 
 class FeedbackRequest(BaseModel):

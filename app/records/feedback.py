@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.records.ids import issued_at, new_ids
+from app.records.ids import issued_ms, new_ids
 from app.records.quality import is_correct
 from app.records.tables import ROUTE_CONTRIBUTION, FeedbackRow, PredictionRow
 from app.records.writer import FLUSH_SECONDS
 
 # How long after its id was issued an answer may still be on its way to the database (queued in
 # this worker or another): feedback on it waits rather than answering 404.
-IN_FLIGHT = timedelta(seconds=FLUSH_SECONDS * 4 + 2)
+IN_FLIGHT_MS = int((FLUSH_SECONDS * 4 + 2) * 1000)
 POLL_SECONDS = 0.05
 
 
@@ -67,7 +67,9 @@ def record_feedback(
     """Store `label` for the answer `prediction_id` (None: no such answer, or pruned). An answer
     issued moments ago may still be queued: it is waited for until IN_FLIGHT has passed."""
     now = now or datetime.now(UTC)
-    deadline = issued_at(prediction_id) + IN_FLIGHT
+    # An id from the future (a made-up one, or another replica's clock ahead) waits no longer
+    # than one issued now.
+    deadline_ms = min(issued_ms(prediction_id), time.time_ns() // 1_000_000) + IN_FLIGHT_MS
     while True:
         with engine.begin() as connection:
             answer = _answer(connection, prediction_id)
@@ -84,7 +86,7 @@ def record_feedback(
                     created,
                     updated,
                 )
-        if datetime.now(UTC) >= deadline:
+        if time.time_ns() // 1_000_000 >= deadline_ms:
             return None
         time.sleep(POLL_SECONDS)  # on a worker thread: the answer is on its way from a writer
 

@@ -50,6 +50,12 @@ def new_ids(count: int) -> list[str]:
     return [f"{prefix}{counter:020x}" for counter in range(start, start + count)]
 
 
+def issued_ms(prediction_id: str) -> int:
+    """When the id was given out, in milliseconds since the epoch (any 12 hex digits: an id a
+    client made up may claim any time)."""
+    return int(prediction_id[:_TIME_DIGITS], 16)
+
+
 def issued_at(prediction_id: str) -> datetime:
-    """When the id was given out (to the millisecond)."""
-    return datetime.fromtimestamp(int(prediction_id[:_TIME_DIGITS], 16) / 1000, UTC)
+    """When an id this service gave out was issued (to the millisecond)."""
+    return datetime.fromtimestamp(issued_ms(prediction_id) / 1000, UTC)

@@ -129,6 +129,9 @@ def test_feedback_is_created_then_replaced(logged: TestClient, test_split: Mnist
         ({"prediction_id": "0" * 32, "label": 10}, 422),
         ({"prediction_id": "0" * 32, "label": "seven"}, 422),
         ({"prediction_id": "0" * 32}, 422),
+        ({"prediction_id": "0" * 32, "label": True}, 422),
+        ({"prediction_id": "0" * 32, "label": "7"}, 422),
+        ({"prediction_id": "f" * 32, "label": 7}, 404),  # an id from the year 10889
     ],
 )
 def test_feedback_refuses_unknown_ids_and_bad_labels(

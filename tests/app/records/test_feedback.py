@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,7 @@ from sqlalchemy import Engine, select
 
 from app.operations.metrics import Metrics
 from app.records.export import labelled_examples
-from app.records.feedback import record_contribution, record_feedback
+from app.records.feedback import IN_FLIGHT_MS, record_contribution, record_feedback
 from app.records.quality import version_quality, wilson_interval
 from app.records.tables import NOT_A_DIGIT, FeedbackRow, PredictionRow
 from app.records.writer import PredictionLog, Retention, prune
@@ -43,6 +44,12 @@ def test_first_feedback_is_new_and_a_second_replaces_its_label(
 def test_feedback_on_an_unknown_old_id_finds_nothing(engine: Engine) -> None:
     issued_long_ago = f"{int((datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000):012x}" + "0" * 20
     assert record_feedback(engine, issued_long_ago, 3) is None
+
+
+def test_feedback_on_an_id_from_the_future_gives_up_as_on_a_new_one(engine: Engine) -> None:
+    started = time.monotonic()
+    assert record_feedback(engine, "f" * 32, 3) is None
+    assert time.monotonic() - started < IN_FLIGHT_MS / 1000 + 5
 
 
 def test_not_a_digit_is_right_when_the_verdict_said_so(
