@@ -131,7 +131,10 @@ class RequestPredictor:
 
     async def predict(self, images: np.ndarray, logged: bool = True) -> BatchResult:
         """The answer, with prediction ids and logged under the route's path, unless not `logged`."""
-        route = self._request.scope["route"].path if logged else None
+        route = None
+        if logged:
+            matched = self._request.scope.get("route")
+            route = matched.path if matched is not None else self._request.url.path
         api_key = getattr(self._request.state, "api_key", None)
         try:
             return await self._state.predict(images, self.model(), "http", route, api_key)
