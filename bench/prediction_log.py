@@ -117,6 +117,18 @@ def render(medians: dict[str, Load], args: argparse.Namespace, command: str) -> 
     return "\n".join(lines)
 
 
+def shown_command(args: argparse.Namespace) -> str:
+    """The command as anyone reruns it: the store, data and database named, not where they were."""
+    parts = ["python -m bench.prediction_log --store models --data-dir data/mnist"]
+    if args.postgres_url:
+        parts.append("--postgres-url postgresql+psycopg://...")
+    parts.append(
+        f"--workers {args.workers} --connections {args.connections} --rounds {args.rounds} "
+        f"--seconds {args.seconds} --warmup {args.warmup}"
+    )
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     body = Path(tempfile.mkdtemp(prefix="bench-log-")) / "digit.png"
@@ -135,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     medians = {name: median(loads) for name, loads in runs.items()}
-    shown = [arg if "://" not in arg else "<postgres-url>" for arg in sys.argv[1:]] if argv is None else argv
-    report = render(medians, args, "python -m bench.prediction_log " + " ".join(shown))
+    report = render(medians, args, shown_command(args))
     args.out.write_text(report)
     print(report)
     return 0
