@@ -60,11 +60,12 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 
 # An unprivileged user owns the model store and data mount points: a named volume mounted there
 # starts with this ownership, so the `train` job (same image, same user) can publish versions into it.
-# No writable home: the service writes only to /models (the train job) and /tmp.
+# No writable home: the service writes only to /models (the train job), /data/records (the
+# prediction log's SQLite file, when no MNIST_DATABASE_URL names another database) and /tmp.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /home/app --shell /usr/sbin/nologin app \
-    && mkdir -p /models /data/mnist \
-    && chown app:app /models /data/mnist
+    && mkdir -p /models /data/mnist /data/records \
+    && chown app:app /models /data/mnist /data/records
 
 # Every MNIST_* variable is a field of app.config.Settings (mnist-train reads MNIST_MODEL_STORE,
 # MNIST_MODEL_NAME and MNIST_DATA_DIR too); the rest keep the Settings defaults. Override any of them
@@ -75,7 +76,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
     MNIST_GRPC_PORT=8081 \
     MNIST_WORKERS=1 \
     MNIST_MODEL_STORE=/models \
-    MNIST_DATA_DIR=/data/mnist
+    MNIST_DATA_DIR=/data/mnist \
+    MNIST_DATABASE_URL=sqlite:////data/records/mnist-serve.db
 
 WORKDIR /home/app
 USER 10001:10001

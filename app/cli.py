@@ -11,11 +11,13 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 from app.config import Settings, get_settings
 from app.main import create_app
 from app.operations.logs import skip_unused_record_fields
 from app.operations.metrics import multiprocess_mode
+from app.records.database import SchemaError, create_database_engine, prepare_schema
 from app.serving.model import int8_refusal
 from app.serving.versions import serving_policy
 from app.startup import STARTUP_FAILURE_EXIT, STARTUP_FAILURE_FILE
@@ -81,6 +83,22 @@ def worker_app() -> FastAPI:
     return app
 
 
+def check_database(settings: Settings) -> None:
+    """A database whose schema this code cannot use: one line, before a worker starts. One that
+    does not answer is left to the workers: inference serves without it."""
+    if not settings.prediction_log:
+        return
+    engine = create_database_engine(settings.database_url)
+    try:
+        prepare_schema(engine, settings.database_migrate)
+    except SchemaError as exc:
+        fail(PROG, str(exc))
+    except OperationalError:
+        pass
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(PROG, get_settings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_store(settings)
     check_int8(settings)
+    check_database(settings)
     # The workers read their settings from the environment: the gRPC server listens on the port
     # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise.
     os.environ["MNIST_GRPC_PORT"] = str(args.grpc_port)

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from model_store.runtimes import INSTALL_KERAS_HINT, Precision, Runtime, RuntimeChoice, keras_installed
 from model_store.settings import StoreSettings
@@ -218,6 +220,45 @@ class Settings(StoreSettings):
         examples=[["https://app.example.com", "http://localhost:3000"]],
     )
 
+    prediction_log: bool = Field(
+        True,
+        description="Keep every answer (the 28x28 input, probabilities, digit, verdict, version, route, API "
+        "key name) in the database, for `/feedback`, `/monitoring` and the training export; `off` keeps "
+        "nothing and removes those routes.",
+        examples=[False],
+    )
+    database_url: str = Field(
+        "sqlite:///data/mnist-serve.db",
+        description="The prediction log's database (SQLAlchemy URL): a SQLite file by default (relative to "
+        "the working directory), PostgreSQL (`postgresql+psycopg://...`) for several replicas.",
+        examples=["postgresql+psycopg://mnist:secret@postgres:5432/mnist"],
+    )
+    database_migrate: bool = Field(
+        True,
+        description="Bring the database's schema up to date at startup; off, a schema behind this code is "
+        "refused and `python -m app.records upgrade` does it.",
+        examples=[False],
+    )
+    prediction_log_queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Answers a worker holds for the log's writer; beyond, new answers are not logged "
+        "(counted in `mnist_prediction_log_dropped_total`). A worker killed outright loses at most these.",
+        examples=[50000],
+    )
+    prediction_log_retention_days: float = Field(
+        30.0,
+        ge=0.0,
+        description="Days an answer (and its feedback) is kept; 0 keeps them until deleted.",
+        examples=[7],
+    )
+    prediction_log_max_rows: int = Field(
+        0,
+        ge=0,
+        description="Answers kept at most, the oldest pruned first; 0 means no limit.",
+        examples=[1000000],
+    )
+
     def runtime_choice(self) -> RuntimeChoice:
         threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
         return RuntimeChoice(self.runtime, threads, self.precision)
@@ -272,6 +313,20 @@ class Settings(StoreSettings):
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_a_url(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; e.g. sqlite:///data/mnist-serve.db or "
+                "postgresql+psycopg://user:password@host:5432/name"
+            ) from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
+        return value
 
     @field_validator("model_version", mode="before")
     @classmethod

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from app import __version__
 from app.api.deps import require_api_key
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, health, kserve_v1, model, ops, predict, testset, v2
+from app.api.routes import admin, feedback, health, kserve_v1, model, monitoring, ops, predict, testset, v2
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
@@ -38,6 +38,7 @@ from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
+from app.records.lifecycle import open_prediction_log
 from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
@@ -120,6 +121,8 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     state = ServiceState(
         settings, holder, predictor, manager, metrics, explainer, drift, test_set, test_set_error
     )
+    if settings.prediction_log:
+        state.records = open_prediction_log(settings, metrics)
     if settings.api_keys_file is not None:
         state.api_keys = ApiKeys(settings.api_keys_file)
         if settings.api_key_rate_per_second:
@@ -182,6 +185,9 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         gc.set_threshold(*collector_thresholds)
         state.predictor.close()
         state.explainer.close()
+        if state.records is not None:
+            # What is still queued gets the same grace as the requests in flight.
+            await asyncio.to_thread(state.records.close, settings.graceful_shutdown_seconds)
         if tracer_provider is not None:
             tracer_provider.force_flush()
 
@@ -213,6 +219,9 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         app.include_router(router, dependencies=keyed)
     for router in (model.router, health.router, ops.router, v2.router):
         app.include_router(router)
+    if settings.prediction_log:
+        app.include_router(feedback.router, dependencies=keyed)
+        app.include_router(monitoring.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
     mount_web(app)

@@ -9,9 +9,11 @@ mnist-train --download-only --data-dir "$MNIST_DATA_DIR"  # a no-op when the fil
 # (no root, no network to a registry) is said in one line, and its tests skip: the suite goes on.
 skipping() { echo "test.sh: $1 not installed ($2); its tests skip." >&2; }
 # The browser tests drive Debian's Chromium, the soak and scale-out tests drive wrk and nginx, the
-# TLS test nginx and openssl, the image tests build with buildah on a debootstrap base, and the
-# alert rules are checked by Prometheus's promtool.
+# TLS test nginx and openssl, the image tests build with buildah on a debootstrap base, the alert
+# rules are checked by Prometheus's promtool, and the prediction log's tests start their own
+# PostgreSQL server from Debian's binaries.
 missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v buildah >/dev/null || missing+=(buildah)

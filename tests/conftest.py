@@ -19,6 +19,7 @@ from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
+from tests.support.postgres import PostgresServer, remove_postgres, start_postgres
 from tests.support.s3 import S3Server, S3Store, s3_server
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
@@ -48,6 +49,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "these tests train a model but are not marked slow (mark them, or use fixture_store): "
             + ", ".join(training)
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prediction_log_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The in-process apps keep their prediction log in a SQLite file of the session's own, not
+    in the working directory's data folder; a test that looks at the log gives its own URL."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('prediction-log') / 'mnist-serve.db'}"
+    previous = os.environ.get("MNIST_DATABASE_URL")
+    os.environ["MNIST_DATABASE_URL"] = url
+    yield url
+    if previous is None:
+        del os.environ["MNIST_DATABASE_URL"]
+    else:
+        os.environ["MNIST_DATABASE_URL"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -181,3 +196,22 @@ def assert_argument_refused(
         main(argv)
     assert stopped.value.code == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (Debian's `postgresql` package), removed at the end."""
+    server = start_postgres()
+    yield server
+    remove_postgres(server)
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """The session's server, running and with an empty database; running again after the test."""
+    if not postgres_server.accepts():
+        postgres_server.start()
+    postgres_server.reset()
+    yield postgres_server
+    if not postgres_server.accepts():
+        postgres_server.start()

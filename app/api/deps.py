@@ -3,24 +3,30 @@ the API-key check in front of the inference routes (off unless MNIST_API_KEYS_FI
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.api.errors import ApiError
 from app.api.examples import VERSION, VERSION_EXAMPLE
 from app.api.query import parse_query
 from app.config import Settings
 from app.operations.api_keys import KeyRefusedError, admit
+from app.records.writer import PredictionLog
 from app.serving.batcher import BatchResult, OverloadedError
 from app.serving.explain import Attribution, ExplainBusyError
 from app.serving.model import ServingModel
 from app.serving.router import UnknownVersionError
 from app.serving.state import ServiceState
 from model_store.mnist_data import MnistSplit
+
+T = TypeVar("T")
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -123,9 +129,15 @@ class RequestPredictor:
         except UnknownVersionError as exc:
             raise ApiError(404, str(exc)) from exc
 
-    async def predict(self, images: np.ndarray) -> BatchResult:
+    async def predict(self, images: np.ndarray, logged: bool = True) -> BatchResult:
+        """The answer, with prediction ids and logged under the route's path, unless not `logged`."""
+        route = None
+        if logged:
+            matched = self._request.scope.get("route")
+            route = matched.path if matched is not None else self._request.url.path
+        api_key = getattr(self._request.state, "api_key", None)
         try:
-            return await self._state.predict(images, self.model(), "http")
+            return await self._state.predict(images, self.model(), "http", route, api_key)
         except OverloadedError as exc:
             raise ApiError(
                 503, f"the service is overloaded ({exc}); retry shortly", {"Retry-After": "1"}
@@ -166,7 +178,30 @@ async def get_test_set(state: StateDep) -> MnistSplit:
     return state.test_set
 
 
+DATABASE_RETRY_SECONDS = 5
+
+
+async def in_database(work: Callable[..., T], *args: object) -> T:
+    """`work(*args)` on a worker thread (the database's I/O never runs on the event loop); 503 with
+    Retry-After while the database does not answer."""
+    try:
+        return await run_in_threadpool(work, *args)
+    except (OperationalError, InterfaceError) as exc:
+        raise ApiError(
+            503,
+            "the prediction log's database is unreachable; retry shortly",
+            {"Retry-After": str(DATABASE_RETRY_SECONDS)},
+        ) from exc
+
+
+async def get_records(state: StateDep) -> PredictionLog:
+    if state.records is None:  # the routes that need it are mounted only with the log on
+        raise ApiError(404, "the prediction log is off (MNIST_PREDICTION_LOG)")
+    return state.records
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+RecordsDep = Annotated[PredictionLog, Depends(get_records)]
 PredictorDep = Annotated[RequestPredictor, Depends(get_request_predictor)]
 VersionedPredictorDep = Annotated[RequestPredictor, Depends(get_versioned_predictor)]
 TestSetDep = Annotated[MnistSplit, Depends(get_test_set)]

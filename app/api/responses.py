@@ -41,6 +41,7 @@ def scores(result: BatchResult, index: int) -> dict[str, Any]:
     values = result.probabilities[index].tolist()
     best = values.index(max(values))
     return {
+        "prediction_id": result.ids[index],
         "prediction": best,
         "confidence": values[best],
         "probabilities": values,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from model_store.metadata import ModelMetadata
 from model_store.pins import Routing
@@ -27,7 +27,15 @@ class ModelRef(BaseModel):
     version: int = Field(examples=[3])
 
 
+PREDICTION_ID_TEXT = (
+    "this answer's id, for POST /feedback: 32 hex digits, sortable by time (a millisecond timestamp, "
+    "then 80 random bits)"
+)
+PREDICTION_ID_EXAMPLE = "0193a1f0c2e84d7fa1b2c3d4e5f60718"
+
+
 class Scores(BaseModel):
+    prediction_id: str = Field(description=PREDICTION_ID_TEXT, examples=[PREDICTION_ID_EXAMPLE])
     prediction: int = Field(ge=0, le=9, description="the most probable digit (argmax)", examples=[8])
     confidence: float = Field(description="probability of the predicted digit", examples=[0.9964])
     probabilities: list[float] = Field(
@@ -91,6 +99,10 @@ class BatchInput(BaseModel):
 class BatchPrediction(BaseModel):
     model: ModelRef
     count: int = Field(examples=[2])
+    prediction_ids: list[str] = Field(
+        description="each image's prediction id, in request order (for POST /feedback)",
+        examples=[[PREDICTION_ID_EXAMPLE, "0193a1f0c2e8e2c61f0b9a8d7c6b5a49"]],
+    )
     predictions: list[int] = Field(description="argmax per image, in request order", examples=[[7, 2]])
     confidences: list[float] = Field(description="probability of each predicted digit")
     probabilities: list[list[float]] = Field(description="softmax output per image, shape (count, 10)")
@@ -183,3 +195,73 @@ class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
     model: ModelRef
     test_set_loaded: bool
+
+
+NOT_A_DIGIT_LABEL = "not_a_digit"
+LABEL_TEXT = "the true digit 0-9, or `not_a_digit`"
+# Strict: `true` or "7" is not a label a client meant.
+Label = Annotated[int, Field(ge=0, le=9, strict=True)] | Literal["not_a_digit"]
+
+
+class FeedbackRequest(BaseModel):
+    """A correction or confirmation of an earlier answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="the answer's `prediction_id`",
+        examples=[PREDICTION_ID_EXAMPLE],
+    )
+    label: Label = Field(description=LABEL_TEXT, examples=[7])
+
+
+class FeedbackRecord(BaseModel):
+    """The feedback as stored."""
+
+    prediction_id: str = Field(description=PREDICTION_ID_TEXT, examples=[PREDICTION_ID_EXAMPLE])
+    label: Label = Field(description=LABEL_TEXT, examples=[7])
+    predicted: int | None = Field(
+        description="the digit answered; null for an image sent with its label and no earlier answer",
+        examples=[7],
+    )
+    correct: bool | None = Field(
+        description="whether the answer was right (for `not_a_digit`: whether the verdict said so); "
+        "null for a contribution",
+        examples=[True],
+    )
+    model: ModelRef = Field(description="the version that answered (for a contribution: the one served)")
+    created_at: datetime = Field(description="when the first feedback on this answer arrived")
+    updated_at: datetime = Field(description="when its label was last given")
+
+
+class Confusion(BaseModel):
+    label: int = Field(description="the true digit", examples=[4])
+    predicted: int = Field(description="the digit answered", examples=[9])
+    count: int = Field(examples=[3])
+
+
+class VersionMonitoring(BaseModel):
+    version: int = Field(examples=[3])
+    answers: int = Field(description="answers logged (and not yet pruned)", examples=[12840])
+    feedback: int = Field(description="answers with feedback", examples=[212])
+    contributions: int = Field(description="labelled images sent without an earlier answer", examples=[9])
+    accuracy: float | None = Field(
+        description="share of answers with feedback that were right", examples=[0.97]
+    )
+    accuracy_interval: tuple[float, float] | None = Field(
+        description="95 % Wilson interval of the accuracy", examples=[[0.94, 0.985]]
+    )
+    confusions: list[Confusion] = Field(description="the commonest mistakes the feedback found, at most 5")
+    verdicts: dict[str, int] = Field(
+        description="answers by verdict", examples=[{"digit": 12500, "unsure": 290, "not_a_digit": 50}]
+    )
+    drift: dict[str, Any] | None = Field(None, description="input drift against the version's training data")
+
+
+class Monitoring(BaseModel):
+    versions: list[VersionMonitoring] = Field(description="every version in the log, newest first")
+
+
+class DeletedPredictions(BaseModel):
+    deleted: int = Field(description="answers deleted, with their feedback", examples=[1520])

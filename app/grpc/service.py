@@ -89,7 +89,7 @@ class InferenceService:
             images = request_images(request, self.state.settings.max_array_images)
         except InferError as exc:
             raise CallError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
-        prediction = self.state.predict(images, model, "grpc")
+        prediction = self.state.predict(images, model, "grpc", "grpc ModelInfer", key)
         try:
             if deadline is None:
                 result = await prediction
@@ -107,7 +107,9 @@ class InferenceService:
                 f"the service is overloaded ({exc}); retry shortly",
                 (("retry-after", "1"),),
             ) from exc
-        return infer_response(request, names, result.model.version, result.probabilities, result.verdicts)
+        return infer_response(
+            request, names, result.model.version, result.probabilities, result.verdicts, result.ids
+        )
 
     def _admit(self, metadata: Metadata) -> str | None:
         """The caller's key name (None when keys are off); the same keys and rate as HTTP."""

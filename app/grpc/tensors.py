@@ -16,6 +16,7 @@ from app.inputs.tensors import (
     INPUT_NAME,
     OUTPUT_DTYPES,
     PIXELS,
+    PREDICTION_IDS,
     PROBABILITIES,
     InferError,
     OutputTensor,
@@ -86,12 +87,20 @@ def request_images(request: Any, max_images: int) -> np.ndarray:
 
 
 def infer_response(
-    request: Any, names: list[str], version: int, probabilities: np.ndarray, verdicts: Sequence[str]
+    request: Any,
+    names: list[str],
+    version: int,
+    probabilities: np.ndarray,
+    verdicts: Sequence[str],
+    prediction_ids: Sequence[str] = (),
 ) -> Any:
-    """The ModelInferResponse with the outputs `names`, raw if the request's input was raw."""
+    """The ModelInferResponse with the outputs `names`, raw if the request's input was raw; the
+    prediction ids in its parameters, comma-separated, as over HTTP."""
     tensors = output_tensors(probabilities, verdicts)
     raw = bool(request.raw_input_contents)
     response = ModelInferResponse(model_name=request.model_name, model_version=str(version), id=request.id)
+    if prediction_ids:
+        response.parameters[PREDICTION_IDS].string_param = ",".join(prediction_ids)
     for name in names:
         tensor = check_output(name, tensors)
         output = response.outputs.add(name=name, datatype=OUTPUT_DTYPES[name], shape=output_shape(tensor))

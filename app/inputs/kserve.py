@@ -18,6 +18,7 @@ from app.inputs.tensors import (
     INPUT_NAME,
     OUTPUT_DTYPES,
     PIXELS,
+    PREDICTION_IDS,
     InferError,
     TooManyImagesError,
     check_input,
@@ -98,9 +99,16 @@ def parse_infer_request(
 
 
 def build_infer_response(
-    request: InferRequest, model_name: str, version: int, probabilities: np.ndarray, verdicts: Sequence[str]
+    request: InferRequest,
+    model_name: str,
+    version: int,
+    probabilities: np.ndarray,
+    verdicts: Sequence[str],
+    prediction_ids: Sequence[str] = (),
 ) -> tuple[bytes, dict[str, str]]:
-    """Response body and headers; outputs asked for with binary_data come as raw bytes."""
+    """Response body and headers; outputs asked for with binary_data come as raw bytes. The
+    images' prediction ids go in the response's parameters, comma-separated in request order
+    (the protocol's parameters are scalars)."""
     tensors = output_tensors(probabilities, verdicts)
     all_binary = bool(request.parameters.get("binary_data_output"))
     wanted = request.outputs or [
@@ -124,6 +132,8 @@ def build_infer_response(
     body: dict[str, Any] = {"model_name": model_name, "model_version": str(version), "outputs": outputs}
     if request.id is not None:
         body["id"] = request.id
+    if prediction_ids:
+        body["parameters"] = {PREDICTION_IDS: ",".join(prediction_ids)}
     header = json.dumps(body).encode()
     if not binary_parts:
         return header, {"content-type": "application/json"}

@@ -15,6 +15,8 @@ INPUT_NAME = "images"
 PROBABILITIES = "probabilities"
 DIGIT = "digit"
 VERDICT = "verdict"
+# The response parameter holding the images' prediction ids, comma-separated (for POST /feedback).
+PREDICTION_IDS = "prediction_ids"
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
 INPUT_SHAPES = ([PIXELS], [IMAGE_SIDE, IMAGE_SIDE], [IMAGE_SIDE, IMAGE_SIDE, 1])
 DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}

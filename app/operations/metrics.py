@@ -160,6 +160,28 @@ class Metrics:
             registry=r,
         )
 
+        self.prediction_log_written = Counter(
+            "mnist_prediction_log_written", "Answers written to the prediction log", registry=r
+        )
+        self.prediction_log_dropped = Counter(
+            "mnist_prediction_log_dropped",
+            "Answers not logged: the log's queue was full (the database slow or unreachable)",
+            registry=r,
+        )
+        self.feedback = Counter(
+            "mnist_feedback",
+            "Feedback received, by the version that answered and outcome (correct, wrong, contribution)",
+            ["version", "outcome"],
+            registry=r,
+        )
+        self.live_accuracy = Gauge(
+            "mnist_live_accuracy",
+            "Share of answers with feedback that the feedback says were right, per version",
+            ["version"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+
     def observe_batch(self, images: int, queued_seconds: float) -> None:
         self.batch_size.observe(images)
         self.queue_delay.observe(queued_seconds)

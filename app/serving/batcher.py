@@ -44,6 +44,7 @@ class BatchResult:
     rows: np.ndarray  # (N, 12), as `ServingModel.answer` returns them
     model: ServingModel
     passes: tuple[ForwardPass, ...] = ()
+    ids: tuple[str, ...] = ()  # each image's prediction id, given by `ServiceState.predict`
 
     @property
     def probabilities(self) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +17,8 @@ from app.operations.api_keys import ApiKeys
 from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.tracing import traced_prediction
+from app.records.ids import new_ids
+from app.records.writer import Answers, PredictionLog
 from app.serving.batcher import BatchResult
 from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
@@ -51,6 +54,7 @@ class ServiceState:
     router: VersionRouter = field(init=False)
     tracer: Tracer | None = None
     accuracy_runs: AccuracyRuns = field(default_factory=lambda: AccuracyRuns())
+    records: PredictionLog | None = None  # None: MNIST_PREDICTION_LOG=off
 
     def __post_init__(self) -> None:
         self.router = VersionRouter(self.holder, self.manager, self.predictor, self.metrics)
@@ -68,9 +72,17 @@ class ServiceState:
             raise NotServedError(f"version {version!r} of '{name}' is not loaded; loaded versions: {loaded}")
         return model
 
-    async def predict(self, images: np.ndarray, model: ServingModel, protocol: str) -> BatchResult:
+    async def predict(
+        self,
+        images: np.ndarray,
+        model: ServingModel,
+        protocol: str,
+        route: str | None = None,
+        api_key: str | None = None,
+    ) -> BatchResult:
         """`images` through `model` on the shared predictor, traced, shadowed and counted, whichever
-        protocol brought them; OverloadedError when the queue is full."""
+        protocol brought them; OverloadedError when the queue is full. Answers to a `route` get
+        prediction ids and are queued for the prediction log (a whole-test-set score has none)."""
         self.metrics.request_images.labels(protocol).observe(len(images))
         started = time.perf_counter()
         result = await traced_prediction(
@@ -79,7 +91,25 @@ class ServiceState:
         self.router.shadow(images, result, time.perf_counter() - started)
         self.drift.observe(model.version, images)
         self.metrics.count_predictions(result.probabilities.argmax(axis=1))
-        return result
+        if route is None:
+            return result
+        ids = new_ids(len(images))
+        if self.records is not None:
+            answered = result.model
+            self.records.submit(
+                Answers(
+                    ids,
+                    datetime.now(UTC),
+                    answered.name,
+                    answered.version,
+                    answered.precision,
+                    route,
+                    api_key,
+                    images,
+                    result.rows,
+                )
+            )
+        return replace(result, ids=tuple(ids))
 
 
 class AccuracyRuns:

@@ -58,6 +58,16 @@ def paper_scan(pixels: np.ndarray, side: int = 112) -> np.ndarray:
     return paper
 
 
+def without_ids(body: object) -> object:
+    """An answer without its prediction ids, which are new on every answer: what two answers to
+    the same question share."""
+    if isinstance(body, dict):
+        return {k: without_ids(v) for k, v in body.items() if k not in ("prediction_id", "prediction_ids")}
+    if isinstance(body, list):
+        return [without_ids(item) for item in body]
+    return body
+
+
 def publish_copy(
     store_root: StoreLocation,
     source_version: int = 1,

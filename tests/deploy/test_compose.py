@@ -107,7 +107,9 @@ def run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, check=False)
 
 
-@pytest.mark.parametrize("profiles", [(), ("scale",), ("s3",)], ids=["default", "scale", "s3"])
+@pytest.mark.parametrize(
+    "profiles", [(), ("scale",), ("s3",), ("postgres",)], ids=["default", "scale", "s3", "postgres"]
+)
 def test_compose_cli_validates(profiles: tuple[str, ...], tmp_path: Path) -> None:
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
@@ -157,7 +159,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    assert set(compose["services"]) == {"train", "api", "lb", "objects"}
+    assert set(compose["services"]) == {"train", "api", "lb", "objects", "postgres"}
     return compose["services"]
 
 
@@ -309,3 +311,16 @@ def test_load_balancer(services: dict[str, dict[str, Any]]) -> None:
     match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*)", " ".join(probe))
     assert match and int(match.group(1)) == nginx_listen_port()
     assert match.group(2) in nginx_exact_locations()
+
+
+def test_the_prediction_log_is_sqlite_on_a_volume_or_postgresql_under_a_profile(
+    services: dict[str, dict[str, Any]], final: Stage
+) -> None:
+    api = services["api"]
+    assert "records:/data/records" in api["volumes"]
+    image_default = final.env()["MNIST_DATABASE_URL"]
+    assert image_default == "sqlite:////data/records/mnist-serve.db"
+    postgres = services["postgres"]
+    assert postgres["profiles"] == ["postgres"]
+    assert postgres["environment"]["POSTGRES_DB"] == "mnist"
+    assert api["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}

@@ -340,3 +340,12 @@ def test_docs_show_the_kubernetes_commands() -> None:
         assert needle in readme and needle in doc, needle
     assert Path(KUBERNETES_DIR / "kserve" / "canary.yaml").name in doc
     assert Settings.model_fields["reload_poll_seconds"].default > 0
+
+
+def test_the_prediction_log_database_comes_from_a_secret(rendered: dict[str, list[Manifest]]) -> None:
+    """Its URL holds a password: a Secret's key, never the ConfigMap; every API deployment has it."""
+    for name, manifests in api_objects(rendered):
+        assert "MNIST_DATABASE_URL" not in settings_of(manifests), name
+        source = container_env(api_container(manifests))["MNIST_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert source == {"name": "mnist-serve-database", "key": "url"}, name
+        assert settings_of(manifests)["MNIST_PREDICTION_LOG"] == "true", name

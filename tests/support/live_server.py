@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 
 # Written once for the benchmarks and the tests; imported from here by the tests.
-from bench.processes import STOP_TIMEOUT_SECONDS, free_port, service_env, stop
+from bench import processes
+from bench.processes import STOP_TIMEOUT_SECONDS, free_port, stop
 from tests.support.paths import REPO_ROOT
 
 __all__ = ["free_port", "service_env", "stop"]
@@ -25,6 +26,12 @@ READY_TIMEOUT_SECONDS = 120
 def environment_without_settings() -> dict[str, str]:
     """This process's environment without MNIST_* variables, so only a test's own settings apply."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+
+
+def service_env(store: Path | str, mnist_dir: Path, **settings: str) -> dict[str, str]:
+    """MNIST_* variables for a server of `store`: `settings` are further ones by lower-case name.
+    The prediction log is off unless `settings` turn it on (with a database of the test's own)."""
+    return processes.service_env(store, mnist_dir, **({"prediction_log": "off"} | settings))
 
 
 @dataclass

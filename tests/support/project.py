@@ -34,6 +34,9 @@ OTHER_VARIABLES = {
     "AWS_ACCESS_KEY_ID": "boto3 and rclone (a store in a bucket)",
     "AWS_SECRET_ACCESS_KEY": "boto3 and rclone (a store in a bucket)",
     "AWS_DEFAULT_REGION": "boto3 (a store in a bucket)",
+    "POSTGRES_USER": "the postgres image (the prediction log's database, --profile postgres)",
+    "POSTGRES_PASSWORD": "the postgres image",
+    "POSTGRES_DB": "the postgres image",
 }
 
 

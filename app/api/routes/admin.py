@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from app.api.deps import StateDep
+from app.api.deps import RecordsDep, StateDep, in_database
 from app.api.errors import ApiError
 from app.api.responses import model_ref, policy_of
-from app.api.schemas import ErrorBody, ModelRef, Policy
+from app.api.schemas import DeletedPredictions, ErrorBody, ModelRef, Policy
+from app.records.writer import delete_between
 from app.serving.model import ServingModel
 from app.serving.state import ServiceState
 from app.serving.versions import ReloadError
@@ -164,3 +166,26 @@ async def versions(state: StateDep) -> StoreVersions:
         policy=policy_of(policy),
         refused=state.manager.refused,
     )
+
+
+@router.delete("/predictions", response_model=DeletedPredictions)
+async def delete_predictions(
+    records: RecordsDep,
+    before: Annotated[
+        datetime | None, Query(description="delete answers logged before this time (ISO 8601)")
+    ] = None,
+    after: Annotated[
+        datetime | None, Query(description="delete answers logged after this time (ISO 8601)")
+    ] = None,
+) -> DeletedPredictions:
+    """Delete logged answers (and their feedback) in a time range; one bound at least, so a typo
+    never empties the log. A time without a zone is UTC."""
+    if before is None and after is None:
+        raise ApiError(400, "give before=, after= or both (ISO 8601 times); to delete everything, before=now")
+    bounds = [None if moment is None else as_utc(moment) for moment in (after, before)]
+    deleted = await in_database(delete_between, records.engine, bounds[0], bounds[1])
+    return DeletedPredictions(deleted=deleted)
+
+
+def as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

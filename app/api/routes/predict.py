@@ -148,6 +148,7 @@ async def predict_batch(
     return BatchPrediction(
         model=model_ref(result.model),
         count=len(images),
+        prediction_ids=list(result.ids),
         predictions=predictions.tolist(),
         confidences=probabilities[np.arange(len(images)), predictions].tolist(),
         probabilities=probabilities.tolist(),

@@ -79,7 +79,7 @@ async def random_samples(
 async def accuracy(state: StateDep, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestAccuracy:
     """Score the served model on all 10,000 test images (the dense 784-1000-10 example: 9,622)."""
     result = await state.accuracy_runs.get(
-        predictor.model().version, lambda: predictor.predict(test_set.images)
+        predictor.model().version, lambda: predictor.predict(test_set.images, logged=False)
     )
     predicted = result.probabilities.argmax(axis=1)
     hits = predicted == test_set.labels

@@ -208,7 +208,12 @@ async def inference(
     result = await predictor.predict(images)
     try:
         body, headers = build_infer_response(
-            infer_request, result.model.name, result.model.version, result.probabilities, result.verdicts
+            infer_request,
+            result.model.name,
+            result.model.version,
+            result.probabilities,
+            result.verdicts,
+            result.ids,
         )
     except InferError as exc:
         raise ApiError(400, str(exc)) from exc

@@ -1,0 +1,49 @@
+"""`GET /monitoring`: each version's live quality from the prediction log and its feedback.
+
+Open like `/model`: aggregates only, no image and no key name, and the page reads it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import RecordsDep, StateDep, in_database
+from app.api.schemas import Confusion, ErrorBody, Monitoring, VersionMonitoring
+from app.records.quality import VersionQuality, refresh_accuracy_gauges
+from app.serving.state import ServiceState
+
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+
+
+def drift_of(state: ServiceState, version: int) -> dict[str, object] | None:
+    """The drift monitor's report on `version`, where the service runs one."""
+    monitor = getattr(state, "drift", None)
+    return None if monitor is None else monitor.status(version)  # type: ignore[no-any-return]
+
+
+def describe(quality: VersionQuality, drift: dict[str, object] | None) -> VersionMonitoring:
+    return VersionMonitoring(
+        version=quality.version,
+        answers=quality.answers,
+        feedback=quality.feedback,
+        contributions=quality.contributions,
+        accuracy=quality.accuracy,
+        accuracy_interval=quality.accuracy_interval,
+        confusions=[
+            Confusion(label=label, predicted=predicted, count=count)
+            for label, predicted, count in quality.top_confusions()
+        ],
+        verdicts=quality.verdicts,
+        drift=drift,
+    )
+
+
+@router.get(
+    "",
+    response_model=Monitoring,
+    responses={503: {"model": ErrorBody, "description": "the database is unreachable"}},
+)
+async def monitoring(state: StateDep, records: RecordsDep) -> Monitoring:
+    """Per version, newest first: answers, verdicts, feedback, accuracy with its 95 % Wilson
+    interval, the commonest confusions, and input drift."""
+    qualities = await in_database(refresh_accuracy_gauges, records.engine, state.metrics)
+    return Monitoring(versions=[describe(quality, drift_of(state, quality.version)) for quality in qualities])
