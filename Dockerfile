@@ -90,7 +90,7 @@ EXPOSE 8000 8081
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MNIST_PORT', '8000'), timeout=4)"]
 
-# mnist-serve runs uvicorn on app.main:create_app with every setting from MNIST_*: host, port and
+# mnist-serve runs uvicorn on app.cli:worker_app with every setting from MNIST_*: host, port and
 # workers, log level, graceful-shutdown time, and (with several workers) one shared Prometheus
 # metrics directory. Exec form: it is PID 1 and gets SIGTERM, then drains in-flight requests.
 CMD ["mnist-serve"]

@@ -4,8 +4,9 @@ Serving needs three outputs from one pass: the probabilities, the logits and the
 features (the trust verdict reads the last two). `forward_function` builds that pass as one
 `tf.function`; `onnx_bytes` converts the same function to ONNX (tf2onnx). ONNX Runtime runs it
 faster than TensorFlow, LiteRT and OpenVINO at the batch sizes that matter (docs/performance.md,
-`bench/results/runtimes.md`). The store writes the export at publish time (`export_onnx`), next to the SavedModel, with the SHA-256 of the
-`model.keras` it came from, so a stale copy is never served for other weights.
+`bench/results/runtimes.md`). The store writes the export at publish time (`export_onnx`), next to
+the SavedModel, with the SHA-256 of the `model.keras` it came from, so a stale copy is never served
+for other weights.
 """
 
 from __future__ import annotations

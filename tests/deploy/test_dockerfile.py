@@ -173,10 +173,10 @@ def test_command_is_the_serving_entry_point(final: Stage) -> None:
     entry = console_scripts()[command[0]]
     assert entry == "app.cli:main"
     assert callable(resolve_entry_point(entry))
-    # mnist-serve runs uvicorn on the app factory; that factory must exist.
+    # mnist-serve runs uvicorn on the worker's app factory; that factory must exist.
     cli_source = Path(importlib.import_module("app.cli").__file__ or "").read_text()
-    assert '"app.main:create_app"' in cli_source and "factory=True" in cli_source
-    assert callable(resolve_entry_point("app.main:create_app"))
+    assert '"app.cli:worker_app"' in cli_source and "factory=True" in cli_source
+    assert callable(resolve_entry_point("app.cli:worker_app"))
     assert any(re.match(r"uvicorn\b", dep) for dep in PYPROJECT["project"]["dependencies"])
 
 

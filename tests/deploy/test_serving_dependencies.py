@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from functools import cache
 
 import grimp
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -137,6 +138,7 @@ def loaded_at_import() -> set[str]:
     return names(json.loads(result.stdout.splitlines()[-1])) - {"mnist-serve"}
 
 
+@pytest.mark.slow  # builds a virtual environment of the base dependencies
 def test_every_module_of_the_service_imports_with_the_base_dependencies_alone() -> None:
     loaded = loaded_at_import()
     assert {"fastapi", "numpy", "grpcio", "opencv-python-headless"} <= loaded, "the import data is real"

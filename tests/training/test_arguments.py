@@ -94,6 +94,7 @@ def test_missing_data_without_download_names_the_file_and_the_setting(tmp_path: 
     assert ModelStore(tmp_path / "store").versions() == []
 
 
+@pytest.mark.slow  # mnist-train imports TensorFlow before it reads the damaged file
 def test_corrupt_data_file_names_the_file(tmp_path: Path, mnist_dir: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

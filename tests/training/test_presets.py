@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
@@ -51,6 +52,7 @@ def _conv_net(normalisation: type[keras.layers.BatchNormalization]) -> keras.Mod
     return model
 
 
+@pytest.mark.slow  # trains
 def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(mnist_dir: Path) -> None:
     test = load_split(mnist_dir, "test")
     x, y = to_model_input(test.images[:64]), np.eye(10, dtype=np.float32)[test.labels[:64]]
@@ -66,6 +68,7 @@ def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(mnist_dir: Path) ->
     assert not np.allclose(stock.get_weights()[0], untrained)  # the step did move the weights
 
 
+@pytest.mark.slow  # trains
 def test_fused_batch_norm_trains_on_the_fused_kernel() -> None:
     import tensorflow as tf
 
@@ -96,6 +99,7 @@ class _WeightsAfterEachStep(keras.callbacks.Callback):
         self.steps.append([variable.numpy().copy() for variable in self.model.trainable_variables])
 
 
+@pytest.mark.slow  # trains
 def test_cnn_ends_training_with_the_moving_average_of_its_weights(mnist_dir: Path) -> None:
     """The last step's weights are one noisy point; their average over the last steps generalises
     better (Polyak averaging), and it is what the cnn publishes."""

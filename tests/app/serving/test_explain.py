@@ -50,7 +50,11 @@ def explainer_of(method: Method, model: keras.Model, shape: tuple[int, ...]) -> 
     return IntegratedGradients(model, shape)
 
 
-@pytest.fixture(scope="module", params=METHODS)
+# Integrated gradients run on TensorFlow: a minute of the fast lane, so they run in the slow one.
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(m, marks=pytest.mark.slow) if m == "integrated_gradients" else m for m in METHODS],
+)
 def method(request: pytest.FixtureRequest) -> Method:
     return request.param  # type: ignore[no-any-return]
 
@@ -168,6 +172,7 @@ def test_predict_with_explain_returns_a_map_and_an_overlay(
     assert "model" not in vars(client.app.state.service.holder.current.loaded)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # serves integrated gradients: TensorFlow in the request path
 def test_integrated_gradients_when_configured(settings: Settings, test_split: MnistSplit) -> None:
     configured = settings.model_copy(update={"explain_method": "integrated_gradients"})
     with TestClient(create_app(configured)) as client:

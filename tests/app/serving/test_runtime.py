@@ -173,6 +173,7 @@ def test_damaged_model_is_published_without_export(private_store: Path) -> None:
     assert not (store.version_path(version) / ONNX_FILE).exists()
 
 
+@pytest.mark.slow  # converts the model with tf2onnx in a fresh interpreter
 def test_export_onnx_command_gives_an_older_version_its_export(private_store: Path) -> None:
     store = ModelStore(private_store)
     metadata = store.read_metadata(1)
@@ -235,7 +236,12 @@ print("SEEN", json.dumps(seen))
 
 @pytest.mark.parametrize(
     ("method", "warmup"),
-    [("occlusion", False), ("integrated_gradients", False), ("integrated_gradients", True)],
+    [
+        ("occlusion", False),
+        # A fresh interpreter that imports TensorFlow: the slow lane's.
+        pytest.param("integrated_gradients", False, marks=pytest.mark.slow),
+        pytest.param("integrated_gradients", True, marks=pytest.mark.slow),
+    ],
 )
 def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
     fixture_store: Path, test_split: MnistSplit, tmp_path: Path, method: str, warmup: bool
