@@ -103,6 +103,7 @@ def test_background_pixels_carry_no_evidence(maps: list[Attribution], test_split
     assert all(not found.attributions[black].any() for found, black in zip(maps, background, strict=True))
 
 
+@pytest.mark.slow  # integrated gradients, on TensorFlow
 @pytest.mark.parametrize("method", ["integrated_gradients"], indirect=True)
 def test_integrated_gradients_add_up_to_the_change_in_probability(
     serving: ServingModel, maps: list[Attribution]
