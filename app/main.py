@@ -75,6 +75,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         raise
     holder = ModelHolder(serving)
     metrics.set_model(serving.name, serving.version)
+    metrics.runtime_threads.set(settings.runtime_choice().threads)
     manager = VersionManager(
         store,
         holder,
