@@ -89,7 +89,9 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="Keras dtype policy while training; the published model computes in float32",
+        help="Keras dtype policy while training; auto: mixed_bfloat16 where the CPU computes bfloat16 "
+        "natively (AVX512-BF16 or AMX, not capped by ONEDNN_MAX_CPU_ISA), else float32 (cnn: auto, "
+        "seed: float32); the published model computes in float32",
     )
     parser.add_argument(
         "--weight-average",

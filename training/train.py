@@ -33,6 +33,7 @@ from model_store.store import ModelStore, with_onnx_export
 from model_store.trust import trust_files
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
+from training.precision import training_precision
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.splits import held_out_split, one_hot
 
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
     if args.download_only:
         return 0
+    precision = training_precision(
+        hp.precision, "--precision" if args.precision else f"the {args.preset} preset's default"
+    )
+    hp = dataclasses.replace(hp, precision=precision.precision)
     # Only now: --help, a bad argument and --download-only never load TensorFlow.
     import keras
 
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     record = TrainingRecord(
         preset=args.preset,
         hyperparameters=dataclasses.asdict(hp) | {"limit": args.limit},
+        precision=precision,
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         train_samples=len(y_train),
         validation_samples=hp.holdout,
