@@ -38,7 +38,7 @@ from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder
 from app.serving.state import Predictor, ServiceState
-from app.serving.versions import VersionManager, load_serving_model, serving_policy
+from app.serving.versions import VersionManager, described, load_serving_model, serving_policy
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
@@ -104,13 +104,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     except DatasetError as exc:
         test_set_error = str(exc)
         log.warning("test-set routes disabled: %s", exc)
-    log.info(
-        "serving %s version %s from %s (pid %s)",
-        serving.name,
-        serving.version,
-        serving.loaded.path,
-        os.getpid(),
-    )
+    log.info("serving %s %s from %s (pid %s)", serving.name, described(serving), serving.loaded.path, os.getpid())
     explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
     if settings.explain_warmup:
         explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))

@@ -50,6 +50,11 @@ class TrainingRecord(BaseModel):
     hyperparameters: dict[str, Any]
     # Optional: versions published before `auto` have none (their hyperparameters hold the policy).
     precision: PrecisionChoice | None = None
+    quick: bool = Field(
+        False,
+        description="a quick first model (`mnist-train --quick`: a subset, one epoch), served until the "
+        "full one is published",
+    )
     history: dict[str, list[float]]
     train_samples: int
     validation_samples: int

@@ -34,6 +34,7 @@ from model_store.trust import trust_files
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.precision import training_precision
+from training.progress import epoch_logger
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.splits import held_out_split, one_hot
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=hp.epochs,
             validation_data=validation,
             verbose=args.verbose,
+            callbacks=[epoch_logger(hp.epochs)],
         )
         train_seconds = time.perf_counter() - started
     # On a shared machine the wall time says little; the CPU time is what an idle one would spend.
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         preset=args.preset,
         hyperparameters=dataclasses.asdict(hp) | {"limit": args.limit},
         precision=precision,
+        quick=args.quick,
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         train_samples=len(y_train),
         validation_samples=hp.holdout,
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def write_version(folder: Path, version: int) -> ModelMetadata:
+        log.info(f"test accuracy {evaluation.accuracy:.4f}; exporting version {version}")
         model.save(folder / MODEL_FILE)
         files = {
             "model": MODEL_FILE,
@@ -123,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             files["savedmodel"] = SAVED_MODEL_FILE
         trust = None
         if hp.holdout:
+            log.info("fitting the verdicts on the held-out digits")
             trust = compute_trust(model, held_out, trained_on, test, folder)
             files |= trust_files()
         robustness = None
         if args.robustness:
+            log.info("scoring MNIST-C's corruptions and rendered uploads")
             robustness = benchmark(classifier(model, DEFAULT_INPUT_SPEC), test.images, test.labels, hp.seed)
             files |= write_report(folder, robustness, f"{args.name} ({args.preset}, seed {hp.seed})")
         metadata = ModelMetadata(
@@ -143,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         # The int8 export is quantized from model.onnx, so that is written here, not by `publish`;
         # it is calibrated on the held-out digits, so a version trained without them has none.
+        log.info("exporting model.onnx")
         metadata = with_onnx_export(folder, metadata)
         if metadata.onnx is None or not hp.holdout:
             return metadata
+        log.info("quantizing model.int8.onnx and measuring both precisions")
         try:
             int8 = export_int8(folder, metadata, held_out, test)
         except Exception as exc:  # the quantizer refusing an op: serving runs float32, never wrong
