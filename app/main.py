@@ -104,7 +104,9 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     except DatasetError as exc:
         test_set_error = str(exc)
         log.warning("test-set routes disabled: %s", exc)
-    log.info("serving %s %s from %s (pid %s)", serving.name, described(serving), serving.loaded.path, os.getpid())
+    log.info(
+        "serving %s %s from %s (pid %s)", serving.name, described(serving), serving.loaded.path, os.getpid()
+    )
     explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
     if settings.explain_warmup:
         explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.exit(f"{PROG}: error: unknown kind {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     load_before = os.getloadavg()
-    results = {kind: measure_kind(args, kind) for kind in kinds}
+    results: dict[str, Any] = {kind: measure_kind(args, kind) for kind in kinds}
     label = args.label or args.preset
     results["load_average"] = {
         "before": [round(x, 2) for x in load_before],

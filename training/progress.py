@@ -18,7 +18,9 @@ def minutes(seconds: float) -> str:
 
 def epoch_line(epoch: int, epochs: int, seconds: float, elapsed: float, logs: dict[str, float]) -> str:
     """`epoch 3/18: 52 s, loss 0.1234, val_accuracy 0.9912; about 13 min left`."""
-    scores = ", ".join(f"{name} {value:.4f}" for name, value in logs.items() if "loss" in name or "acc" in name)
+    scores = ", ".join(
+        f"{name} {value:.4f}" for name, value in logs.items() if "loss" in name or "acc" in name
+    )
     left = elapsed / epoch * (epochs - epoch)
     end = f"about {minutes(left)} left" if epoch < epochs else f"fit done in {minutes(elapsed)}"
     return f"epoch {epoch}/{epochs}: {minutes(seconds)}, {scores}; {end}"

@@ -34,8 +34,8 @@ from model_store.trust import trust_files
 from training.arguments import PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.precision import training_precision
-from training.progress import epoch_logger
 from training.presets import PRESETS, Hyperparameters, plain_layers
+from training.progress import epoch_logger
 from training.splits import held_out_split, one_hot
 
 log = logging.getLogger("training")
