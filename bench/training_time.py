@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -180,17 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         "before": [round(x, 2) for x in load_before],
         "after": [round(x, 2) for x in os.getloadavg()],
     }
-    command = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join([PROG, shlex.join(argv if argv is not None else sys.argv[1:])])
     report: dict[str, Any] = {"presets": {}}
     if args.out and args.out.exists():
         report = json.loads(args.out.read_text())
-    report["presets"].setdefault(label, {}).update(results)
-    report["cpu"] = cpu_description()
     # The file's command is the default recipe's; a variant's is kept beside its results.
     if label == args.preset:
         report["measured_with"] = command
     else:
         results["measured_with"] = command
+    report["presets"].setdefault(label, {}).update(results)
+    report["cpu"] = cpu_description()
     text = json.dumps(report, indent=2) + "\n"
     if args.out:
         args.out.write_text(text)
