@@ -60,8 +60,11 @@ def paper_scan(pixels: np.ndarray, side: int = 112) -> np.ndarray:
     return paper
 
 
-def publish_copy(store_root: Path, source_version: int = 1, model_bytes: bytes | None = None) -> int:
-    """Publish a new version holding version `source_version`'s files (or damaged model bytes)."""
+def publish_copy(
+    store_root: Path, source_version: int = 1, model_bytes: bytes | None = None, quick: bool | None = None
+) -> int:
+    """Publish a new version holding version `source_version`'s files (or damaged model bytes),
+    marked as a quick first model or a full one if `quick` says so."""
     store = ModelStore(store_root)
     source = store.version_path(source_version)
     metadata = store.read_metadata(source_version)
@@ -72,7 +75,10 @@ def publish_copy(store_root: Path, source_version: int = 1, model_bytes: bytes |
                 shutil.copy2(item, folder / item.name)
         if model_bytes is not None:
             (folder / MODEL_FILE).write_bytes(model_bytes)
-        return metadata.model_copy(update={"version": version})
+        training = metadata.training
+        if quick is not None:
+            training = training.model_copy(update={"quick": quick})
+        return metadata.model_copy(update={"version": version, "training": training})
 
     return store.publish(write)
 
