@@ -1,10 +1,11 @@
 """The precision `auto` trains in: mixed bfloat16 only where the CPU computes bfloat16 natively.
 
 TensorFlow runs bfloat16 convolutions through oneDNN. With AVX512-BF16 or AMX that is faster than
-float32; without them (an AVX2 CPU) the bfloat16 arithmetic is emulated, and the `cnn`'s training
-step takes about seven times float32's (`python -m bench.training_time`). oneDNN also obeys
-`ONEDNN_MAX_CPU_ISA`: capped below AVX512_CORE_BF16, the instructions exist but go unused, so `auto`
-reads the cap as well as the CPU's flags.
+float32; without them (an AVX2 CPU) TensorFlow emulates the bfloat16 arithmetic, and the `cnn`'s
+training step costs over ten times float32's CPU time (`python -m bench.training_time`). oneDNN
+also obeys `ONEDNN_MAX_CPU_ISA`: capped below AVX512_CORE_BF16, the instructions exist but go
+unused (TensorFlow, seeing the CPU's flags, still hands oneDNN the bfloat16 convolutions, and it
+refuses them), so `auto` reads the cap as well as the CPU's flags.
 """
 
 from __future__ import annotations
