@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     check_int8(settings)
     check_database(settings)
     # The workers read their settings from the environment: the gRPC server listens on the port
-    # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise.
+    # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise, and each
+    # worker sizes ONNX Runtime's threads to its share of the cores among the workers given here.
     os.environ["MNIST_GRPC_PORT"] = str(args.grpc_port)
     os.environ["MNIST_HOST"] = args.host
+    os.environ["MNIST_WORKERS"] = str(args.workers)
     get_settings.cache_clear()
     if args.workers > 1 and not multiprocess_mode():
         # Workers share one metrics directory so /metrics adds up every worker, not just one.

@@ -44,7 +44,7 @@ from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder
 from app.serving.state import Predictor, ServiceState
-from app.serving.versions import VersionManager, load_serving_model, serving_policy
+from app.serving.versions import VersionManager, described, load_serving_model, serving_policy
 from app.startup import record_startup_failure
 from model_store.mnist_data import DatasetError, load_split
 from model_store.runtimes import keras_installed
@@ -77,6 +77,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         raise
     holder = ModelHolder(serving)
     metrics.set_model(serving.name, serving.version)
+    metrics.runtime_threads.set(settings.runtime_choice().threads)
     drift = DriftMonitor(metrics)
     drift.track(serving.loaded)
     manager = VersionManager(
@@ -109,11 +110,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         test_set_error = str(exc)
         log.warning("test-set routes disabled: %s", exc)
     log.info(
-        "serving %s version %s from %s (pid %s)",
-        serving.name,
-        serving.version,
-        serving.loaded.path,
-        os.getpid(),
+        "serving %s %s from %s (pid %s)", serving.name, described(serving), serving.loaded.path, os.getpid()
     )
     explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
     if settings.explain_warmup:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -48,9 +48,31 @@ class FeedbackUsed(BaseModel):
     not_a_digit: str = Field(description="what was done with the 'not a digit' corrections")
 
 
+# The Keras dtype policies a version can be trained in; it computes in float32 once published.
+TrainingDtype = Literal["float32", "mixed_bfloat16"]
+
+
+class PrecisionChoice(BaseModel):
+    """The dtype policy a version trained in, and why: `auto` picks it for the training CPU."""
+
+    requested: str = Field(description="auto, or the policy asked for", examples=["auto"])
+    precision: TrainingDtype = Field(description="the Keras dtype policy it trained in", examples=["float32"])
+    reason: str = Field(
+        description="why that one",
+        examples=["the CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16)"],
+    )
+
+
 class TrainingRecord(BaseModel):
     preset: str
     hyperparameters: dict[str, Any]
+    # Optional: versions published before `auto` have none (their hyperparameters hold the policy).
+    precision: PrecisionChoice | None = None
+    quick: bool = Field(
+        False,
+        description="a quick first model (`mnist-train --quick`: a subset, one epoch), served until the "
+        "full one is published",
+    )
     history: dict[str, list[float]]
     train_samples: int
     validation_samples: int

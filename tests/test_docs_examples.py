@@ -25,6 +25,7 @@ from model_store.mnist_data import load_split
 from tests.app.conftest import publish_copy
 from tests.conftest import REPO_ROOT
 from tests.support.live_server import RunningServer, service_env, uvicorn_server
+from tests.support.paths import SAMPLE_DIGIT
 
 pytestmark = pytest.mark.e2e
 
@@ -74,6 +75,8 @@ def example_files(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> 
     folder = tmp_path_factory.mktemp("docs-files")
     for name, index in (("digit.png", 0), ("a.png", 1), ("b.png", 2)):
         Image.fromarray(test_split.images[index]).save(folder / name)
+    (folder / "samples").mkdir()
+    shutil.copyfile(SAMPLE_DIGIT, folder / "samples" / "digit.png")
     np.save(folder / "digits.npy", test_split.images[:3])
     tensor = {
         "name": "images",

@@ -98,6 +98,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        # One series per worker process: what each sized its sessions to (`MNIST_RUNTIME_THREADS`,
+        # or its share of the cores among `MNIST_WORKERS`).
+        self.runtime_threads = Gauge(
+            "mnist_onnxruntime_threads",
+            "ONNX Runtime's intra-op threads per session in this worker",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.load_failures = Counter(
             "mnist_model_load_failures", "Model versions that failed to load or validate", registry=r
         )

@@ -76,6 +76,12 @@ class ServingPolicy:
     pinned_at: datetime | None = None
 
 
+def described(serving: ServingModel) -> str:
+    """`version 2 (cnn, full)`: which version, its preset, and whether it is a quick first model."""
+    training = serving.loaded.metadata.training
+    return f"version {serving.version} ({training.preset}, {'quick' if training.quick else 'full'})"
+
+
 def serving_policy(store: ModelStore, setting: int | None) -> ServingPolicy:
     """Reads the store (blocking). The setting wins over a pin; a pin over the newest version."""
     if setting is not None:
@@ -256,7 +262,7 @@ class VersionManager:
             self.metrics.reloads.inc()
             self.metrics.set_model(candidate.name, candidate.version, previous=previous.version)
             log.info(
-                "now serving %s version %s (was %s)", candidate.name, candidate.version, previous.version
+                "now serving %s %s in place of %s", candidate.name, described(candidate), described(previous)
             )
         return candidate
 

@@ -9,6 +9,7 @@
   // How often the monitoring panel refreshes (?monitor_ms=... overrides, for testing).
   const MONITOR_MS = boundedInt(params.get("monitor_ms"), 200, 600000, 10000);
   const SLOW_MS = 1000; // after this, say we are still waiting
+  const QUICK_RECHECK_MS = 15000; // how often a page showing a quick model looks for the full one
   const MAX_UPLOAD_BYTES = 4 * 1024 * 1024;
   const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 
@@ -521,8 +522,10 @@
         `${percent(evaluation.accuracy, 2)} (${evaluation.correct.toLocaleString("en")} of ${evaluation.total.toLocaleString("en")})`;
       $("model-created").textContent = new Date(meta.created_at).toLocaleString();
       $("model-robustness").textContent = describeRobustness(meta.robustness);
+      const quick = meta.training.quick === true;
       $("model-badge").textContent =
-        `${meta.name} v${meta.version} · ${meta.training.preset} · ${percent(evaluation.accuracy, 2)} test accuracy`;
+        `${meta.name} v${meta.version} · ${meta.training.preset}${quick ? " (quick)" : ""} · ${percent(evaluation.accuracy, 2)} test accuracy`;
+      showQuick(quick, meta.training);
       renderPlots(info.plots ?? {}, meta.version);
       showVersionChoice(info);
       modelStatus.clear();
@@ -530,6 +533,20 @@
       $("model-badge").textContent = "model unavailable";
       modelStatus.show(err.message, "error");
     }
+  }
+
+  /** A quick first model says so, and the page looks again until the full model replaces it. */
+  let quickRecheck = null;
+  function showQuick(quick, training) {
+    const note = $("model-quick");
+    note.hidden = !quick;
+    const epochs = training.hyperparameters.epochs;
+    note.textContent = quick
+      ? `A quick model (${training.train_samples.toLocaleString("en")} images, ${epochs} epoch${epochs === 1 ? "" : "s"}): ` +
+        "the full model is training and takes its place as soon as it is published."
+      : "";
+    clearTimeout(quickRecheck);
+    if (quick) quickRecheck = setTimeout(loadModel, QUICK_RECHECK_MS);
   }
 
   function describeRobustness(robustness) {

@@ -73,9 +73,11 @@ def publish_copy(
     source_version: int = 1,
     model_bytes: bytes | None = None,
     source_root: Path | None = None,
+    quick: bool | None = None,
 ) -> int:
     """Publish a new version holding version `source_version`'s files (or damaged model bytes),
-    taken from the same store or from the one in `source_root`."""
+    taken from the same store or from the one in `source_root`; marked as a quick first model or a
+    full one if `quick` says so."""
     store = ModelStore(store_root)
     source_store = ModelStore(source_root) if source_root is not None else store
     source = source_store.version_path(source_version)
@@ -87,7 +89,10 @@ def publish_copy(
                 shutil.copy2(item, folder / item.name)
         if model_bytes is not None:
             (folder / MODEL_FILE).write_bytes(model_bytes)
-        return metadata.model_copy(update={"version": version})
+        training = metadata.training
+        if quick is not None:
+            training = training.model_copy(update={"quick": quick})
+        return metadata.model_copy(update={"version": version, "training": training})
 
     return store.publish(write)
 

@@ -34,6 +34,8 @@ MUST_BE_IGNORED = [
     "tests/deploy/test_dockerignore.py",
     "postman/node_modules/newman/package.json",
     ".env",
+    "samples/digit.png",
+    "logs/train-full.log",
 ]
 MUST_BE_SENT = [
     "pyproject.toml",

@@ -16,6 +16,7 @@ from model_store.metadata import (
     MODEL_FILE,
     SAVED_MODEL_FILE,
     ModelMetadata,
+    PrecisionChoice,
 )
 from model_store.mnist_data import MnistSplit, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
@@ -141,6 +142,9 @@ def test_training_records_history_hyperparameters_and_data(seed_metadata: ModelM
         "weight_average": 0.0,
         "limit": 12000,
     }
+    assert record.precision == PrecisionChoice(
+        requested="float32", precision="float32", reason="asked for by the seed preset's default"
+    )
     assert record.train_samples == 12000
     assert record.validation_samples == 5000
     assert len(record.history["val_loss"]) == 2
@@ -220,6 +224,22 @@ def test_cnn_run_exports_a_savedmodel_into_the_version_folder(tmp_path: Path, mn
     (probabilities,) = outputs.values()
     assert tuple(probabilities.shape) == (2, 10)
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("cap", "precision"), [("AVX2", "float32"), ("AVX512_CORE_AMX", "mixed_bfloat16")])
+def test_cnn_records_the_precision_auto_chose_and_why(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, cap: str, precision: str
+) -> None:
+    monkeypatch.setattr("training.precision.cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    train(tmp_path, mnist_dir, "--preset", "cnn", "--limit", "500", "--epochs", "1", "--holdout", "0")
+    record = ModelStore(tmp_path).read_metadata(1).training
+    assert record.precision is not None
+    assert (record.precision.requested, record.precision.precision) == ("auto", precision)
+    assert record.hyperparameters["precision"] == precision
+    if precision == "float32":
+        assert "ONEDNN_MAX_CPU_ISA=AVX2" in record.precision.reason
 
 
 def test_a_run_that_fails_while_training_leaves_the_float32_policy_behind(
