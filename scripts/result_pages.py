@@ -31,11 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
+from bench.claims import DEFAULT_SERVED_PRECISION  # noqa: E402
 from bench.report import ModelRun, best, load, ratios, targets  # noqa: E402
 
-# The precision the default `cnn` serves, everywhere the docs say so. The numbers follow it: the
-# benchmark's `ours` column when the run served this precision, `ours-<precision>` when pinned.
-CNN_SERVED_PRECISION = "int8"
+# The precision the default `cnn` serves, everywhere the docs say so, is bench/claims.py's (a test
+# checks every default training path against it). The numbers follow it: the benchmark's `ours`
+# column when the run served this precision, `ours-<precision>` when pinned.
+CNN_SERVED_PRECISION = DEFAULT_SERVED_PRECISION
 # The full image (`EXTRAS=train`) as `buildah images` reports it after its trim, from the build of
 # tests/deploy/test_image.py; bench.image measures the serving image only (image.md).
 FULL_IMAGE_GB = 2.08
@@ -175,16 +177,16 @@ def cnn_precision(results: Results) -> str:
     run = results.runs["cnn"]
     served, other = served_server(run), other_server(run)
     proof = run.int8_proof or {}
-    text = f"`cnn` serves {precision_of(run, served)}"
-    if proof:
-        text += (
-            f" (its 8-bit export's publish-time proof: {percent(proof['int8']['accuracy'])} against "
-            f"float32's {percent(proof['float32']['accuracy'])}, the same verdict on "
-            f"{percent(proof['verdict_agreement'])} of test digits; "
-            f"{'the default' if proof['default'] else 'opt-in'})"
-        )
+    text = f"`cnn` serves {precision_of(run, served)} as the default paths train it"
     if other is not None:
         text += f"; in {precision_of(run, other)} it is {times(peer_ratios(run, other)['bentoml'])} BentoML"
+    if proof:
+        text += (
+            f" (trained with `--robustness`, its 8-bit export's publish-time proof, "
+            f"{percent(proof['int8']['accuracy'])} against float32's {percent(proof['float32']['accuracy'])} "
+            f"and the same verdict on {percent(proof['verdict_agreement'])} of test digits, makes int8 "
+            "its default)"
+        )
     return text
 
 
@@ -290,29 +292,55 @@ def presets_table(results: Results) -> str:
 
 
 def training_time(results: Results, preset: str) -> str:
-    """The published version's `model.fit` seconds, or the per-step estimate where timed."""
-    timed = (results.training or {}).get(preset, {})
-    precision = "bfloat16" if preset == "cnn" else "float32"
-    if precision in timed:
-        return f"{timed[precision]['estimated_fit_seconds']:.0f} s"
+    """The published version's `model.fit` seconds (per-step timings on other CPUs: training_steps)."""
     return f"{results.models[preset]['train_seconds']:.0f} s"
 
 
+# bench.training_time's kinds of run, as the training page names them, in the order it lists them.
+TRAINING_KINDS = {
+    "bfloat16": "mixed bfloat16, CPU with native bfloat16 (what `auto` picks there)",
+    "float32_native": "float32, the same CPU",
+    "float32": "float32, oneDNN capped at AVX2 (what `auto` picks on an AVX2-only CPU)",
+    "bfloat16_emulated": "mixed bfloat16 emulated (TensorFlow's own kernels, no bfloat16 instructions)",
+}
+
+
 def training_steps(results: Results) -> str:
-    """Per-step timings of each preset in each training precision, when they were measured."""
-    if results.training is None:
+    """The full `cnn` recipe's steps timed in each kind of run, and the whole fit in CPU time."""
+    timed = (results.training or {}).get("cnn")
+    if not timed:
         return "\nPer-step training timings are not measured yet.\n"
+    first = next(timed[kind] for kind in TRAINING_KINDS if kind in timed)
     lines = [
-        "| preset | precision | seconds per step | steps | `model.fit`, estimated |",
-        "| --- | --- | ---: | ---: | ---: |",
+        f"The `cnn`'s {first['epochs'] * first['steps_per_epoch']:,} steps ({first['epochs']} epochs of "
+        f"{first['steps_per_epoch']}), batch {first['batch_size']}:",
+        "",
+        "| precision, CPU | CPU seconds per step | the whole fit, in CPU time |",
+        "| --- | ---: | ---: |",
     ]
-    for preset, by_precision in results.training.items():
-        for precision, timed in by_precision.items():
+    for kind, label in TRAINING_KINDS.items():
+        if kind in timed:
+            run = timed[kind]
             lines.append(
-                f"| `{preset}` | {precision} | {timed['seconds_per_step']:.3f} | {timed['steps']:,} | "
-                f"{timed['estimated_fit_seconds']:.0f} s |"
+                f"| {label} | {run['cpu_seconds_per_step']:.3f} | {minutes(run['estimated_fit_cpu_seconds'])} |"
             )
     return "\n" + "\n".join(lines) + "\n"
+
+
+def training_kinds(results: Results) -> str:
+    """The default model's fit on either kind of CPU, for the README's quick start."""
+    timed = (results.training or {}).get("cnn", {})
+    if "bfloat16" not in timed or "float32" not in timed:
+        return "\nabout 14 minutes on 2 cores\n"
+    native = minutes(timed["bfloat16"]["estimated_fit_cpu_seconds"])
+    avx2 = minutes(timed["float32"]["estimated_fit_cpu_seconds"])
+    return (
+        f"\nabout {native} of CPU where it has bfloat16 instructions, {avx2} in float32 on an AVX2-only CPU\n"
+    )
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def full_image(results: Results) -> str:
@@ -410,6 +438,7 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "targets": targets_table,
     "presets": presets_table,
     "training-steps": training_steps,
+    "training-kinds": training_kinds,
     "cnn-fit": lambda results: training_time(results, "cnn"),
     "seed-fit": lambda results: training_time(results, "seed"),
     "full-image": full_image,

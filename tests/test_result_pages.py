@@ -66,9 +66,10 @@ def test_the_readme_headline_agrees_with_its_table() -> None:
     seed_ratio, cnn_ratio = (float(ratio) for ratio in ratios)
     rows = (line.strip("| ").split(" | ") for line in readme.splitlines())
     table = {row[0]: row for row in rows if row[0].startswith("`")}
-    assert f"{seed_ratio:.1f}" == f"{float(table['`seed` (float32)'][1].rstrip('x')):.1f}"
+    # The headline rounds the measured ratio to one decimal, the table to two.
+    assert abs(seed_ratio - float(table["`seed` (float32)"][1].rstrip("x"))) <= 0.05
     served = result_pages.CNN_SERVED_PRECISION
-    assert f"{cnn_ratio:.1f}" == f"{float(table[f'`cnn` ({served})'][1].rstrip('x')):.1f}"
+    assert abs(cnn_ratio - float(table[f"`cnn` ({served})"][1].rstrip("x"))) <= 0.05
     assert f"served in {served}" in headline.group(1)
 
 
@@ -90,14 +91,16 @@ def test_without_training_timings_the_published_fit_time_is_shown(
     assert result_pages.training_time(results_without_training, "cnn") == f"{seconds:.0f} s"
 
 
-def test_training_timings_replace_the_fit_time_when_measured(
+def test_training_timings_give_each_kind_of_cpu_its_fit(
     results_without_training: result_pages.Results,
 ) -> None:
+    recipe = {"epochs": 18, "steps_per_epoch": 430, "batch_size": 128}
     timings = {
         "presets": {
             "cnn": {
-                "bfloat16": {"seconds_per_step": 0.21, "steps": 7740, "estimated_fit_seconds": 1625.4},
-                "float32": {"seconds_per_step": 0.33, "steps": 7740, "estimated_fit_seconds": 2554.2},
+                "bfloat16": recipe | {"cpu_seconds_per_step": 0.09, "estimated_fit_cpu_seconds": 696.6},
+                "float32": recipe | {"cpu_seconds_per_step": 0.22, "estimated_fit_cpu_seconds": 1702.8},
+                "load_average": {"before": [1.0, 1.0, 1.0], "after": [1.0, 1.0, 1.0]},
             }
         }
     }
@@ -105,10 +108,15 @@ def test_training_timings_replace_the_fit_time_when_measured(
 
     table = result_pages.training_steps(results_without_training)
 
-    assert "| `cnn` | bfloat16 | 0.210 | 7,740 | 1625 s |" in table
-    assert "| `cnn` | float32 | 0.330 | 7,740 | 2554 s |" in table
-    assert result_pages.training_time(results_without_training, "cnn") == "1625 s"
-    assert result_pages.training_time(results_without_training, "seed").endswith(" s")
+    assert "The `cnn`'s 7,740 steps (18 epochs of 430), batch 128:" in table
+    assert "(what `auto` picks there) | 0.090 | 12 min |" in table
+    assert "(what `auto` picks on an AVX2-only CPU) | 0.220 | 28 min |" in table
+    assert "load" not in table
+    kinds = result_pages.training_kinds(results_without_training)
+    assert "12 min of CPU where it has bfloat16 instructions, 28 min in float32" in kinds
+    # The model cards keep the published version's measured fit.
+    seconds = results_without_training.models["cnn"]["train_seconds"]
+    assert result_pages.training_time(results_without_training, "cnn") == f"{seconds:.0f} s"
 
 
 def test_the_serving_image_size_is_read_from_the_image_report(
