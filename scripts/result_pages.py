@@ -321,9 +321,8 @@ def training_steps(results: Results) -> str:
     for kind, label in TRAINING_KINDS.items():
         if kind in timed:
             run = timed[kind]
-            lines.append(
-                f"| {label} | {run['cpu_seconds_per_step']:.3f} | {minutes(run['estimated_fit_cpu_seconds'])} |"
-            )
+            fit = minutes(run["estimated_fit_cpu_seconds"])
+            lines.append(f"| {label} | {run['cpu_seconds_per_step']:.3f} | {fit} |")
     return "\n" + "\n".join(lines) + "\n"
 
 
