@@ -330,6 +330,17 @@
     resetResult();
   });
 
+  // The server's paths, asked of its OpenAPI schema once: one without a log of answers has no
+  // /feedback or /monitoring, and knowing it spares a 404 at every refresh (and a console error).
+  let serverPaths = null;
+  async function offers(path) {
+    serverPaths ??= api("/openapi.json").then(
+      (schema) => new Set(Object.keys(schema.paths ?? {})),
+      () => null, // no schema to ask: try the route, and fall back on its 404
+    );
+    return (await serverPaths)?.has(path) ?? true;
+  }
+
   // ---- Feedback on an answer ---------------------------------------------------------------
 
   const feedback = $("feedback");
@@ -349,16 +360,18 @@
   );
   $("feedback-right").addEventListener("click", (event) => sendFeedback("right", event.currentTarget));
 
-  /** Offer feedback on this answer; an answer without an id (a server that keeps no log) has none. */
-  function showFeedback(answer) {
+  /** Offer feedback on this answer, where the server takes it: one without a log of answers still
+   * gives ids but has no /feedback. */
+  async function showFeedback(answer) {
     feedbackFor = answer?.prediction_id ? answer : null;
-    feedback.hidden = feedbackFor === null;
+    feedback.hidden = true;
     feedback.dataset.state = "idle";
     for (const button of feedback.querySelectorAll("button")) {
       button.disabled = false;
       button.removeAttribute("aria-pressed");
     }
     feedbackStatus.clear();
+    if (feedbackFor !== null && (await offers("/feedback")) && feedbackFor === answer) feedback.hidden = false;
   }
 
   const FEEDBACK_REFUSED = {
@@ -574,16 +587,6 @@
   let monitoringRoute = null; // whether the server has /monitoring; asked of its OpenAPI schema once
   let monitoringBusy = false;
 
-  /** Whether the server offers /monitoring: a server without a log of answers has none, and asking
-   * its schema once spares a 404 at every refresh (and a red line in the browser's console). */
-  async function hasMonitoringRoute() {
-    try {
-      return "/monitoring" in ((await api("/openapi.json")).paths ?? {});
-    } catch {
-      return true; // no schema to ask: try the route, and fall back on its 404
-    }
-  }
-
   /** Drift per version from Prometheus's text format: the largest over the workers' samples. */
   function driftFromMetrics(text) {
     const found = new Map();
@@ -606,7 +609,7 @@
 
   /** /monitoring's versions; a server without it gives drift alone, from /metrics. */
   async function loadMonitoring() {
-    monitoringRoute ??= await hasMonitoringRoute();
+    monitoringRoute ??= await offers("/monitoring");
     if (monitoringRoute) {
       try {
         return { source: "monitoring", versions: (await api("/monitoring")).versions };
