@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -245,7 +245,8 @@ class Drift(BaseModel):
     """Input drift of one version on the worker that answered (docs/drift.md)."""
 
     statistic: float | None = Field(
-        description="the drift statistic over the last window; null until the first full window", examples=[0.031]
+        description="the drift statistic over the last window; null until the first full window",
+        examples=[0.031],
     )
     threshold: float = Field(description="drifting above this", examples=[0.082])
     window: int = Field(description="digits in a window", examples=[200])

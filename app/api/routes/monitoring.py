@@ -40,4 +40,6 @@ async def monitoring(state: StateDep, records: RecordsDep) -> Monitoring:
     """Per version, newest first: answers, verdicts, feedback, accuracy with its 95 % Wilson
     interval, the commonest confusions, and input drift."""
     qualities = await in_database(refresh_accuracy_gauges, records.engine, state.metrics)
-    return Monitoring(versions=[describe(quality, state.drift.status(quality.version)) for quality in qualities])
+    return Monitoring(
+        versions=[describe(quality, state.drift.status(quality.version)) for quality in qualities]
+    )

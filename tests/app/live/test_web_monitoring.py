@@ -35,7 +35,9 @@ def unlogged_url(
 
 
 @pytest.fixture(scope="module")
-def logged_url(trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def logged_url(
+    trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A server with the prediction log on a SQLite file of its own."""
     folder = tmp_path_factory.mktemp("logged")
     env = service_env(
