@@ -269,7 +269,7 @@
       result.classList.remove("pending");
       // Explain once the drawing rests, not after every stroke: explanations are costly and few.
       await new Promise((resolve) => setTimeout(resolve, EXPLAIN_AFTER_MS));
-      if (!controller.signal.aborted) await explain(form, controller);
+      if (!controller.signal.aborted) await explain(form, answer, controller);
     } catch (err) {
       if (isSuperseded(err)) return;
       drawStatus.show(err.message, "error");
@@ -282,11 +282,16 @@
     }
   }
 
-  // The heat map comes from a second request, so a busy explainer (503) never costs the answer.
-  async function explain(form, controller) {
+  // The heat map comes from a second request, so a busy explainer (503) never costs the answer; it
+  // asks the version that answered, and is no second answer (nothing logged, no id).
+  async function explain(form, answer, controller) {
     try {
-      const answer = await api("/predict?explain=true", { method: "POST", body: form, signal: controller.signal });
-      const found = answer.explanation;
+      const version = answer.model ? `?version=${answer.model.version}` : "";
+      const found = await api(`/predict/explanation${version}`, {
+        method: "POST",
+        body: form,
+        signal: controller.signal,
+      });
       why.src = `data:image/png;base64,${found.overlay_png}`;
       whyCaption.textContent = `why ${found.digit}: red for, blue against (runner-up: ${found.runner_up})`;
       whyFigure.dataset.digit = String(found.digit);
