@@ -105,6 +105,12 @@ def test_panel_shows_drift_cross_its_threshold(
     shown.wait_for_selector('#monitoring-rows tr[data-version="1"] td[data-drift="drifting"]')
     statistic, threshold = (float(part) for part in drift_cell.inner_text().split(" (")[0].split(" / "))
     assert statistic > threshold
+    logged = "/monitoring" in httpx.get(f"{base_url}/openapi.json").json()["paths"]
+    source = shown.locator("#monitoring").get_attribute("data-source")
+    assert source == ("monitoring" if logged else "metrics")
+    if logged:  # the panel's drift came from /monitoring's `drift` field
+        (version,) = [v for v in httpx.get(f"{base_url}/monitoring").json()["versions"] if v["version"] == 1]
+        assert version["drift"]["drifting"] and version["drift"]["window"] == 200
     assert problems == []
 
 
