@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train(store: Path, data_dir: Path, arguments: list[str], env: dict[str, str]) -> dict[str, Any]:
+def train(store: Path | str, data_dir: Path, arguments: list[str], env: dict[str, str]) -> dict[str, Any]:
     """One `mnist-train` run, niced, in its own process (so the environment applies to it alone)."""
     command = [sys.executable, "-m", "training.train", "--preset", "cnn", "--store", str(store)]
     command += ["--data-dir", str(data_dir), "--no-download", "--verbose", "0", *arguments]

@@ -5,7 +5,11 @@
         print(mnist.predict("digit.png").digit)
 
 A grpc:// (or grpcs://) URL, e.g. `Client("grpc://127.0.0.1:8081")`, sends `predict` and
-`predict_batch` as ModelInfer calls of the Open Inference Protocol instead, with the same answers.
+`predict_batch` as ModelInfer calls of the Open Inference Protocol instead, with the same answers;
+the other calls are HTTP routes, outside that protocol, and raise NotImplementedError there.
+
+Every answer carries its `prediction_id`; `feedback(prediction_id, label)` tells a service that
+keeps a log of its answers the true label (docs/feedback.md).
 
 An image is a path, bytes of an image file, a PIL image or a numpy array (28x28 uint8, MNIST
 polarity: light digit on dark). A 503 (queue full) or 429 (rate limit), over gRPC a
@@ -17,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 import httpx
@@ -38,6 +43,7 @@ __all__ = ["AsyncClient", "Client", "MnistServeError", "Prediction", "TestSample
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 RETRIED = (429, 503)
 RetryHook = Callable[[int, float], None]  # (status, seconds to wait)
+Label = int | Literal["not_a_digit"]
 T = TypeVar("T")
 
 
@@ -49,18 +55,36 @@ def _prediction(body: dict[str, Any], source: str | None = None) -> Prediction:
         model_version=int(body["model"]["version"]),
         verdict=body.get("verdict"),
         source=source,
+        prediction_id=body.get("prediction_id"),
     )
 
 
 def _batch_predictions(body: dict[str, Any], sources: Sequence[str | None]) -> list[Prediction]:
     version = int(body["model"]["version"])
     verdicts = body.get("verdicts") or [None] * body["count"]
+    ids = body.get("prediction_ids") or [None] * body["count"]
     return [
-        Prediction(int(d), float(c), [float(p) for p in probs], version, v, s)
-        for d, c, probs, v, s in zip(
-            body["predictions"], body["confidences"], body["probabilities"], verdicts, sources, strict=True
+        Prediction(int(d), float(c), [float(p) for p in probs], version, v, s, i)
+        for d, c, probs, v, s, i in zip(
+            body["predictions"],
+            body["confidences"],
+            body["probabilities"],
+            verdicts,
+            sources,
+            ids,
+            strict=True,
         )
     ]
+
+
+def _feedback_call(prediction_id: str, label: Label) -> _Call:
+    return _Call(
+        "POST",
+        "/feedback",
+        {},
+        content=json.dumps({"prediction_id": prediction_id, "label": label}).encode(),
+        content_type="application/json",
+    )
 
 
 def image_file(image: ImageInput, index: int = 0) -> tuple[str, bytes]:
@@ -323,6 +347,11 @@ class Client(_Base):
     def model_info(self) -> dict[str, Any]:
         return self._send(_Call("GET", "/model", {}))
 
+    def feedback(self, prediction_id: str, label: Label) -> dict[str, Any]:
+        """The true label (0-9 or "not_a_digit") of the answer `prediction_id`, as the service
+        recorded it: `correct`, `predicted`, `model`, ... HTTP only."""
+        return self._send(_feedback_call(prediction_id, label))
+
 
 class AsyncClient(_Base):
     """The same calls as `Client`, awaitable."""
@@ -401,3 +430,7 @@ class AsyncClient(_Base):
 
     async def model_info(self) -> dict[str, Any]:
         return await self._send(_Call("GET", "/model", {}))
+
+    async def feedback(self, prediction_id: str, label: Label) -> dict[str, Any]:
+        """`Client.feedback`, awaited."""
+        return await self._send(_feedback_call(prediction_id, label))

@@ -16,11 +16,11 @@ import grpc
 import numpy as np
 
 from mnist_client.results import MnistServeError, Prediction, UnreachableError
-from model_store.normalisation import normalise_file, normalise_native
 from model_store.open_inference.messages import ModelInferRequest, ModelInferResponse, method_path
 
 SCHEMES = ("grpc", "grpcs")
 MODEL_INFER = method_path("ModelInfer")
+PREDICTION_IDS = "prediction_ids"  # the response parameter with each image's id, comma-separated
 # The HTTP status each gRPC code stands for, so one retry rule and one `status` serve both.
 STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -54,6 +54,9 @@ def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
 
 def file_digit(data: bytes) -> np.ndarray:
     """The 28x28 digit the service would make of an uploaded file; 400 if it is not an image."""
+    # Imported here: OpenCV is needed only to send files over gRPC, not by `import mnist_client`.
+    from model_store.normalisation import normalise_file
+
     try:
         return normalise_file(data).pixels
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -62,6 +65,8 @@ def file_digit(data: bytes) -> np.ndarray:
 
 def array_digit(image: np.ndarray) -> np.ndarray:
     """A 28x28 uint8 array, turned around if it is dark on light, as an upload of it would be."""
+    from model_store.normalisation import normalise_native
+
     return normalise_native(image).pixels
 
 
@@ -90,10 +95,15 @@ def predictions(response: Any, sources: Sequence[str | None]) -> list[Prediction
     probabilities = np.frombuffer(raw["probabilities"], dtype="<f4").reshape(len(sources), -1)
     verdicts = _strings(raw["verdict"]) if "verdict" in raw else [None] * len(sources)
     version = int(response.model_version)
+    ids: list[str | None] = [None] * len(sources)
+    if PREDICTION_IDS in response.parameters:
+        ids = list(response.parameters[PREDICTION_IDS].string_param.split(","))
     answers = []
-    for row, verdict, source in zip(probabilities.tolist(), verdicts, sources, strict=True):
+    for row, verdict, source, prediction_id in zip(
+        probabilities.tolist(), verdicts, sources, ids, strict=True
+    ):
         best = row.index(max(row))
-        answers.append(Prediction(best, row[best], row, version, verdict, source))
+        answers.append(Prediction(best, row[best], row, version, verdict, source, prediction_id))
     return answers
 
 

@@ -28,6 +28,7 @@ class Prediction:
     model_version: int
     verdict: str | None = None  # present on servers that judge their answers
     source: str | None = None  # the file name, for batches of files
+    prediction_id: str | None = None  # names the answer for `Client.feedback`; None from older servers
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,10 @@ def test_every_command_line_in_the_docs_parses(page: str, line: str, monkeypatch
 
 def test_a_wrong_command_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above can fail: a required flag left out, and a shell pipe where a value belongs."""
-    for line in ("python -m bench.grpc_load --workers 1|2 --connections 64", "mnist-train --preset resnet"):
+    for line in (
+        "python -m bench.prediction_log --workers 1|2 --connections 64",
+        "mnist-train --preset resnet",
+    ):
         with pytest.raises(pytest.fail.Exception, match="refused"):
             test_every_command_line_in_the_docs_parses("page", line, monkeypatch)
 

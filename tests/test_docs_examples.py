@@ -59,11 +59,20 @@ PYTHON = [(page, body) for page, body in blocks({"python"}) if DOCUMENTED in bod
 def docs_server(
     trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """Three versions (the examples pin, canary and shadow the older ones), admin routes on."""
+    """Three versions (the examples pin, canary and shadow the older ones), admin routes and the
+    prediction log on."""
     folder = tmp_path_factory.mktemp("docs-server")
     store = Path(shutil.copytree(trained_store, folder / "store"))
     assert [publish_copy(store), publish_copy(store)] == [2, 3]
-    env = service_env(store, mnist_dir, admin_token=ADMIN_TOKEN, loaded_newest="3", reload_poll_seconds="0")
+    env = service_env(
+        store,
+        mnist_dir,
+        admin_token=ADMIN_TOKEN,
+        loaded_newest="3",
+        reload_poll_seconds="0",
+        prediction_log="on",  # as served by default: the feedback examples need it
+        database_url=f"sqlite:///{folder / 'log.db'}",
+    )
     with uvicorn_server(env, folder / "server.log") as server:
         yield server
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -241,6 +241,20 @@ class Confusion(BaseModel):
     count: int = Field(examples=[3])
 
 
+class Drift(BaseModel):
+    """Input drift of one version on the worker that answered (docs/drift.md)."""
+
+    statistic: float | None = Field(
+        description="the drift statistic over the last window; null until the first full window",
+        examples=[0.031],
+    )
+    threshold: float = Field(description="drifting above this", examples=[0.082])
+    window: int = Field(description="digits in a window", examples=[200])
+    seen: int = Field(description="digits this worker has seen this version answer", examples=[1840])
+    drifting: bool = Field(examples=[False])
+    method: str = Field(description="how the statistic is computed", examples=["mean_shift_7x7"])
+
+
 class VersionMonitoring(BaseModel):
     version: int = Field(examples=[3])
     answers: int = Field(description="answers logged (and not yet pruned)", examples=[12840])
@@ -256,7 +270,7 @@ class VersionMonitoring(BaseModel):
     verdicts: dict[str, int] = Field(
         description="answers by verdict", examples=[{"digit": 12500, "unsure": 290, "not_a_digit": 50}]
     )
-    drift: dict[str, Any] | None = Field(None, description="input drift against the version's training data")
+    drift: Drift | None = Field(None, description="input drift against the version's training data")
 
 
 class Monitoring(BaseModel):

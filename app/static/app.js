@@ -270,7 +270,7 @@
       result.classList.remove("pending");
       // Explain once the drawing rests, not after every stroke: explanations are costly and few.
       await new Promise((resolve) => setTimeout(resolve, EXPLAIN_AFTER_MS));
-      if (!controller.signal.aborted) await explain(form, controller);
+      if (!controller.signal.aborted) await explain(form, answer, controller);
     } catch (err) {
       if (isSuperseded(err)) return;
       drawStatus.show(err.message, "error");
@@ -283,11 +283,16 @@
     }
   }
 
-  // The heat map comes from a second request, so a busy explainer (503) never costs the answer.
-  async function explain(form, controller) {
+  // The heat map comes from a second request, so a busy explainer (503) never costs the answer; it
+  // asks the version that answered, and is no second answer (nothing logged, no id).
+  async function explain(form, answer, controller) {
     try {
-      const answer = await api("/predict?explain=true", { method: "POST", body: form, signal: controller.signal });
-      const found = answer.explanation;
+      const version = answer.model ? `?version=${answer.model.version}` : "";
+      const found = await api(`/predict/explanation${version}`, {
+        method: "POST",
+        body: form,
+        signal: controller.signal,
+      });
       why.src = `data:image/png;base64,${found.overlay_png}`;
       whyCaption.textContent = `why ${found.digit}: red for, blue against (runner-up: ${found.runner_up})`;
       whyFigure.dataset.digit = String(found.digit);
@@ -331,6 +336,17 @@
     resetResult();
   });
 
+  // The server's paths, asked of its OpenAPI schema once: one without a log of answers has no
+  // /feedback or /monitoring, and knowing it spares a 404 at every refresh (and a console error).
+  let serverPaths = null;
+  async function offers(path) {
+    serverPaths ??= api("/openapi.json").then(
+      (schema) => new Set(Object.keys(schema.paths ?? {})),
+      () => null, // no schema to ask: try the route, and fall back on its 404
+    );
+    return (await serverPaths)?.has(path) ?? true;
+  }
+
   // ---- Feedback on an answer ---------------------------------------------------------------
 
   const feedback = $("feedback");
@@ -350,16 +366,18 @@
   );
   $("feedback-right").addEventListener("click", (event) => sendFeedback("right", event.currentTarget));
 
-  /** Offer feedback on this answer; an answer without an id (a server that keeps no log) has none. */
-  function showFeedback(answer) {
+  /** Offer feedback on this answer, where the server takes it: one without a log of answers still
+   * gives ids but has no /feedback. */
+  async function showFeedback(answer) {
     feedbackFor = answer?.prediction_id ? answer : null;
-    feedback.hidden = feedbackFor === null;
+    feedback.hidden = true;
     feedback.dataset.state = "idle";
     for (const button of feedback.querySelectorAll("button")) {
       button.disabled = false;
       button.removeAttribute("aria-pressed");
     }
     feedbackStatus.clear();
+    if (feedbackFor !== null && (await offers("/feedback")) && feedbackFor === answer) feedback.hidden = false;
   }
 
   const FEEDBACK_REFUSED = {
@@ -591,16 +609,6 @@
   let monitoringRoute = null; // whether the server has /monitoring; asked of its OpenAPI schema once
   let monitoringBusy = false;
 
-  /** Whether the server offers /monitoring: a server without a log of answers has none, and asking
-   * its schema once spares a 404 at every refresh (and a red line in the browser's console). */
-  async function hasMonitoringRoute() {
-    try {
-      return "/monitoring" in ((await api("/openapi.json")).paths ?? {});
-    } catch {
-      return true; // no schema to ask: try the route, and fall back on its 404
-    }
-  }
-
   /** Drift per version from Prometheus's text format: the largest over the workers' samples. */
   function driftFromMetrics(text) {
     const found = new Map();
@@ -623,7 +631,7 @@
 
   /** /monitoring's versions; a server without it gives drift alone, from /metrics. */
   async function loadMonitoring() {
-    monitoringRoute ??= await hasMonitoringRoute();
+    monitoringRoute ??= await offers("/monitoring");
     if (monitoringRoute) {
       try {
         return { source: "monitoring", versions: (await api("/monitoring")).versions };

@@ -38,6 +38,8 @@ USED_THROUGH = {
     "uvloop": "uvicorn's event loop (`loop='auto'` picks it)",
     "httptools": "uvicorn's HTTP parser (`http='auto'` picks it)",
     "orjson": "python-json-logger's formatter (app/operations/logs.py imports pythonjsonlogger.orjson)",
+    "psycopg": "SQLAlchemy's PostgreSQL dialect for a postgresql+psycopg:// MNIST_DATABASE_URL",
+    "psycopg-binary": "psycopg's compiled implementation, which psycopg loads when it is installed",
 }
 # Every module of the service's packages, imported with only the given distributions installed: the
 # others are hidden as the serving image lacks them (an optional import, such as grpc's of

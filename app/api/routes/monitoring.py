@@ -7,20 +7,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RecordsDep, StateDep, in_database
-from app.api.schemas import Confusion, ErrorBody, Monitoring, VersionMonitoring
+from app.api.schemas import Confusion, Drift, ErrorBody, Monitoring, VersionMonitoring
 from app.records.quality import VersionQuality, refresh_accuracy_gauges
-from app.serving.state import ServiceState
+from app.serving.drift import DriftStatus
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 
-def drift_of(state: ServiceState, version: int) -> dict[str, object] | None:
-    """The drift monitor's report on `version`, where the service runs one."""
-    monitor = getattr(state, "drift", None)
-    return None if monitor is None else monitor.status(version)  # type: ignore[no-any-return]
-
-
-def describe(quality: VersionQuality, drift: dict[str, object] | None) -> VersionMonitoring:
+def describe(quality: VersionQuality, drift: DriftStatus | None) -> VersionMonitoring:
     return VersionMonitoring(
         version=quality.version,
         answers=quality.answers,
@@ -33,7 +27,7 @@ def describe(quality: VersionQuality, drift: dict[str, object] | None) -> Versio
             for label, predicted, count in quality.top_confusions()
         ],
         verdicts=quality.verdicts,
-        drift=drift,
+        drift=None if drift is None else Drift(**drift),
     )
 
 
@@ -46,4 +40,6 @@ async def monitoring(state: StateDep, records: RecordsDep) -> Monitoring:
     """Per version, newest first: answers, verdicts, feedback, accuracy with its 95 % Wilson
     interval, the commonest confusions, and input drift."""
     qualities = await in_database(refresh_accuracy_gauges, records.engine, state.metrics)
-    return Monitoring(versions=[describe(quality, drift_of(state, quality.version)) for quality in qualities])
+    return Monitoring(
+        versions=[describe(quality, state.drift.status(quality.version)) for quality in qualities]
+    )

@@ -13,7 +13,7 @@ from app.api.deps import PredictorDep, VersionedPredictorDep, VersionQuery
 from app.api.errors import ApiError
 from app.api.query import openapi_parameters, parse_query
 from app.api.responses import describe_explanation, describe_normalisation, json_response, model_ref, scores
-from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Prediction
+from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Explanation, Prediction
 from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
 from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
 
@@ -95,6 +95,25 @@ async def predict(request: Request, predictor: PredictorDep) -> Response:
         explanation=explanation,
     )
     return json_response(prediction)
+
+
+@router.post(
+    "/explanation",
+    response_model=Explanation,
+    responses=ERRORS,
+    openapi_extra=_upload_body(multiple=False) | openapi_parameters(VersionQuery),
+)
+async def explanation(request: Request, predictor: PredictorDep) -> Response:
+    """Explain one digit image without answering it again: the attribution map of the version that
+    answered (`?version=` of the answer's `model.version`), not logged and with no prediction id.
+
+    For a client that shows an answer first and its explanation after: `/predict?explain=true`
+    would log the same image twice. 503 while explanations are busy.
+    """
+    data, _ = await read_single_image(request)
+    digit = await prepare_digit(data, predictor.settings.max_image_pixels)
+    found = await predictor.explain(digit.pixels[np.newaxis], predictor.model())
+    return json_response(describe_explanation(digit.pixels, found[0]))
 
 
 @router.post(

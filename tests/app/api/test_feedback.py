@@ -100,6 +100,26 @@ def test_every_route_gives_ids_and_logs_what_the_model_saw(
     assert batch.json()["predictions"] == [logged_rows[i].digit for i in ids[1:4]]
 
 
+def test_an_explanation_of_an_answer_is_not_a_second_answer(
+    logged: TestClient, database: str, test_split: MnistSplit
+) -> None:
+    upload = {"file": ("digit.png", encode(test_split.images[0]))}
+    answer = predict(logged, test_split.images[0])
+    version = answer["model"]["version"]  # type: ignore[index]
+    explained = logged.post(f"/predict/explanation?version={version}", files=upload)
+    assert explained.status_code == 200, explained.text
+    assert explained.json()["digit"] == answer["prediction"] and "prediction_id" not in explained.json()
+    assert explained.json()["overlay_png"]
+    later = predict(logged, test_split.images[1])
+    # Feedback waits for its answer to be written, and the log writes in order.
+    assert (
+        logged.post("/feedback", json={"prediction_id": later["prediction_id"], "label": 2}).status_code
+        == 201
+    )
+    assert set(rows(database)) == {answer["prediction_id"], later["prediction_id"]}
+    assert logged.post("/predict/explanation?version=9", files=upload).status_code == 404
+
+
 def test_feedback_is_created_then_replaced(logged: TestClient, test_split: MnistSplit) -> None:
     answer = predict(logged, test_split.images[128])
     created = logged.post("/feedback", json={"prediction_id": answer["prediction_id"], "label": 8})
