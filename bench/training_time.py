@@ -76,7 +76,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     with dtype_policy(hp.precision):
         model = preset.build(hp, steps_per_epoch)
-        model.fit(**training_data(trained_on, hp), epochs=1, verbose=0, callbacks=[StepClock()])
+        model.fit(**training_data(trained_on, hp, None), epochs=1, verbose=0, callbacks=[StepClock()])
         started = time.perf_counter()
         x_valid, y_valid = to_model_input(held_out.images), one_hot(held_out.labels)
         model.evaluate(x_valid, y_valid, batch_size=hp.batch_size, verbose=0)
