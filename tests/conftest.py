@@ -125,10 +125,10 @@ def train_session_store(store: Path, mnist_dir: Path, preset: str) -> Path:
     Without the SavedModel export: no test serves these stores with TF Serving."""
     from training.train import main as train
 
-    # auto: mixed bfloat16 where the CPU has it natively (about 30 % less CPU per step than float32
-    # there), float32 elsewhere (bfloat16 emulated costs over ten times as much); bench.training_time.
+    # Each preset's default precision: the cnn's auto is mixed bfloat16 where the CPU has it natively
+    # (about 30 % less CPU per step than float32 there), float32 elsewhere (bfloat16 emulated costs
+    # over ten times as much); bench.training_time.
     args = ["--preset", preset, "--limit", "12000", "--epochs", "2", "--seed", "7", "--no-savedmodel"]
-    args += ["--precision", "auto"]
     args += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
     assert train(args) == 0
     return store

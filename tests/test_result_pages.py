@@ -139,3 +139,19 @@ def test_the_models_summary_is_the_stores_metadata(seed_store: Path) -> None:
     assert summary["accuracy"] == newest.evaluation.accuracy
     assert summary["correct"] == newest.evaluation.correct
     assert summary["train_seconds"] == round(newest.training.train_seconds, 1)
+
+
+def test_the_other_precisions_accuracy_is_read_from_the_models_summary(
+    results_without_training: result_pages.Results,
+) -> None:
+    summary_file = results_without_training.folder / "models.json"
+    summary = json.loads(summary_file.read_text())
+    summary.pop("precision_runs", None)
+    summary_file.write_text(json.dumps(summary))
+    assert result_pages.cnn_other_precision(result_pages.Results(results_without_training.folder)) == (
+        "not measured yet"
+    )
+    run = {"preset": "cnn", "precision": "float32", "seed": 42, "accuracy": 0.9958, "correct": 9958}
+    summary_file.write_text(json.dumps(summary | {"precision_runs": [run]}))
+    text = result_pages.cnn_other_precision(result_pages.Results(results_without_training.folder))
+    assert text.startswith("99.58 % (9,958 / 10,000) trained in float32, at seed 42")

@@ -64,9 +64,10 @@ for root, dirs, files in os.walk(sysconfig.get_paths()["purelib"]):
     left += [f for f in files if f.endswith((".h", ".hpp", ".a", ".pyx", ".pxd"))]
     print(*[os.path.join(root, name) for name in left])
 """
-# Paths a process may write: the store, /tmp, and the base image's other sticky world-writable
-# folders (as in the official image; read-only under Kubernetes' readOnlyRootFilesystem).
-WRITABLE = {"/models", "/tmp", "/var/tmp", "/run/lock"}
+# Paths a process may write: the store, the prediction log's SQLite folder (a volume in compose),
+# /tmp, and the base image's other sticky world-writable folders (as in the official image;
+# read-only under Kubernetes' readOnlyRootFilesystem).
+WRITABLE = {"/models", "/data/records", "/tmp", "/var/tmp", "/run/lock"}
 SCAN = """
 import os
 for root, dirs, files in os.walk("/"):

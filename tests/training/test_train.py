@@ -116,6 +116,7 @@ def test_training_writes_png_plots_and_lists_files(seed_model: LoadedModel) -> N
         "reliability_diagram": "reliability_diagram.png",
         "trust_statistics": "trust.npz",
         "trust_table": "trust.md",
+        "drift_reference": "drift_reference.npz",
         "onnx": "model.onnx",  # the store's export, beside the model it came from
         "int8": "model.int8.onnx",
     }
