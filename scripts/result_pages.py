@@ -307,6 +307,16 @@ def cnn_other_precision(results: Results) -> str:
     )
 
 
+def prediction_log_cost(results: Results) -> str:
+    """The log's throughput against the log off, per database, from bench.prediction_log's report."""
+    ratios = {}
+    for line in (results.folder / "prediction-log.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("| ").split("|")]
+        if cells[0] in ("sqlite", "postgresql"):
+            ratios[cells[0]] = cells[-1]
+    return f"{ratios['sqlite']} on SQLite and {ratios['postgresql']} on PostgreSQL"
+
+
 def training_time(results: Results, preset: str) -> str:
     """The published version's `model.fit` seconds (per-step timings on other CPUs: training_steps)."""
     return f"{results.models[preset]['train_seconds']:.0f} s"
@@ -455,6 +465,7 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "training-steps": training_steps,
     "training-kinds": training_kinds,
     "cnn-other-precision": cnn_other_precision,
+    "prediction-log-cost": prediction_log_cost,
     "cnn-fit": lambda results: training_time(results, "cnn"),
     "seed-fit": lambda results: training_time(results, "seed"),
     "full-image": full_image,

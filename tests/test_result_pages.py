@@ -17,7 +17,7 @@ from tests.support.paths import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import result_pages
 
-RESULT_FILES = ("latest.json", "models.json", "image.md")
+RESULT_FILES = ("latest.json", "models.json", "image.md", "prediction-log.md")
 
 
 @pytest.fixture
