@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,11 @@ VERDICT_TEXT = (
 
 class ErrorBody(BaseModel):
     detail: str = Field(examples=["not a recognised image; send PNG, JPEG, BMP, GIF, WebP or TIFF"])
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: each status code with the one error body and what it means there."""
+    return {code: {"model": ErrorBody, "description": text} for code, text in descriptions.items()}
 
 
 class ModelRef(BaseModel):

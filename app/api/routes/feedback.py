@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -15,11 +13,11 @@ from app.api.examples import named
 from app.api.schemas import (
     NOT_A_DIGIT_LABEL,
     PREDICTION_ID_EXAMPLE,
-    ErrorBody,
     FeedbackRecord,
     FeedbackRequest,
     Label,
     ModelRef,
+    error_responses,
 )
 from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit
 from app.records.feedback import StoredFeedback, record_contribution, record_feedback
@@ -55,9 +53,8 @@ BODY = {
         },
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+ERRORS = error_responses(
+    {
         200: "feedback given again on this answer: its label replaced",
         400: "not an image, corrupt, or empty (a contribution)",
         404: "no answer with this id (unknown, or pruned by retention)",
@@ -65,8 +62,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "send application/json, or multipart/form-data for a contribution",
         422: "a label other than 0-9 or not_a_digit, or a malformed body",
         503: "the database is unreachable; retry after the Retry-After seconds",
-    }.items()
-}
+    }
+)
 ERRORS[200] = {"model": FeedbackRecord, "description": ERRORS[200]["description"]}
 LABEL = TypeAdapter[Label](Label)
 

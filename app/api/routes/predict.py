@@ -13,7 +13,7 @@ from app.api.deps import PredictorDep, VersionedPredictorDep, VersionQuery
 from app.api.errors import ApiError
 from app.api.query import openapi_parameters, parse_query
 from app.api.responses import describe_explanation, describe_normalisation, json_response, model_ref, scores
-from app.api.schemas import BatchInput, BatchPrediction, ErrorBody, Explanation, Prediction
+from app.api.schemas import BatchInput, BatchPrediction, Explanation, Prediction, error_responses
 from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
 from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
 
@@ -22,16 +22,15 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 # A batch body that is not multipart is an array; no content type at all is read as one too.
 ARRAY_TYPES = ("application/x-npy", "application/octet-stream", "")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
+ERRORS = error_responses(
+    {
         400: "not an image, corrupt, or empty",
         413: "body, image or batch over the configured limit",
         415: "unsupported content type",
         422: "the multipart field 'file' is missing",
         503: "queue full; retry after the Retry-After seconds",
-    }.items()
-}
+    }
+)
 
 
 def _upload_body(multiple: bool) -> dict[str, Any]:
