@@ -11,8 +11,9 @@ machine. Each image is one digit drawn at a random size, stroke weight and tilt,
 fitted into 20x20 and centred by mass as MNIST's digits were (`training.negatives.centred`).
 
 `draw(part, n)` gives the "corrected" part (users' corrections, fed back through a corrections
-file) or the "unseen" part (the same fonts, other draws, never in a corrections file), from
-different seeds, so no unseen image is ever trained on.
+file), the "live" part (what users send while a new version is tried, never trained on) or the
+"unseen" part (the same fonts, other draws, never sent at all), from different seeds, so no unseen
+image is ever trained on.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from model_store.mnist_data import MnistSplit
 from training.negatives import CANVAS, FONT_DIR, centred
 
-Part = Literal["corrected", "unseen"]
-SEEDS: dict[Part, int] = {"corrected": 101, "unseen": 202}
+Part = Literal["corrected", "unseen", "live"]
+SEEDS: dict[Part, int] = {"corrected": 101, "unseen": 202, "live": 303}
 FONTS = (
     "DejaVuSans.ttf",
     "DejaVuSans-Bold.ttf",
