@@ -17,7 +17,8 @@ from pydantic_settings import NoDecode
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from model_store.runtimes import INSTALL_KERAS_HINT, Precision, Runtime, RuntimeChoice, keras_installed
+from app.serving.runtimes import Precision, Runtime, RuntimeChoice
+from model_store.forward import INSTALL_KERAS_HINT, keras_installed
 from model_store.settings import StoreSettings
 from model_store.store import parse_version
 

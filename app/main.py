@@ -46,8 +46,8 @@ from app.serving.model import ModelHolder
 from app.serving.state import Predictor, ServiceState
 from app.serving.versions import VersionManager, described, load_serving_model, serving_policy
 from app.startup import record_startup_failure
+from model_store.forward import keras_installed
 from model_store.mnist_data import DatasetError, load_split
-from model_store.runtimes import keras_installed
 from model_store.store import ModelStoreError
 
 log = logging.getLogger("app")

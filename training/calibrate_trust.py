@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from model_store.forward import penultimate
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
 from model_store.trust import (
@@ -27,19 +28,15 @@ from model_store.trust import (
     TRUST_STATISTICS_FILE,
     TRUST_TABLE_FILE,
     ApproximateScore,
-    ClassStatistics,
-    LowRankMahalanobis,
     OodMethod,
     Trust,
     TrustRule,
     VerdictShares,
-    calibrated,
-    ink_fraction,
-    ood_score,
-    penultimate,
     trust_files,
 )
+from model_store.verdict_rule import ClassStatistics, calibrated, ink_fraction, ood_score
 from training import approximate_trust, negatives
+from training.class_statistics import fit_class_statistics, low_rank_from_eigen, precision_eigen
 from training.splits import held_out_split
 from training.verdicts import (
     EVALUATION_PER_FAMILY,
@@ -167,7 +164,7 @@ def approximate_score(
     data (held-out digits, cross-fitted, and the validation draw), then the proof on the evaluation
     data (test digits, evaluation draw); and the statistics carrying that rank's factors. None when
     the features are too narrow for a saving."""
-    eigenvalues, eigenvectors = statistics.eigen()
+    eigenvalues, eigenvectors = precision_eigen(statistics)
     ranks = approximate_trust.candidate_ranks(len(eigenvalues))
     if not ranks:
         return None
@@ -180,7 +177,7 @@ def approximate_score(
 
     exact_validation = on_validation(exact, statistics)
     for rank in ranks:  # smallest first; the largest is measured even if it fails
-        low_rank = LowRankMahalanobis.from_eigen(statistics.means, eigenvalues, eigenvectors, rank)
+        low_rank = low_rank_from_eigen(statistics.means, eigenvalues, eigenvectors, rank)
         candidate = statistics.with_low_rank(low_rank)
         rule = fit_rule("mahalanobis", digits, exact.temperature, candidate, rank)
         chosen, validation_reason = approximate_trust.decide(
@@ -258,7 +255,7 @@ def compute_trust(
     ece_before, before = reliability(calibrated(testing.logits, 1.0), test.labels)
     ece_after, after = reliability(calibrated(testing.logits, temperature), test.labels)
     plot_reliability(before, after, (ece_before, ece_after), folder / RELIABILITY_DIAGRAM_FILE)
-    statistics = ClassStatistics.fit(training.features, trained_on.labels[:STATISTICS_SAMPLES])
+    statistics = fit_class_statistics(training.features, trained_on.labels[:STATISTICS_SAMPLES])
 
     rules: dict[str, TrustRule] = {m: fit_rule(m, validation, temperature, statistics) for m in OOD_METHODS}
     rules["ink check only"] = TrustRule(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model_store.forward import INSTALL_KERAS_HINT, keras_installed
 from model_store.metadata import (
     CONFUSION_MATRIX_FILE,
     LEARNING_CURVES_FILE,
@@ -29,13 +30,13 @@ from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
 from model_store.pins import serving_version
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import fail, one_line_errors
-from model_store.runtimes import INSTALL_KERAS_HINT, keras_installed
-from model_store.store import LoadedModel, ModelStore, NoModelError, with_onnx_export
+from model_store.store import LoadedModel, ModelStore, NoModelError
 from model_store.trust import trust_files
 from training.arguments import FINE_TUNE_LIMIT, PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.drift_reference import write_drift_reference
 from training.feedback import Corrections, CorrectionsError, load_corrections, mix_in, outlier_pool
+from training.onnx_export import with_onnx_export
 from training.precision import training_precision
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.progress import epoch_logger

@@ -24,6 +24,7 @@ import numpy as np
 from app.operations.metrics import Metrics
 from app.serving.drift import DriftMonitor
 from app.serving.model import ModelHolder, ServingModel
+from app.serving.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.pins import (
     Routing,
     clear_pin,
@@ -34,7 +35,6 @@ from model_store.pins import (
     write_routing,
 )
 from model_store.preprocessing import IMAGE_SIDE
-from model_store.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.store import ModelStore, ModelStoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,12 @@ from PIL import Image
 
 from app.config import Settings
 from app.serving.model import ServingModel
+from app.serving.runtimes import OnnxForward, RuntimeChoice
 from app.serving.versions import load_serving_model
+from model_store.forward import ONNX_FILE, file_sha256
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
-from model_store.runtimes import ONNX_FILE, RuntimeChoice, file_sha256
 from model_store.store import ModelStore, ModelStoreError
 from tests.app.api.test_versions import service, versions_app
 from tests.app.conftest import publish_copy, publish_perturbed
@@ -182,7 +183,7 @@ def test_export_onnx_command_gives_an_older_version_its_export(private_store: Pa
     (store.version_path(1) / ONNX_FILE).unlink()
     assert compile_version(private_store).runtime == "tensorflow"
 
-    result = run_cli("model_store", "--store", str(private_store), "export-onnx", "1", cwd=private_store)
+    result = run_cli("training.onnx_export", "--store", str(private_store), "1", cwd=private_store)
     assert result.returncode == 0, result.stderr[-3000:]
     assert store.read_metadata(1).files["onnx"] == ONNX_FILE
     assert compile_version(private_store).runtime == "onnxruntime"
@@ -199,8 +200,6 @@ def test_runtime_threads_default_to_the_cores_shared_among_workers(settings: Set
 def test_onnx_pool_threads_sleep_between_passes(fixture_store: Path) -> None:
     """Spinning pool threads burnt about as much CPU per request as the rest of the service at one
     connection, taken from the event loop and the other workers on the same cores."""
-    from model_store.runtimes import OnnxForward
-
     content = (ModelStore(fixture_store).version_path(1) / ONNX_FILE).read_bytes()
     options = OnnxForward(content, threads=2)._session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
