@@ -52,11 +52,24 @@ from model_store.store import ModelStoreError
 
 log = logging.getLogger("app")
 
+# Allocations between collections of the garbage collector's youngest generation while the service
+# runs. Python's 700 walks the objects of every request in flight several times per request, objects
+# that reference counting frees anyway (docs/performance.md); 20,000 measured no slower anywhere.
+GC_THRESHOLD = 20_000
+# How long a batch waits for more requests: not at all. The next forward pass starts as soon as the
+# runtime is free, and the requests that arrive meanwhile share it, so waiting only adds latency.
+BATCH_MAX_DELAY_SECONDS = 0.0
 
-def configure_tensorflow(threads: int) -> None:
-    if not threads or not keras_installed():
-        return  # not imported for nothing: serving on ONNX Runtime needs no TensorFlow
+
+def configure_tensorflow(settings: Settings) -> None:
+    """TensorFlow gets the threads ONNX Runtime gets (one per core this worker may use), where the
+    settings ask for it: serving on ONNX Runtime with occlusion never imports it."""
+    wanted = settings.runtime == "tensorflow" or settings.explain_method == "integrated_gradients"
+    if not wanted or not keras_installed():
+        return
     import tensorflow as tf
+
+    threads = settings.runtime_choice().threads
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -64,7 +77,7 @@ def configure_tensorflow(threads: int) -> None:
 
 def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
-    configure_tensorflow(settings.tf_threads)
+    configure_tensorflow(settings)
     store = settings.open_store()
     started = time.perf_counter()
     try:
@@ -87,7 +100,6 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         drift,
         settings.model_version,
         settings.batch_max_size,
-        keep_newest=settings.loaded_newest,
         keep_versions=tuple(settings.loaded_versions),
         runtime=settings.runtime_choice(),
     )
@@ -97,7 +109,7 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         predictor = Batcher(
             holder,
             max_batch=settings.batch_max_size,
-            max_delay_seconds=settings.batch_max_delay_ms / 1000,
+            max_delay_seconds=BATCH_MAX_DELAY_SECONDS,
             max_queued_images=settings.batch_queue_size,
             observer=metrics.observe_batch,
         )
@@ -113,7 +125,9 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         "serving %s %s from %s (pid %s)", serving.name, described(serving), serving.loaded.path, os.getpid()
     )
     explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
-    if settings.explain_warmup:
+    if settings.explain_method == "integrated_gradients":
+        # Imports TensorFlow and traces the gradients before ready, not during a user's first
+        # explanation (seconds); occlusion runs on the warmed forward pass and needs nothing.
         explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
     state = ServiceState(
         settings, holder, predictor, manager, metrics, explainer, drift, test_set, test_set_error
@@ -158,11 +172,11 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         state.tracer = tracer
         app.state.service = state
         collector_thresholds = gc.get_threshold()
-        gc.set_threshold(settings.gc_threshold, *collector_thresholds[1:])
+        gc.set_threshold(GC_THRESHOLD, *collector_thresholds[1:])
         grpc_server = None
         if settings.grpc_port:
             # In every worker, on its event loop: the same versions and batcher as HTTP.
-            grpc_server = GrpcServer(state, settings.grpc_host or settings.host, settings.grpc_port)
+            grpc_server = GrpcServer(state, settings.host, settings.grpc_port)
             await grpc_server.start()
         polling = None
         if settings.reload_poll_seconds and settings.model_version is None:

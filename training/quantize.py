@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")),
+        default=settings.data_dir,
         help="the four MNIST .gz files (env MNIST_DATA_DIR)",
     )
     args = parser.parse_args(argv)

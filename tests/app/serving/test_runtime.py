@@ -234,23 +234,21 @@ print("SEEN", json.dumps(seen))
 
 
 @pytest.mark.parametrize(
-    ("method", "warmup"),
+    "method",
     [
-        ("occlusion", False),
+        "occlusion",
         # A fresh interpreter that imports TensorFlow: the slow lane's.
-        pytest.param("integrated_gradients", False, marks=pytest.mark.slow),
-        pytest.param("integrated_gradients", True, marks=pytest.mark.slow),
+        pytest.param("integrated_gradients", marks=pytest.mark.slow),
     ],
 )
 def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
-    fixture_store: Path, test_split: MnistSplit, tmp_path: Path, method: str, warmup: bool
+    fixture_store: Path, test_split: MnistSplit, tmp_path: Path, method: str
 ) -> None:
     # A fresh interpreter: this one imported TensorFlow long ago.
     digit = tmp_path / "digit.png"
     Image.fromarray(test_split.images[128]).save(digit)
     env = environment_without_settings()
-    env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_WARMUP": str(warmup).lower()}
-    env |= {"MNIST_EXPLAIN_METHOD": method}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_METHOD": method}
     result = subprocess.run(
         [sys.executable, "-c", IMPORTS_SEEN, str(fixture_store), str(digit)],
         env=env,
@@ -262,10 +260,9 @@ def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
     assert result.returncode == 0, result.stderr[-3000:]
     [line] = [line for line in result.stdout.splitlines() if line.startswith("SEEN ")]
     label = int(test_split.labels[128])
-    # Occlusion never needs it; integrated gradients bring it with the first explanation, or before
-    # ready with the warm-up.
+    # Occlusion never needs it; integrated gradients bring it before ready, with the warm-up.
     gradients = method == "integrated_gradients"
-    expected = {"ready": warmup, "predicted": [label, warmup], "explained": [label, gradients]}
+    expected = {"ready": gradients, "predicted": [label, gradients], "explained": [label, gradients]}
     assert json.loads(line[5:]) == expected
 
 
