@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from model_store.reporting import fail, load_settings, one_line_errors
-from model_store.settings import StoreSettings
-from model_store.storage import parse_location
+from model_store.settings import StoreSettings, add_store_arguments
 from model_store.store import ModelStore
 
 PROG = "python -m model_store"
@@ -31,10 +30,7 @@ def seconds(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    parser.add_argument(
-        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
-    )
-    parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
+    add_store_arguments(parser, settings)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("versions", help="print the published versions, one a line, oldest first")
     show = commands.add_parser("show", help="print a version's metadata.json (default: newest)")

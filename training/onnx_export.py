@@ -30,8 +30,7 @@ from model_store.forward import (
 )
 from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.reporting import load_settings, one_line_errors
-from model_store.settings import StoreSettings
-from model_store.storage import parse_location
+from model_store.settings import StoreSettings, add_store_arguments
 from model_store.store import ModelStore, ModelStoreError
 
 if TYPE_CHECKING:
@@ -141,10 +140,7 @@ def export_version(store: ModelStore, version: int) -> ModelMetadata:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    parser.add_argument(
-        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
-    )
-    parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
+    add_store_arguments(parser, settings)
     parser.add_argument("version", help="the version to give a model.onnx")
     args = parser.parse_args(argv)
     with one_line_errors(PROG):

@@ -27,7 +27,6 @@ from model_store.forward import INT8_ONNX_FILE, ONNX_FILE, NumpyForward, file_sh
 from model_store.metadata import Int8Export, ModelMetadata, PrecisionScores
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import InputSpec, to_model_input
-from model_store.storage import parse_location
 from model_store.trust import TrustRule
 from model_store.verdict_rule import ClassStatistics, judge, served_trust
 from training import negatives
@@ -215,14 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from model_store.reporting import fail, load_settings, one_line_errors
-    from model_store.settings import StoreSettings
+    from model_store.settings import StoreSettings, add_store_arguments
 
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=main.__doc__)
-    parser.add_argument(
-        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
-    )
-    parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
+    add_store_arguments(parser, settings)
     parser.add_argument("--version", help="the version to quantize (default: the newest)")
     parser.add_argument(
         "--data-dir",
