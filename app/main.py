@@ -71,8 +71,11 @@ def configure_tensorflow(settings: Settings) -> None:
     import tensorflow as tf
 
     threads = settings.runtime_choice().threads
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # a program embedding the app ran TensorFlow before: its pools stay as they are
+        log.info("TensorFlow already initialised; its thread pools keep their size")
 
 
 def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
