@@ -86,7 +86,7 @@ VOLUME ["/models"]
 EXPOSE 8000 8081
 
 # Liveness, as /healthz answers it; python's urllib, since the slim image has no curl. The start
-# period covers loading and warming up the model (and TensorFlow, with MNIST_EXPLAIN_WARMUP=true).
+# period covers loading and warming up the model (and TensorFlow, with integrated gradients).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MNIST_PORT', '8000'), timeout=4)"]
 

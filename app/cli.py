@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     check_int8(settings)
     check_database(settings)
     # The workers read their settings from the environment: the gRPC server listens on the port
-    # given here, on the HTTP host given here unless MNIST_GRPC_HOST says otherwise, and each
+    # given here, on the HTTP host given here, and each
     # worker sizes ONNX Runtime's threads to its share of the cores among the workers given here.
     os.environ["MNIST_GRPC_PORT"] = str(args.grpc_port)
     os.environ["MNIST_HOST"] = args.host

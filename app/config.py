@@ -17,7 +17,8 @@ from pydantic_settings import NoDecode
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from model_store.runtimes import INSTALL_KERAS_HINT, Precision, Runtime, RuntimeChoice, keras_installed
+from app.serving.runtimes import Precision, Runtime, RuntimeChoice
+from model_store.forward import INSTALL_KERAS_HINT, keras_installed
 from model_store.settings import StoreSettings
 from model_store.store import parse_version
 
@@ -35,18 +36,10 @@ class Settings(StoreSettings):
         "follows the store. The `/test` routes answer 503 without the MNIST files in the data folder.",
         examples=[3],
     )
-    loaded_newest: int = Field(
-        0,
-        ge=0,
-        description="Also load the newest N versions, each answering on `?version=` and on "
-        "`/v2/models/<name>/versions/<v>/infer` (TF Serving's version policy). The default version is "
-        "always loaded.",
-        examples=[2],
-    )
     loaded_versions: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
-        description="Also load these versions (comma-separated or a JSON list); overrides "
-        "`MNIST_LOADED_NEWEST`.",
+        description="Also load these versions (comma-separated or a JSON list), each answering on "
+        "`?version=` and on `/v2/models/<name>/versions/<v>/infer`. The default version is always loaded.",
         examples=[[3, 5]],
     )
 
@@ -62,11 +55,6 @@ class Settings(StoreSettings):
         description="Port of the Open Inference Protocol over gRPC, shared by every worker; "
         "0 turns gRPC off.",
         examples=[8001],
-    )
-    grpc_host: str | None = Field(
-        None,
-        description="Address the gRPC server binds; unset, the HTTP host.",
-        examples=["0.0.0.0"],
     )
     graceful_shutdown_seconds: int = Field(
         20, ge=0, description="Seconds requests in flight get to finish after SIGTERM.", examples=[30]
@@ -95,7 +83,6 @@ class Settings(StoreSettings):
     max_array_images: int = Field(
         10_000, ge=1, description="Images in one binary (.npy or raw) batch request.", examples=[1000]
     )
-    max_random_count: int = Field(100, ge=1, description="Largest `count` of `/test/random`.", examples=[20])
 
     batching_enabled: bool = Field(
         True,
@@ -103,34 +90,12 @@ class Settings(StoreSettings):
         examples=[False],
     )
     batch_max_size: int = Field(128, ge=1, description="Images in one forward pass at most.", examples=[64])
-    batch_max_delay_ms: float = Field(
-        0.0,
-        ge=0.0,
-        description="Milliseconds a batch may wait for more requests; 0 runs as soon as the runtime is "
-        "free (requests that arrive meanwhile still share the next pass).",
-        examples=[2.0],
-    )
     batch_queue_size: int = Field(
         2048,
         ge=1,
         description="Images waiting for a forward pass before new requests get 503 with Retry-After; a "
         "large request weighs as one full batch.",
         examples=[512],
-    )
-    gc_threshold: int = Field(
-        20_000,
-        ge=700,
-        description="Allocations between collections of the garbage collector's youngest generation. "
-        "Python's default of 700 walks the objects of every request in flight several times per request, "
-        "objects that reference counting frees anyway (docs/performance.md).",
-        examples=[50000],
-    )
-    tf_threads: int = Field(
-        0,
-        ge=0,
-        description="Threads TensorFlow may use per worker (integrated gradients, the tensorflow runtime); "
-        "0 lets it decide.",
-        examples=[2],
     )
     runtime: Runtime = Field(
         "onnxruntime",
@@ -148,8 +113,8 @@ class Settings(StoreSettings):
     runtime_threads: int = Field(
         0,
         ge=0,
-        description="ONNX Runtime's threads per worker; 0 shares the cores this process may use among the "
-        "workers.",
+        description="ONNX Runtime's threads per worker, and TensorFlow's where it runs; 0 shares the cores "
+        "this process may use among the workers.",
         examples=[1],
     )
 
@@ -163,12 +128,6 @@ class Settings(StoreSettings):
     )
     explain_concurrency: int = Field(
         1, ge=1, description="Explanations computed at once; more get 503 at once, not a queue.", examples=[2]
-    )
-    explain_warmup: bool = Field(
-        False,
-        description="Compute one explanation before the service reports ready, so the first user does not "
-        "pay for loading TensorFlow (integrated gradients).",
-        examples=[True],
     )
 
     reload_poll_seconds: float = Field(
@@ -334,6 +293,41 @@ class Settings(StoreSettings):
         if value in ("", None, "latest"):
             return None
         return parse_version(value)  # type: ignore[arg-type]
+
+
+# The service's settings by purpose: the order and headings of docs/configuration.md. A new setting
+# joins one of them (a test fails until it does).
+SETTING_GROUPS: dict[str, tuple[str, ...]] = {
+    "Model and versions": ("model_version", "loaded_versions", "reload_poll_seconds"),
+    "Network and processes": ("host", "port", "grpc_port", "workers", "graceful_shutdown_seconds"),
+    "Serving and batching": (
+        "runtime",
+        "precision",
+        "runtime_threads",
+        "batching_enabled",
+        "batch_max_size",
+        "batch_queue_size",
+        "explain_method",
+        "explain_concurrency",
+    ),
+    "Request limits": ("max_upload_bytes", "max_image_pixels", "max_batch_images", "max_array_images"),
+    "Security": (
+        "admin_token",
+        "api_keys_file",
+        "api_key_rate_per_second",
+        "api_key_rate_burst",
+        "cors_origins",
+    ),
+    "Observability": ("log_level", "log_json", "otlp_endpoint", "drift_interval_seconds"),
+    "Prediction log": (
+        "prediction_log",
+        "database_url",
+        "database_migrate",
+        "prediction_log_queue_size",
+        "prediction_log_retention_days",
+        "prediction_log_max_rows",
+    ),
+}
 
 
 @lru_cache

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from threadpoolctl import threadpool_limits
 
 from app import __version__
@@ -42,42 +43,48 @@ from app.records.lifecycle import open_prediction_log
 from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
-from app.serving.model import ModelHolder
+from app.serving.model import ModelHolder, ServingModel
 from app.serving.state import Predictor, ServiceState
 from app.serving.versions import VersionManager, described, load_serving_model, serving_policy
 from app.startup import record_startup_failure
-from model_store.mnist_data import DatasetError, load_split
-from model_store.runtimes import keras_installed
-from model_store.store import ModelStoreError
+from model_store.forward import keras_installed
+from model_store.mnist_data import DatasetError, MnistSplit, load_split
+from model_store.store import ModelStore, ModelStoreError
 
 log = logging.getLogger("app")
 
+# Allocations between collections of the garbage collector's youngest generation while the service
+# runs. Python's 700 walks the objects of every request in flight several times per request, objects
+# that reference counting frees anyway (docs/performance.md); 20,000 measured no slower anywhere.
+GC_THRESHOLD = 20_000
+# How long a batch waits for more requests: not at all. The next forward pass starts as soon as the
+# runtime is free, and the requests that arrive meanwhile share it, so waiting only adds latency.
+BATCH_MAX_DELAY_SECONDS = 0.0
 
-def configure_tensorflow(threads: int) -> None:
-    if not threads or not keras_installed():
-        return  # not imported for nothing: serving on ONNX Runtime needs no TensorFlow
+
+def configure_tensorflow(settings: Settings) -> None:
+    """TensorFlow gets the threads ONNX Runtime gets (one per core this worker may use), where the
+    settings ask for it: serving on ONNX Runtime with occlusion never imports it."""
+    wanted = settings.runtime == "tensorflow" or settings.explain_method == "integrated_gradients"
+    if not wanted or not keras_installed():
+        return
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    threads = settings.runtime_choice().threads
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # a program embedding the app ran TensorFlow before: its pools stay as they are
+        log.info("TensorFlow already initialised; its thread pools keep their size")
 
 
 def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     """Load and warm up the model, open the test set, start the batcher. Raises if no model."""
-    configure_tensorflow(settings.tf_threads)
+    configure_tensorflow(settings)
     store = settings.open_store()
     started = time.perf_counter()
-    try:
-        policy = serving_policy(store, settings.model_version)
-        serving = load_serving_model(
-            store, policy.version, settings.batch_max_size, settings.runtime_choice()
-        )
-    except ModelStoreError:
-        metrics.load_failures.inc()
-        raise
+    serving = load_default_version(settings, store, metrics)
     holder = ModelHolder(serving)
-    metrics.set_model(serving.name, serving.version)
-    metrics.runtime_threads.set(settings.runtime_choice().threads)
     drift = DriftMonitor(metrics)
     drift.track(serving.loaded)
     manager = VersionManager(
@@ -87,34 +94,16 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         drift,
         settings.model_version,
         settings.batch_max_size,
-        keep_newest=settings.loaded_newest,
         keep_versions=tuple(settings.loaded_versions),
         runtime=settings.runtime_choice(),
     )
     manager.note_loaded(serving, time.perf_counter() - started)
-    predictor: Predictor
-    if settings.batching_enabled:
-        predictor = Batcher(
-            holder,
-            max_batch=settings.batch_max_size,
-            max_delay_seconds=settings.batch_max_delay_ms / 1000,
-            max_queued_images=settings.batch_queue_size,
-            observer=metrics.observe_batch,
-        )
-    else:
-        predictor = DirectPredictor(holder, settings.batch_max_size)
-    test_set, test_set_error = None, None
-    try:
-        test_set = load_split(settings.data_dir, "test")
-    except DatasetError as exc:
-        test_set_error = str(exc)
-        log.warning("test-set routes disabled: %s", exc)
+    predictor = start_predictor(settings, holder, metrics)
+    test_set, test_set_error = open_test_set(settings)
     log.info(
         "serving %s %s from %s (pid %s)", serving.name, described(serving), serving.loaded.path, os.getpid()
     )
-    explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
-    if settings.explain_warmup:
-        explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
+    explainer = start_explainer(settings, serving)
     state = ServiceState(
         settings, holder, predictor, manager, metrics, explainer, drift, test_set, test_set_error
     )
@@ -125,6 +114,52 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
         if settings.api_key_rate_per_second:
             state.rate_limiter = RateLimiter(settings.api_key_rate_per_second, settings.api_key_rate_burst)
     return state
+
+
+def load_default_version(settings: Settings, store: ModelStore, metrics: Metrics) -> ServingModel:
+    """The version the policy serves, loaded, compiled and warmed up; counted if it fails."""
+    try:
+        policy = serving_policy(store, settings.model_version)
+        serving = load_serving_model(
+            store, policy.version, settings.batch_max_size, settings.runtime_choice()
+        )
+    except ModelStoreError:
+        metrics.load_failures.inc()
+        raise
+    metrics.set_model(serving.name, serving.version)
+    metrics.runtime_threads.set(settings.runtime_choice().threads)
+    return serving
+
+
+def start_predictor(settings: Settings, holder: ModelHolder, metrics: Metrics) -> Predictor:
+    """The batcher, or one forward pass per request when batching is off."""
+    if not settings.batching_enabled:
+        return DirectPredictor(holder, settings.batch_max_size)
+    return Batcher(
+        holder,
+        max_batch=settings.batch_max_size,
+        max_delay_seconds=BATCH_MAX_DELAY_SECONDS,
+        max_queued_images=settings.batch_queue_size,
+        observer=metrics.observe_batch,
+    )
+
+
+def open_test_set(settings: Settings) -> tuple[MnistSplit | None, str | None]:
+    """The MNIST test split for the `/test` routes, or why they are off."""
+    try:
+        return load_split(settings.data_dir, "test"), None
+    except DatasetError as exc:
+        log.warning("test-set routes disabled: %s", exc)
+        return None, str(exc)
+
+
+def start_explainer(settings: Settings, serving: ServingModel) -> ExplainService:
+    explainer = ExplainService(settings.explain_concurrency, settings.explain_method)
+    if settings.explain_method == "integrated_gradients":
+        # Imports TensorFlow and traces the gradients before ready, not during a user's first
+        # explanation (seconds); occlusion runs on the warmed forward pass and needs nothing.
+        explainer.explainer(serving).explain(np.zeros((1, *serving.loaded.metadata.input.shape), np.float32))
+    return explainer
 
 
 def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
@@ -142,51 +177,10 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         # threads and the other workers for the cores (docs/performance.md, "Measured"). The limit
         # is the process's, so it holds while the service runs and the previous one comes back after.
         with threadpool_limits(1, user_api="blas"):
-            async with serving(app):
+            async with serving(app, settings, metrics, tracer):
                 yield
-
-    @asynccontextmanager
-    async def serving(app: FastAPI) -> AsyncIterator[None]:
-        # A missing or broken model raises here: uvicorn logs it and exits non-zero.
-        try:
-            state = await asyncio.to_thread(start_service, settings, metrics)
-        except Exception as exc:
-            record_startup_failure(exc)
-            raise
-        # The versions loaded beside the default, before the port opens.
-        await state.manager.reconcile()
-        state.tracer = tracer
-        app.state.service = state
-        collector_thresholds = gc.get_threshold()
-        gc.set_threshold(settings.gc_threshold, *collector_thresholds[1:])
-        grpc_server = None
-        if settings.grpc_port:
-            # In every worker, on its event loop: the same versions and batcher as HTTP.
-            grpc_server = GrpcServer(state, settings.grpc_host or settings.host, settings.grpc_port)
-            await grpc_server.start()
-        polling = None
-        if settings.reload_poll_seconds and settings.model_version is None:
-            polling = asyncio.create_task(state.manager.poll(settings.reload_poll_seconds))
-        drift_updates = None
-        if settings.drift_interval_seconds:
-            drift_updates = asyncio.create_task(state.drift.run(settings.drift_interval_seconds))
-        yield
-        if grpc_server is not None:
-            # uvicorn has drained HTTP by now; the gRPC calls in flight get the same grace.
-            await grpc_server.stop(settings.graceful_shutdown_seconds)
-        for task in (polling, drift_updates):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        gc.set_threshold(*collector_thresholds)
-        state.predictor.close()
-        state.explainer.close()
-        if state.records is not None:
-            # What is still queued gets the same grace as the requests in flight.
-            await asyncio.to_thread(state.records.close, settings.graceful_shutdown_seconds)
-        if tracer_provider is not None:
-            tracer_provider.force_flush()
+            if tracer_provider is not None:
+                tracer_provider.force_flush()
 
     app = FastAPI(
         title="mnist-serve",
@@ -195,6 +189,63 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    add_middleware(app, settings, metrics, tracer)
+    include_routers(app, settings)
+    mount_web(app)
+    return app
+
+
+@asynccontextmanager
+async def serving(
+    app: FastAPI, settings: Settings, metrics: Metrics, tracer: Tracer | None
+) -> AsyncIterator[None]:
+    """The service state on `app.state` while the app runs, with its gRPC server and background
+    tasks; everything stopped and closed, in order, when it ends."""
+    # A missing or broken model raises here: uvicorn logs it and exits non-zero.
+    try:
+        state = await asyncio.to_thread(start_service, settings, metrics)
+    except Exception as exc:
+        record_startup_failure(exc)
+        raise
+    # The versions loaded beside the default, before the port opens.
+    await state.manager.reconcile()
+    state.tracer = tracer
+    app.state.service = state
+    collector_thresholds = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, *collector_thresholds[1:])
+    grpc_server = None
+    if settings.grpc_port:
+        # In every worker, on its event loop: the same versions and batcher as HTTP.
+        grpc_server = GrpcServer(state, settings.host, settings.grpc_port)
+        await grpc_server.start()
+    tasks = start_background_tasks(state, settings)
+    yield
+    if grpc_server is not None:
+        # uvicorn has drained HTTP by now; the gRPC calls in flight get the same grace.
+        await grpc_server.stop(settings.graceful_shutdown_seconds)
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    gc.set_threshold(*collector_thresholds)
+    state.predictor.close()
+    state.explainer.close()
+    if state.records is not None:
+        # What is still queued gets the same grace as the requests in flight.
+        await asyncio.to_thread(state.records.close, settings.graceful_shutdown_seconds)
+
+
+def start_background_tasks(state: ServiceState, settings: Settings) -> list[asyncio.Task[None]]:
+    """Polling the store for new versions (unless one is pinned) and the drift statistic."""
+    tasks = []
+    if settings.reload_poll_seconds and settings.model_version is None:
+        tasks.append(asyncio.create_task(state.manager.poll(settings.reload_poll_seconds)))
+    if settings.drift_interval_seconds:
+        tasks.append(asyncio.create_task(state.drift.run(settings.drift_interval_seconds)))
+    return tasks
+
+
+def add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, tracer: Tracer | None) -> None:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     if tracer is not None:
         app.add_middleware(TracingMiddleware, tracer=tracer)  # inside the observer: sees the request id
@@ -209,6 +260,9 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
             expose_headers=["X-Model-Version", "X-Request-Id", "Retry-After"],
             max_age=600,
         )
+
+
+def include_routers(app: FastAPI, settings: Settings) -> None:
     # The inference routes; v2 puts the key check on its infer routes itself. Without a keys file
     # there is nothing to check, and the hot routes are spared the dependency.
     keyed = [Depends(require_api_key)] if settings.api_keys_file is not None else []
@@ -221,5 +275,3 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         app.include_router(monitoring.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
-    mount_web(app)
-    return app

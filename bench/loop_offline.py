@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from model_store.runtimes import ONNX_FILE, OnnxForward
+from app.serving.runtimes import OnnxForward
+from model_store.forward import ONNX_FILE
 from model_store.store import ModelStore
 from training.feedback import save_corrections
 from training.populations import draw

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import grpc
 import numpy as np
 
+from app.grpc.open_inference.messages import ModelInferRequest, ModelInferResponse, method_path
 from mnist_client.results import MnistServeError, Prediction, UnreachableError
-from model_store.open_inference.messages import ModelInferRequest, ModelInferResponse, method_path
 
 SCHEMES = ("grpc", "grpcs")
 MODEL_INFER = method_path("ModelInfer")

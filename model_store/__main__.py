@@ -1,6 +1,6 @@
-"""`python -m model_store [versions|show [VERSION]|export-onnx VERSION|clean-incomplete]`: look into
-a store (a folder or `s3://bucket/prefix`); give an older version the model.onnx the service runs;
-remove what a publisher that died left half-written."""
+"""`python -m model_store [versions|show [VERSION]|clean-incomplete]`: look into a store (a folder
+or `s3://bucket/prefix`); remove what a publisher that died left half-written. A version published
+without the model.onnx the service runs gets it from `python -m training.onnx_export VERSION`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from model_store.reporting import fail, load_settings, one_line_errors
-from model_store.settings import StoreSettings
-from model_store.storage import parse_location
+from model_store.settings import StoreSettings, add_store_arguments
 from model_store.store import ModelStore
 
 PROG = "python -m model_store"
@@ -31,17 +30,11 @@ def seconds(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    parser.add_argument(
-        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
-    )
-    parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
+    add_store_arguments(parser, settings)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("versions", help="print the published versions, one a line, oldest first")
     show = commands.add_parser("show", help="print a version's metadata.json (default: newest)")
     show.add_argument("version", nargs="?")
-    commands.add_parser(
-        "export-onnx", help="write model.onnx into a version published before the export existed"
-    ).add_argument("version")
     commands.add_parser(
         "clean-incomplete", help="remove half-written versions, printing each one removed"
     ).add_argument(
@@ -60,10 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "versions":
             for version in store.versions():
                 sys.stdout.write(f"{version}\n")
-        elif args.command == "export-onnx":
-            version = store.resolve(args.version)
-            onnx = store.export_onnx(version).onnx
-            sys.stdout.write(f"{store.describe(version)}: {onnx}\n")
         elif args.command == "clean-incomplete":
             for removed in store.clean_incomplete(args.older_than):
                 sys.stdout.write(f"removed {removed}\n")

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from model_store.forward import OnnxExport
 from model_store.preprocessing import NUM_CLASSES, InputSpec
-from model_store.runtimes import OnnxExport
 from model_store.trust import Trust
 
 METADATA_FILE = "metadata.json"

@@ -6,6 +6,7 @@ take their defaults from it, so all three find the same store and data.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
@@ -61,6 +62,14 @@ class StoreSettings(BaseSettings):
     def open_store(self) -> ModelStore:
         """The store these settings name."""
         return ModelStore(self.model_store, self.model_name, self.model_cache_dir)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, settings: StoreSettings) -> None:
+    """A command's `--store` and `--name`, defaulting to MNIST_MODEL_STORE and MNIST_MODEL_NAME."""
+    parser.add_argument(
+        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
+    )
+    parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
 
 
 def describe_settings_error(exc: ValidationError) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -34,16 +33,9 @@ from model_store.errors import (
     RejectedVersionError,
     StoreUnavailableError,
 )
+from model_store.forward import INSTALL_KERAS_HINT, INT8_ONNX_FILE, ONNX_FILE, file_sha256, keras_installed
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.preprocessing import NUM_CLASSES
-from model_store.runtimes import (
-    INSTALL_KERAS_HINT,
-    INT8_ONNX_FILE,
-    ONNX_FILE,
-    export_onnx,
-    file_sha256,
-    keras_installed,
-)
 from model_store.storage import (
     TMP_PREFIX,
     FolderStorage,
@@ -55,8 +47,6 @@ from model_store.storage import (
 
 if TYPE_CHECKING:
     import keras
-
-log = logging.getLogger(__name__)
 
 # Relative to the working directory, like data/mnist: models never land inside installed code.
 DEFAULT_STORE_ROOT = Path("models")
@@ -223,17 +213,6 @@ class ModelStore:
         )
         self.storage.push(metadata.version)
 
-    def export_onnx(self, version: int) -> ModelMetadata:
-        """Give a published version (one from before the export existed) its model.onnx, in place:
-        the file first, then the metadata naming it, so a reader never finds the one without the other."""
-        metadata = self.read_metadata(version)
-        updated = with_onnx_export(self.version_path(version), metadata)
-        if updated.onnx is None:
-            raise ModelStoreError(f"{self.version_path(version) / MODEL_FILE}: the ONNX export failed")
-        if updated != metadata:
-            self.update_metadata(updated)
-        return updated
-
     def open(self, version: int | str | None = None) -> LoadedModel:
         """A version whose metadata parses, that the gate did not reject, and whose model file exists;
         the model is not read yet."""
@@ -268,12 +247,13 @@ class ModelStore:
 
         `write` fills the folder and returns the metadata it wrote. If another publisher takes the
         version number first, the version gets the next free number and its metadata is fixed.
-        A folder holding a model.keras also gets its ONNX export (`model_store.runtimes`).
+        The store copies files, it converts none: the publisher writes the ONNX export into the
+        folder (training does, `training.onnx_export.with_onnx_export`).
         """
         staging = self.storage.staging()
         try:
             version = max(self.versions(), default=0) + 1
-            metadata = with_onnx_export(staging, write(staging, version))
+            metadata = write(staging, version)
 
             def stamp(folder: Path, number: int) -> None:
                 stamped = metadata.model_copy(update={"version": number})
@@ -283,29 +263,6 @@ class ModelStore:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-
-
-def with_onnx_export(folder: Path, metadata: ModelMetadata) -> ModelMetadata:
-    """Write the ONNX export of the folder's model.keras unless the folder already holds the one
-    made from these very weights (a copied version). Serving falls back to TensorFlow without it, so
-    a failed export is logged, not fatal."""
-    model_file, export_file = folder / MODEL_FILE, folder / ONNX_FILE
-    if not model_file.is_file():
-        return metadata
-    current = metadata.onnx
-    if current is not None and export_file.is_file() and current.model_sha256 == file_sha256(model_file):
-        return metadata
-    export_file.unlink(missing_ok=True)  # a copy made from other weights must never be served
-    files = {role: name for role, name in metadata.files.items() if role != "onnx"}
-    try:
-        import keras
-
-        model = keras.saving.load_model(model_file, compile=False)
-        onnx = export_onnx(model, model_file, tuple(metadata.input.shape))
-    except Exception as exc:  # a damaged model, an op the converter lacks, tf2onnx missing
-        log.warning("%s: no ONNX export, serving will use TensorFlow: %s", model_file, exc)
-        return metadata.model_copy(update={"files": files, "onnx": None})
-    return metadata.model_copy(update={"files": files | {"onnx": ONNX_FILE}, "onnx": onnx})
 
 
 def read_onnx(loaded: LoadedModel) -> bytes:

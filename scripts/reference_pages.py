@@ -4,7 +4,8 @@
     python scripts/reference_pages.py --check  # exit 1 when either page is stale
 
 docs/configuration.md: every field's environment name, type, default, description and example, from
-`app.config.Settings` (which extends `model_store.settings.StoreSettings`), and the few variables
+`app.config.Settings` (which extends `model_store.settings.StoreSettings`) grouped by purpose
+(`app.config.SETTING_GROUPS`), and the few variables
 read outside the settings classes (OTHER_VARIABLES). docs/api-reference.md: every route of the
 OpenAPI document the service publishes. tests/test_configuration.py and tests/test_docs.py keep
 them honest. docs/modules.md: every module with its docstring's first paragraph.
@@ -33,7 +34,7 @@ MODULES_PAGE = ROOT / "docs" / "modules.md"
 PACKAGES = ("app", "model_store", "training", "mnist_client", "bench")
 sys.path.insert(0, str(ROOT))
 
-from app.config import Settings  # noqa: E402
+from app.config import SETTING_GROUPS, Settings  # noqa: E402
 from model_store.settings import ENV_PREFIX, StoreSettings  # noqa: E402
 
 # Variables read outside the settings classes: (name, read by, default, meaning, example).
@@ -158,17 +159,35 @@ def field_rows(fields: dict[str, FieldInfo]) -> list[str]:
     return rows
 
 
+def grouped_service_fields() -> dict[str, dict[str, FieldInfo]]:
+    """The service's own settings under the headings of `SETTING_GROUPS`. ValueError names a
+    setting in no group, or in two."""
+    service = [name for name in Settings.model_fields if name not in StoreSettings.model_fields]
+    placed = [name for names in SETTING_GROUPS.values() for name in names]
+    ungrouped = sorted(set(service) - set(placed))
+    twice = sorted({name for name in placed if placed.count(name) > 1})
+    unknown = sorted(set(placed) - set(service))
+    if ungrouped or twice or unknown:
+        raise ValueError(
+            f"app.config.SETTING_GROUPS: in no group {ungrouped}, in two {twice}, not a setting {unknown}"
+        )
+    return {
+        heading: {name: Settings.model_fields[name] for name in names}
+        for heading, names in SETTING_GROUPS.items()
+    }
+
+
 def render() -> str:
     shared = {name: Settings.model_fields[name] for name in StoreSettings.model_fields}
-    service = {
-        name: info for name, info in Settings.model_fields.items() if name not in StoreSettings.model_fields
-    }
     lines = [HEADER, "## Shared by the service, `mnist-train` and `python -m model_store`", ""]
     lines += field_rows(shared)
     lines += ["", "`mnist-train`'s flags `--store`, `--name` and `--data-dir` override these three.", ""]
     lines += ["## The service (`mnist-serve`)", ""]
-    lines += field_rows(service)
-    lines += ["", "`mnist-serve --host --port --workers` override their variables.", ""]
+    lines += ["`mnist-serve --host --port --workers` override their variables.", ""]
+    for heading, fields in grouped_service_fields().items():
+        lines += [f"### {heading}", ""]
+        lines += field_rows(fields)
+        lines += [""]
     lines += ["## Read by scripts and the client", ""]
     lines += ["| variable | read by | default | what it does | example |", "| --- | --- | --- | --- | --- |"]
     lines += [

@@ -28,7 +28,7 @@ from tests.support.live_server import environment_without_settings, free_port, r
 from training.arguments import parse_args
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from reference_pages import OTHER_VARIABLES, PAGE, env_name, shell_form
+from reference_pages import OTHER_VARIABLES, PAGE, env_name, grouped_service_fields, shell_form
 
 FIELDS = sorted(Settings.model_fields.items())
 # Read by the code but not settings a user sets: the CLI's hand-off to its workers, and a bench knob.
@@ -149,6 +149,35 @@ def test_every_variable_the_code_reads_is_documented() -> None:
     missing = sorted(name for name in variables_read_by_the_code() if f"`{name}`" not in page)
     assert not missing, f"read by the code but not in docs/configuration.md: {missing}"
     assert {name for name, *_ in OTHER_VARIABLES} <= variables_read_by_the_code()
+
+
+def test_every_service_setting_is_listed_under_one_purpose() -> None:
+    grouped = [name for fields in grouped_service_fields().values() for name in fields]
+    service = [name for name in Settings.model_fields if name not in StoreSettings.model_fields]
+    assert sorted(grouped) == sorted(service)
+    page = PAGE.read_text()
+    for heading, fields in grouped_service_fields().items():
+        section = page.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+        assert all(f"`{env_name(name)}`" in section for name in fields), heading
+
+
+# Where the packages read the environment themselves, and why that is not a setting: the CLI's
+# hand-off to its workers, prometheus_client's own variable, TensorFlow's own oneDNN switches
+# (read to predict what TensorFlow will do, never set by us).
+DIRECT_READERS = {"app/startup.py", "app/operations/metrics.py", "training/precision.py"}
+
+
+def test_the_packages_read_the_environment_only_through_the_settings() -> None:
+    reading = re.compile(
+        r"os\.environ\.get\(|os\.getenv\(|os\.environ\[[^]]+\](?!\s*=)|choose_precision\(.*os\.environ"
+    )
+    readers = {
+        str(path.relative_to(REPO_ROOT))
+        for package in ("app", "training", "model_store")
+        for path in (REPO_ROOT / package).rglob("*.py")
+        if reading.search(path.read_text())
+    }
+    assert readers <= DIRECT_READERS, sorted(readers - DIRECT_READERS)
 
 
 @pytest.mark.e2e

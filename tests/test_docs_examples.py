@@ -68,7 +68,7 @@ def docs_server(
         store,
         mnist_dir,
         admin_token=ADMIN_TOKEN,
-        loaded_newest="3",
+        loaded_versions="1,2,3",
         reload_poll_seconds="0",
         prediction_log="on",  # as served by default: the feedback examples need it
         database_url=f"sqlite:///{folder / 'log.db'}",

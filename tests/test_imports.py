@@ -88,6 +88,49 @@ def test_the_package_contracts_hold() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The contract package is small and boring: what runs a model, answers HTTP or reads photographs
+# belongs to the service (or training), so `import model_store` loads none of it. The upload
+# normalisation is the one module still on its way out (to app/inputs/).
+SERVING_LIBRARIES = ("onnxruntime", "fastapi", "starlette", "cv2")
+LEAVING_THE_CONTRACT = {"model_store.normalisation"}
+
+
+@pytest.fixture(scope="module")
+def graph_with_libraries() -> grimp.ImportGraph:
+    sys.path.insert(0, str(ROOT))
+    try:
+        return grimp.build_graph(
+            "model_store", "mnist_client", include_external_packages=True, cache_dir=None
+        )
+    finally:
+        sys.path.remove(str(ROOT))
+
+
+def test_the_contract_imports_no_serving_library(graph_with_libraries: grimp.ImportGraph) -> None:
+    graph = graph_with_libraries
+    modules = graph.find_descendants("model_store") - LEAVING_THE_CONTRACT
+    assert "model_store.store" in modules
+    offending = sorted(
+        (module, library)
+        for module in modules
+        for library in graph.find_modules_directly_imported_by(module) & set(SERVING_LIBRARIES)
+    )
+    assert offending == []
+
+
+def test_the_contract_rule_is_one_of_the_linted_contracts() -> None:
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    forbidden = {
+        module
+        for contract in contracts
+        if contract["type"] == "forbidden" and contract["source_modules"] == ["model_store"]
+        for module in contract["forbidden_modules"]
+    }
+    assert set(SERVING_LIBRARIES) <= forbidden
+
+
 # The architecture page (docs/architecture.md) draws the packages and a request's path as Mermaid
 # flowcharts; these tests hold the drawing to the code, so the page cannot drift from it.
 ARCHITECTURE = ROOT / "docs" / "architecture.md"

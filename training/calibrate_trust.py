@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from model_store.forward import penultimate
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
 from model_store.trust import (
@@ -27,19 +28,15 @@ from model_store.trust import (
     TRUST_STATISTICS_FILE,
     TRUST_TABLE_FILE,
     ApproximateScore,
-    ClassStatistics,
-    LowRankMahalanobis,
     OodMethod,
     Trust,
     TrustRule,
     VerdictShares,
-    calibrated,
-    ink_fraction,
-    ood_score,
-    penultimate,
     trust_files,
 )
+from model_store.verdict_rule import ClassStatistics, calibrated, ink_fraction, ood_score
 from training import approximate_trust, negatives
+from training.class_statistics import fit_class_statistics, low_rank_from_eigen, precision_eigen
 from training.splits import held_out_split
 from training.verdicts import (
     EVALUATION_PER_FAMILY,
@@ -167,7 +164,7 @@ def approximate_score(
     data (held-out digits, cross-fitted, and the validation draw), then the proof on the evaluation
     data (test digits, evaluation draw); and the statistics carrying that rank's factors. None when
     the features are too narrow for a saving."""
-    eigenvalues, eigenvectors = statistics.eigen()
+    eigenvalues, eigenvectors = precision_eigen(statistics)
     ranks = approximate_trust.candidate_ranks(len(eigenvalues))
     if not ranks:
         return None
@@ -180,7 +177,7 @@ def approximate_score(
 
     exact_validation = on_validation(exact, statistics)
     for rank in ranks:  # smallest first; the largest is measured even if it fails
-        low_rank = LowRankMahalanobis.from_eigen(statistics.means, eigenvalues, eigenvectors, rank)
+        low_rank = low_rank_from_eigen(statistics.means, eigenvalues, eigenvectors, rank)
         candidate = statistics.with_low_rank(low_rank)
         rule = fit_rule("mahalanobis", digits, exact.temperature, candidate, rank)
         chosen, validation_reason = approximate_trust.decide(
@@ -243,62 +240,24 @@ def compute_trust(
 ) -> Trust:
     """Fit the verdict rule and measure it; writes the statistics, table and reliability diagram."""
     outputs_of = FeatureReader(model)
-    validation = outputs_of(held_out.images)
+    on_validation, on_test = measured_sets(outputs_of, held_out, test)
+    temperature, ece_before, ece_after = calibrate_temperature(on_validation, on_test, folder)
     training = outputs_of(trained_on.images[:STATISTICS_SAMPLES])
-    testing = outputs_of(test.images)
-    draws = {
-        seed: {name: outputs_of(images) for name, images in negatives.draw(seed, count, digits).items()}
-        for seed, count, digits in (
-            (negatives.VALIDATION_SEED, VALIDATION_PER_FAMILY, held_out.images),
-            (negatives.EVALUATION_SEED, EVALUATION_PER_FAMILY, test.images),
-        )
-    }
-
-    temperature = fit_temperature(validation.logits, held_out.labels)
-    ece_before, before = reliability(calibrated(testing.logits, 1.0), test.labels)
-    ece_after, after = reliability(calibrated(testing.logits, temperature), test.labels)
-    plot_reliability(before, after, (ece_before, ece_after), folder / RELIABILITY_DIAGRAM_FILE)
-    statistics = ClassStatistics.fit(training.features, trained_on.labels[:STATISTICS_SAMPLES])
-
-    rules: dict[str, TrustRule] = {m: fit_rule(m, validation, temperature, statistics) for m in OOD_METHODS}
-    rules["ink check only"] = TrustRule(
-        temperature=temperature,
-        confidence_threshold=0.0,
-        min_ink=rules["max_softmax"].min_ink,
-        max_ink=rules["max_softmax"].max_ink,
-    )
+    statistics = fit_class_statistics(training.features, trained_on.labels[:STATISTICS_SAMPLES])
+    rules = candidate_rules(on_validation[0], temperature, statistics)
     # The method is chosen on the validation draw of negatives, never on the evaluation draw.
-    chosen = max(
-        OOD_METHODS,
-        key=lambda m: measure(
-            rules[m], statistics, validation, held_out.labels, draws[negatives.VALIDATION_SEED]
-        )["negatives"],
-    )
-    rows = {
-        name: measure(rule, statistics, testing, test.labels, draws[negatives.EVALUATION_SEED])
-        for name, rule in rules.items()
-    }
+    chosen = max(OOD_METHODS, key=lambda m: measure(rules[m], statistics, *on_validation)["negatives"])
+    rows = {name: measure(rule, statistics, *on_test) for name, rule in rules.items()}
     approximate = None
     if chosen == "mahalanobis":
-        proven = approximate_score(
-            statistics,
-            rules[chosen],
-            (validation, held_out.labels, draws[negatives.VALIDATION_SEED]),
-            (testing, test.labels, draws[negatives.EVALUATION_SEED]),
-        )
+        proven = approximate_score(statistics, rules[chosen], on_validation, on_test)
         if proven is not None:
             approximate, statistics = proven
             rows[f"mahalanobis, rank {approximate.rule.rank}"] = measure(
-                approximate.rule, statistics, testing, test.labels, draws[negatives.EVALUATION_SEED]
+                approximate.rule, statistics, *on_test
             )
     statistics.save(folder / TRUST_STATISTICS_FILE)
-    floor = error_floor(testing.logits, test.labels, temperature, rows[chosen]["kept"])
-    table = markdown_table(rows, chosen) + (
-        f"\nKeeping the same {rows[chosen]['kept']:.2%} of test digits, the most confident ones (ranked "
-        f"by calibrated confidence, knowing the test labels) would still hold {floor:.2%} errors: the "
-        "floor for any such rule with this network.\n"
-    )
-    (folder / TRUST_TABLE_FILE).write_text(table)
+    table = write_table(rows, chosen, on_test, temperature, folder)
     return Trust(
         **rules[chosen].model_dump(),
         calibration_samples=len(held_out.labels),
@@ -307,6 +266,72 @@ def compute_trust(
         table=table,
         approximate=approximate,
     )
+
+
+def measured_sets(
+    outputs_of: FeatureReader, held_out: MnistSplit, test: MnistSplit
+) -> tuple[Measured, Measured]:
+    """What the rule is fitted on (the held-out digits, the validation draw of negatives) and what
+    it is measured on (the test digits, the evaluation draw): outputs, labels, negatives."""
+    on_validation = (
+        outputs_of(held_out.images),
+        held_out.labels,
+        negative_outputs(outputs_of, negatives.VALIDATION_SEED, VALIDATION_PER_FAMILY, held_out.images),
+    )
+    on_test = (
+        outputs_of(test.images),
+        test.labels,
+        negative_outputs(outputs_of, negatives.EVALUATION_SEED, EVALUATION_PER_FAMILY, test.images),
+    )
+    return on_validation, on_test
+
+
+def negative_outputs(
+    outputs_of: FeatureReader, seed: int, count: int, digits: np.ndarray
+) -> dict[str, Outputs]:
+    return {name: outputs_of(images) for name, images in negatives.draw(seed, count, digits).items()}
+
+
+def calibrate_temperature(
+    on_validation: Measured, on_test: Measured, folder: Path
+) -> tuple[float, float, float]:
+    """The temperature fitted on the held-out digits, and the test set's expected calibration
+    error before and after it (drawn in the reliability diagram)."""
+    (validation, labels, _), (testing, test_labels, _) = on_validation, on_test
+    temperature = fit_temperature(validation.logits, labels)
+    ece_before, before = reliability(calibrated(testing.logits, 1.0), test_labels)
+    ece_after, after = reliability(calibrated(testing.logits, temperature), test_labels)
+    plot_reliability(before, after, (ece_before, ece_after), folder / RELIABILITY_DIAGRAM_FILE)
+    return temperature, ece_before, ece_after
+
+
+def candidate_rules(
+    validation: Outputs, temperature: float, statistics: ClassStatistics
+) -> dict[str, TrustRule]:
+    """One rule per out-of-distribution score, and the ink check alone for comparison."""
+    rules: dict[str, TrustRule] = {m: fit_rule(m, validation, temperature, statistics) for m in OOD_METHODS}
+    rules["ink check only"] = TrustRule(
+        temperature=temperature,
+        confidence_threshold=0.0,
+        min_ink=rules["max_softmax"].min_ink,
+        max_ink=rules["max_softmax"].max_ink,
+    )
+    return rules
+
+
+def write_table(
+    rows: dict[str, dict[str, float]], chosen: str, on_test: Measured, temperature: float, folder: Path
+) -> str:
+    """trust.md: every rule on the test set and each negative family, and the floor of any rule."""
+    testing, labels, _ = on_test
+    floor = error_floor(testing.logits, labels, temperature, rows[chosen]["kept"])
+    table = markdown_table(rows, chosen) + (
+        f"\nKeeping the same {rows[chosen]['kept']:.2%} of test digits, the most confident ones (ranked "
+        f"by calibrated confidence, knowing the test labels) would still hold {floor:.2%} errors: the "
+        "floor for any such rule with this network.\n"
+    )
+    (folder / TRUST_TABLE_FILE).write_text(table)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

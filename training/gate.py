@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.forward import ONNX_FILE
 from model_store.metadata import Gate, GateScores, ModelMetadata
 from model_store.mnist_data import MnistSplit
-from model_store.runtimes import ONNX_FILE, OnnxForward
-from model_store.trust import served_trust
+from model_store.verdict_rule import served_trust
+from training.onnx_export import onnx_forward
 from training.quantize import outputs
 from training.verdicts import Outputs, flagged
 
@@ -89,7 +90,7 @@ def measure(
     served with; hold-out accuracy and negatives flagged are None where it has no export."""
     holdout_accuracy = negatives_flagged = None
     if metadata.onnx is not None and (folder / ONNX_FILE).is_file():
-        forward = OnnxForward((folder / ONNX_FILE).read_bytes(), input_shape=tuple(metadata.input.shape))
+        forward = onnx_forward((folder / ONNX_FILE).read_bytes())
         if holdout is not None and len(holdout.labels):
             predicted = outputs(forward, holdout.images, metadata.input).logits.argmax(axis=1)
             holdout_accuracy = float(np.mean(predicted == holdout.labels))

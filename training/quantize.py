@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.forward import INT8_ONNX_FILE, ONNX_FILE, NumpyForward, file_sha256
 from model_store.metadata import Int8Export, ModelMetadata, PrecisionScores
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import InputSpec, to_model_input
-from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
-from model_store.storage import parse_location
-from model_store.trust import ClassStatistics, TrustRule, judge, served_trust
+from model_store.trust import TrustRule
+from model_store.verdict_rule import ClassStatistics, judge, served_trust
 from training import negatives
+from training.onnx_export import onnx_forward
 from training.report import UPLOAD_FAMILY, evaluate
 from training.robustness import BATCH, benchmark
 from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
@@ -83,14 +84,14 @@ def quantize(float_file: Path, calibration: np.ndarray, spec: InputSpec, target:
         os.replace(staging, target)
 
 
-def outputs(forward: OnnxForward, images: np.ndarray, spec: InputSpec) -> Outputs:
+def outputs(forward: NumpyForward, images: np.ndarray, spec: InputSpec) -> Outputs:
     x = to_model_input(images, spec)
     passes = [forward(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
     return Outputs(images, np.concatenate([p[1] for p in passes]), np.concatenate([p[2] for p in passes]))
 
 
 def scores(
-    forward: OnnxForward,
+    forward: NumpyForward,
     spec: InputSpec,
     test: MnistSplit,
     families: dict[str, np.ndarray],
@@ -156,10 +157,9 @@ def export_int8(folder: Path, metadata: ModelMetadata, held_out: MnistSplit, tes
     spec, float_file, int8_file = metadata.input, folder / ONNX_FILE, folder / INT8_ONNX_FILE
     calibration = held_out.images[:CALIBRATION_SAMPLES]
     quantize(float_file, calibration, spec, int8_file)
-    shape = tuple(spec.shape)
     sessions = {
-        "float32": OnnxForward(float_file.read_bytes(), input_shape=shape),
-        "int8": OnnxForward(int8_file.read_bytes(), input_shape=shape),
+        "float32": onnx_forward(float_file.read_bytes()),
+        "int8": onnx_forward(int8_file.read_bytes()),
     }
     # The verdict as served: the approximate score's when its proof passed.
     rule, statistics = served_trust(metadata.trust, folder)
@@ -200,7 +200,7 @@ def export_int8(folder: Path, metadata: ModelMetadata, held_out: MnistSplit, tes
     )
 
 
-def classifier(forward: OnnxForward, spec: InputSpec) -> Callable[[np.ndarray], np.ndarray]:
+def classifier(forward: NumpyForward, spec: InputSpec) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 digits -> predicted digits through an ONNX Runtime session, for the robustness benchmark."""
     return lambda images: outputs(forward, images, spec).logits.argmax(axis=1)
 
@@ -214,19 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from model_store.reporting import fail, load_settings, one_line_errors
-    from model_store.settings import StoreSettings
+    from model_store.settings import StoreSettings, add_store_arguments
 
     settings = load_settings(PROG, StoreSettings)
     parser = argparse.ArgumentParser(prog=PROG, description=main.__doc__)
-    parser.add_argument(
-        "--store", type=parse_location, default=settings.model_store, help="env MNIST_MODEL_STORE"
-    )
-    parser.add_argument("--name", default=settings.model_name, help="env MNIST_MODEL_NAME")
+    add_store_arguments(parser, settings)
     parser.add_argument("--version", help="the version to quantize (default: the newest)")
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("MNIST_DATA_DIR", "data/mnist")),
+        default=settings.data_dir,
         help="the four MNIST .gz files (env MNIST_DATA_DIR)",
     )
     args = parser.parse_args(argv)

@@ -5,6 +5,7 @@ mnist-train --preset cnn --data-dir data/mnist
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import logging
@@ -17,25 +18,36 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model_store.forward import INSTALL_KERAS_HINT, keras_installed
 from model_store.metadata import (
     CONFUSION_MATRIX_FILE,
     LEARNING_CURVES_FILE,
     MODEL_FILE,
     SAVED_MODEL_FILE,
+    Evaluation,
     ModelMetadata,
+    PrecisionChoice,
+    Robustness,
     TrainingRecord,
 )
 from model_store.mnist_data import MNIST_FILES, MnistSplit, load_split
 from model_store.pins import serving_version
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import fail, one_line_errors
-from model_store.runtimes import INSTALL_KERAS_HINT, keras_installed
-from model_store.store import LoadedModel, ModelStore, NoModelError, with_onnx_export
-from model_store.trust import trust_files
+from model_store.store import LoadedModel, ModelStore, NoModelError
+from model_store.trust import Trust, trust_files
 from training.arguments import FINE_TUNE_LIMIT, PROG, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.drift_reference import write_drift_reference
-from training.feedback import Corrections, CorrectionsError, load_corrections, mix_in, outlier_pool
+from training.feedback import (
+    Corrections,
+    CorrectionsError,
+    FeedbackMix,
+    load_corrections,
+    mix_in,
+    outlier_pool,
+)
+from training.onnx_export import with_onnx_export
 from training.precision import training_precision
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.progress import epoch_logger
@@ -49,12 +61,74 @@ log = logging.getLogger("training")
 OUTLIER_POOL = 8000
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run was asked for, checked before minutes of training."""
+
+    args: argparse.Namespace
+    store: ModelStore
+    base: LoadedModel | None  # the version fine-tuned from, if any
+    hp: Hyperparameters
+    limit: int | None
+    against: tuple[Path, ModelMetadata] | None  # the version the gate compares with
+    corrections: Corrections | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The digits a run trains, holds out and tests on."""
+
+    held_out: MnistSplit
+    trained_on: MnistSplit  # MNIST's, with the corrections mixed in
+    test: MnistSplit
+    mnist_samples: int
+    feedback: FeedbackMix | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A trained and scored model, ready to be written as a version."""
+
+    model: keras.Model
+    evaluation: Evaluation
+    record: TrainingRecord
+
+
 @one_line_errors(PROG)
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
+    plan = check_plan(parse_args(argv))
+    args = plan.args
+    # Prepare the data: verified IDX files, scaled by the store's one input convention.
+    if not args.no_download:
+        ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
+    if args.download_only:
+        return 0
+    precision = training_precision(
+        plan.hp.precision, "--precision" if args.precision else f"the {args.preset} preset's default"
+    )
+    plan = dataclasses.replace(plan, hp=dataclasses.replace(plan.hp, precision=precision.precision))
+    # Only now: --help, a bad argument and --download-only never load TensorFlow.
+    import keras
+
+    keras.utils.set_random_seed(plan.hp.seed)
+    data = load_data(plan)
+    trained = train(plan, data, precision)
+    version = plan.store.publish(lambda folder, number: write_version(plan, data, trained, folder, number))
+    gate = plan.store.read_metadata(version).gate
+    evaluation = trained.evaluation
+    print(
+        f"test accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} correct); "
+        f"trained in {trained.record.train_seconds:.0f} s; published {plan.store.describe(version)}"
+    )
+    if gate is not None and not gate.passed:
+        fail(PROG, f"version {version} is kept but will never be served: {gate.reason}")
+    return 0
+
+
+def check_plan(args: argparse.Namespace) -> Plan:
+    """Everything a run needs from the store and the corrections, checked before minutes of training."""
     store = ModelStore(args.store, args.name)
-    # Everything a run needs from the store and the corrections is checked before minutes of training.
     base = store.open(args.fine_tune_from) if args.fine_tune_from is not None else None
     if base is not None and base.metadata.training.preset != args.preset:
         fail(
@@ -68,46 +142,36 @@ def main(argv: list[str] | None = None) -> int:
     corrections = read_corrections(args.feedback) if args.feedback is not None else None
     if not (args.download_only or keras_installed()):
         fail(PROG, f"training needs Keras and TensorFlow, which this install lacks; {INSTALL_KERAS_HINT}")
+    return Plan(args, store, base, hp, limit, against, corrections)
 
-    # Prepare the data: verified IDX files, scaled by the store's one input convention.
-    if not args.no_download:
-        ensure_mnist(args.data_dir, args.mirrors or DEFAULT_MIRRORS)
-    if args.download_only:
-        return 0
-    precision = training_precision(
-        hp.precision, "--precision" if args.precision else f"the {args.preset} preset's default"
-    )
-    hp = dataclasses.replace(hp, precision=precision.precision)
-    # Only now: --help, a bad argument and --download-only never load TensorFlow.
-    import keras
 
-    from training.calibrate_trust import compute_trust
-    from training.gate import run_gate
-    from training.negatives import EVALUATION_SEED, draw
-    from training.report import evaluate, plot_confusion_matrix, plot_learning_curves
-    from training.robustness import benchmark, classifier, write_report
-
-    keras.utils.set_random_seed(hp.seed)
-    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, limit)
-    test = load_split(args.data_dir, "test")
+def load_data(plan: Plan) -> Data:
+    """The held-out, training and test digits, with the corrections mixed into training."""
+    hp, data_dir = plan.hp, plan.args.data_dir
+    held_out, trained_on = held_out_split(load_split(data_dir, "train"), hp.holdout, hp.seed, plan.limit)
     mnist_samples = len(trained_on.labels)
+    corrections = plan.corrections
     feedback = None if corrections is None else mix_in(corrections, trained_on, hp.outliers > 0)
     if feedback is not None:
         trained_on = feedback.mixed
-    y_train = trained_on.labels
-    validation = (to_model_input(held_out.images), one_hot(held_out.labels)) if hp.holdout else None
-    x_test = to_model_input(test.images)
+    return Data(held_out, trained_on, load_split(data_dir, "test"), mnist_samples, feedback)
 
-    # Build (or start from the base version's weights) and train.
-    steps_per_epoch = -(-len(y_train) // hp.batch_size)
+
+def train(plan: Plan, data: Data, precision: PrecisionChoice) -> Trained:
+    """Build (or start from the base version's weights), train, and score on the 10,000 test images."""
+    from training.report import evaluate
+
+    args, hp, feedback = plan.args, plan.hp, data.feedback
+    validation = (to_model_input(data.held_out.images), one_hot(data.held_out.labels)) if hp.holdout else None
+    steps_per_epoch = -(-len(data.trained_on.labels) // hp.batch_size)
     with dtype_policy(hp.precision):
         model = PRESETS[args.preset].build(hp, steps_per_epoch)
-        if base is not None:
-            start_from(model, base)
+        if plan.base is not None:
+            start_from(model, plan.base)
         model.summary(print_fn=log.info)
         started, cpu_started = time.perf_counter(), time.process_time()
         history = model.fit(
-            **training_data(trained_on, hp, None if feedback is None else feedback.trained),
+            **training_data(data.trained_on, hp, None if feedback is None else feedback.trained),
             epochs=hp.epochs,
             validation_data=validation,
             verbose=args.verbose,
@@ -118,84 +182,107 @@ def main(argv: list[str] | None = None) -> int:
     log.info(f"model.fit: {train_seconds:.0f} s wall, {time.process_time() - cpu_started:.0f} s of CPU")
     model = plain_layers(model)
 
-    # Evaluate on the 10,000 test images.
     started = time.perf_counter()
-    predicted = np.argmax(model.predict(x_test, batch_size=1000, verbose=0), axis=1)
-    evaluation = evaluate(predicted, test.labels)
+    predicted = np.argmax(model.predict(to_model_input(data.test.images), batch_size=1000, verbose=0), axis=1)
+    evaluation = evaluate(predicted, data.test.labels)
     evaluate_seconds = time.perf_counter() - started
 
     record = TrainingRecord(
         preset=args.preset,
-        hyperparameters=dataclasses.asdict(hp) | {"limit": limit},
+        hyperparameters=dataclasses.asdict(hp) | {"limit": plan.limit},
         precision=precision,
         quick=args.quick,
         history={key: [float(v) for v in values] for key, values in history.history.items()},
-        train_samples=mnist_samples,
+        train_samples=data.mnist_samples,
         validation_samples=hp.holdout,
         train_seconds=round(train_seconds, 2),
         evaluate_seconds=round(evaluate_seconds, 2),
         data_sha256={spec.name: spec.sha256 for spec in MNIST_FILES.values()},
-        fine_tuned_from=None if base is None else base.version,
+        fine_tuned_from=None if plan.base is None else plan.base.version,
         feedback=None if feedback is None else feedback.record,
     )
+    return Trained(model, evaluation, record)
 
-    def write_version(folder: Path, version: int) -> ModelMetadata:
-        log.info(f"test accuracy {evaluation.accuracy:.4f}; exporting version {version}")
-        model.save(folder / MODEL_FILE)
-        files = {
-            "model": MODEL_FILE,
-            "learning_curves": LEARNING_CURVES_FILE,
-            "confusion_matrix": CONFUSION_MATRIX_FILE,
-        }
-        plot_learning_curves(record.history, folder / LEARNING_CURVES_FILE)
-        plot_confusion_matrix(evaluation, folder / CONFUSION_MATRIX_FILE)
-        if not args.no_savedmodel:
-            # TF Serving, Triton and KServe read saved_model.pb from the version folder itself.
-            model.export(str(folder), format="tf_saved_model", verbose=False)
-            files["savedmodel"] = SAVED_MODEL_FILE
-        trust = None
-        if hp.holdout:
-            log.info("fitting the verdicts on the held-out digits")
-            trust = compute_trust(model, held_out, trained_on, test, folder)
-            files |= trust_files()
-            files |= write_drift_reference(folder, held_out.images, hp.seed)
-        robustness = None
-        if args.robustness:
-            log.info("scoring MNIST-C's corruptions and rendered uploads")
-            robustness = benchmark(classifier(model, DEFAULT_INPUT_SPEC), test.images, test.labels, hp.seed)
-            files |= write_report(folder, robustness, f"{args.name} ({args.preset}, seed {hp.seed})")
-        metadata = ModelMetadata(
-            name=args.name,
-            version=version,
-            created_at=datetime.now(UTC),
-            input=DEFAULT_INPUT_SPEC,
-            evaluation=evaluation,
-            training=record,
-            library_versions=library_versions(),
-            files=files,
-            trust=trust,
-            robustness=robustness,
-        )
-        # The int8 export is quantized from model.onnx, so that is written here, not by `publish`;
-        # it is calibrated on the held-out digits, so a version trained without them has none.
-        log.info("exporting model.onnx, then quantizing model.int8.onnx and measuring both precisions")
-        metadata = with_int8_export(with_onnx_export(folder, metadata), folder, held_out, test)
-        holdout = None if feedback is None else feedback.held_out.digits()
-        log.info("gating against the serving version")
-        gate = run_gate(
-            (folder, metadata), against, holdout, draw(EVALUATION_SEED, EVALUATION_PER_FAMILY, test.images)
-        )
-        return metadata.model_copy(update={"gate": gate})
 
-    version = store.publish(write_version)
-    gate = store.read_metadata(version).gate
-    print(
-        f"test accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{evaluation.total} correct); "
-        f"trained in {train_seconds:.0f} s; published {store.describe(version)}"
+def write_version(plan: Plan, data: Data, trained: Trained, folder: Path, version: int) -> ModelMetadata:
+    """Fill the store's staging folder: the model and its plots, the SavedModel, the verdicts and
+    drift reference, the robustness report, the ONNX and int8 exports, and the gate's verdict."""
+    from training.gate import run_gate
+    from training.negatives import EVALUATION_SEED, draw
+
+    args, model, evaluation = plan.args, trained.model, trained.evaluation
+    log.info(f"test accuracy {evaluation.accuracy:.4f}; exporting version {version}")
+    model.save(folder / MODEL_FILE)
+    files = write_plots(trained, folder)
+    if not args.no_savedmodel:
+        # TF Serving, Triton and KServe read saved_model.pb from the version folder itself.
+        model.export(str(folder), format="tf_saved_model", verbose=False)
+        files["savedmodel"] = SAVED_MODEL_FILE
+    trust, trust_files_written = fit_verdicts(plan, data, model, folder)
+    robustness, robustness_files = score_robustness(plan, data, model, folder)
+    metadata = ModelMetadata(
+        name=args.name,
+        version=version,
+        created_at=datetime.now(UTC),
+        input=DEFAULT_INPUT_SPEC,
+        evaluation=evaluation,
+        training=trained.record,
+        library_versions=library_versions(),
+        files=files | trust_files_written | robustness_files,
+        trust=trust,
+        robustness=robustness,
     )
-    if gate is not None and not gate.passed:
-        fail(PROG, f"version {version} is kept but will never be served: {gate.reason}")
-    return 0
+    # The int8 export is quantized from model.onnx, so that is written here, not by `publish`;
+    # it is calibrated on the held-out digits, so a version trained without them has none.
+    log.info("exporting model.onnx, then quantizing model.int8.onnx and measuring both precisions")
+    metadata = with_int8_export(with_onnx_export(folder, metadata), folder, data.held_out, data.test)
+    holdout = None if data.feedback is None else data.feedback.held_out.digits()
+    log.info("gating against the serving version")
+    negatives = draw(EVALUATION_SEED, EVALUATION_PER_FAMILY, data.test.images)
+    gate = run_gate((folder, metadata), plan.against, holdout, negatives)
+    return metadata.model_copy(update={"gate": gate})
+
+
+def write_plots(trained: Trained, folder: Path) -> dict[str, str]:
+    """The learning curves and the confusion matrix; the metadata's `files` so far."""
+    from training.report import plot_confusion_matrix, plot_learning_curves
+
+    plot_learning_curves(trained.record.history, folder / LEARNING_CURVES_FILE)
+    plot_confusion_matrix(trained.evaluation, folder / CONFUSION_MATRIX_FILE)
+    return {
+        "model": MODEL_FILE,
+        "learning_curves": LEARNING_CURVES_FILE,
+        "confusion_matrix": CONFUSION_MATRIX_FILE,
+    }
+
+
+def fit_verdicts(
+    plan: Plan, data: Data, model: keras.Model, folder: Path
+) -> tuple[Trust | None, dict[str, str]]:
+    """The trust rule and the drift reference, fitted on the held-out digits (none without them)."""
+    from training.calibrate_trust import compute_trust
+
+    if not plan.hp.holdout:
+        return None, {}
+    log.info("fitting the verdicts on the held-out digits")
+    trust = compute_trust(model, data.held_out, data.trained_on, data.test, folder)
+    return trust, trust_files() | write_drift_reference(folder, data.held_out.images, plan.hp.seed)
+
+
+def score_robustness(
+    plan: Plan, data: Data, model: keras.Model, folder: Path
+) -> tuple[Robustness | None, dict[str, str]]:
+    """MNIST-C's corruptions and rendered uploads, with `--robustness` only."""
+    from training.robustness import benchmark, classifier, write_report
+
+    args = plan.args
+    if not args.robustness:
+        return None, {}
+    log.info("scoring MNIST-C's corruptions and rendered uploads")
+    robustness = benchmark(
+        classifier(model, DEFAULT_INPUT_SPEC), data.test.images, data.test.labels, plan.hp.seed
+    )
+    return robustness, write_report(folder, robustness, f"{args.name} ({args.preset}, seed {plan.hp.seed})")
 
 
 def with_int8_export(

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_store.trust import ClassStatistics, TrustRule, judge
+from model_store.trust import TrustRule
+from model_store.verdict_rule import ClassStatistics, judge
 
 # Negatives drawn per family: the validation draw chooses, the evaluation draw only measures.
 VALIDATION_PER_FAMILY = 200

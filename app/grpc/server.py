@@ -22,9 +22,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry import propagate, trace
 
+from app.grpc.open_inference.messages import POOL, SERVICE, methods
 from app.grpc.service import CallError, InferenceService, Metadata
 from app.serving.state import ServiceState
-from model_store.open_inference.messages import POOL, SERVICE, methods
 
 log = logging.getLogger(__name__)
 

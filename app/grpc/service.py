@@ -14,13 +14,13 @@ from typing import Any
 import grpc
 
 from app import __version__
+from app.grpc.open_inference.messages import message
 from app.grpc.tensors import infer_response, request_images, requested_outputs
 from app.inputs.tensors import PLATFORM, InferError, tensor_metadata
 from app.operations.api_keys import KeyRefusedError, admit
 from app.serving.batcher import OverloadedError
 from app.serving.model import ServingModel
 from app.serving.state import NotServedError, ServiceState
-from model_store.open_inference.messages import message
 
 SERVER_NAME = "mnist-serve"
 HOW = "send metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from app.grpc.open_inference.messages import ModelInferResponse
 from app.inputs.tensors import (
     DIGIT,
     INPUT_NAME,
@@ -28,7 +29,6 @@ from app.inputs.tensors import (
     raw_values,
     to_images,
 )
-from model_store.open_inference.messages import ModelInferResponse
 
 # Where each input datatype's typed values go in InferTensorContents.
 CONTENTS = {"FP32": "fp32_contents", "UINT8": "uint_contents"}

@@ -24,21 +24,34 @@ class Metrics:
     def __init__(self) -> None:
         # Each app gets its own registry, so several apps (as in tests) never collide.
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._http_metrics()
+        self._grpc_metrics()
+        self._batching_metrics()
+        self._model_metrics()
+        self._shadow_metrics()
+        self._drift_metrics()
+        self._api_keys_metrics()
+        self._prediction_log_metrics()
+
+    def _http_metrics(self) -> None:
+        """HTTP requests: counts, latency and load, overall and per model version."""
         self.requests = Counter(
-            "mnist_http_requests", "HTTP requests served", ["method", "route", "status"], registry=r
+            "mnist_http_requests",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "mnist_http_request_duration_seconds",
             "Time from request to response",
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
         self.in_progress = Gauge(
             "mnist_http_requests_in_progress",
             "HTTP requests received and not yet answered (a load signal for autoscaling)",
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="livesum",
         )
         # Per model version, for the requests a version was chosen for: p99 per version, errors per version.
@@ -47,28 +60,31 @@ class Metrics:
             "Time from request to response, by the model version that answered",
             ["route", "version"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
         self.version_errors = Counter(
             "mnist_model_request_errors",
             "Requests that ended in an error after a model version was chosen for them",
             ["route", "version", "status"],
-            registry=r,
+            registry=self.registry,
         )
         self.request_images = Histogram(
             "mnist_request_images",
             "Images per inference request, by the protocol that brought it (http, grpc)",
             ["protocol"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000),
-            registry=r,
+            registry=self.registry,
         )
+
+    def _grpc_metrics(self) -> None:
+        """gRPC calls: counts, latency and load."""
         self.grpc_requests = Counter(
-            "mnist_grpc_requests", "gRPC calls served", ["method", "code"], registry=r
+            "mnist_grpc_requests", "gRPC calls served", ["method", "code"], registry=self.registry
         )
         self.grpc_in_progress = Gauge(
             "mnist_grpc_calls_in_progress",
             "gRPC calls received and not yet answered",
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="livesum",
         )
         self.grpc_latency = Histogram(
@@ -76,26 +92,32 @@ class Metrics:
             "Time from gRPC call to response",
             ["method"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.predictions = Counter("mnist_predictions", "Predicted digits", ["digit"], registry=r)
+
+    def _batching_metrics(self) -> None:
+        """The forward passes: digits predicted, images per pass, time queued."""
+        self.predictions = Counter("mnist_predictions", "Predicted digits", ["digit"], registry=self.registry)
         self.batch_size = Histogram(
             "mnist_batch_size",
             "Images per forward pass",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000),
-            registry=r,
+            registry=self.registry,
         )
         self.queue_delay = Histogram(
             "mnist_batch_queue_delay_seconds",
             "Time a request waited in the batching queue",
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
+
+    def _model_metrics(self) -> None:
+        """The loaded versions: which serves, their threads, loads, reloads, size and warm-up."""
         self.model_loaded = Gauge(
             "mnist_model_loaded",
             "1 for the model version this worker serves",
             ["name", "version"],
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="liveall",
         )
         # One series per worker process: what each sized its sessions to (`MNIST_RUNTIME_THREADS`,
@@ -103,90 +125,105 @@ class Metrics:
         self.runtime_threads = Gauge(
             "mnist_onnxruntime_threads",
             "ONNX Runtime's intra-op threads per session in this worker",
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="liveall",
         )
         self.load_failures = Counter(
-            "mnist_model_load_failures", "Model versions that failed to load or validate", registry=r
+            "mnist_model_load_failures",
+            "Model versions that failed to load or validate",
+            registry=self.registry,
         )
-        self.reloads = Counter("mnist_model_reloads", "Successful switches to another version", registry=r)
+        self.reloads = Counter(
+            "mnist_model_reloads", "Successful switches to another version", registry=self.registry
+        )
         self.weight_bytes = Gauge(
             "mnist_model_weight_bytes",
             "Memory of a loaded version's weights",
             ["version"],
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="liveall",
         )
         self.warmup_seconds = Gauge(
             "mnist_model_warmup_seconds",
             "Seconds a loaded version took to load, compile and warm up",
             ["version"],
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="liveall",
         )
+
+    def _shadow_metrics(self) -> None:
+        """A shadow candidate beside the default: images, agreement, skips and latency."""
         self.shadow_images = Counter(
-            "mnist_shadow_images", "Images a shadow candidate ran on", ["candidate"], registry=r
+            "mnist_shadow_images", "Images a shadow candidate ran on", ["candidate"], registry=self.registry
         )
         self.shadow_agreeing = Counter(
             "mnist_shadow_agreeing_images",
             "Images on which a shadow candidate predicted the default's digit",
             ["candidate"],
-            registry=r,
+            registry=self.registry,
         )
         self.shadow_skipped = Counter(
             "mnist_shadow_skipped",
             "Requests not shadowed: queue full or candidate failed",
             ["candidate"],
-            registry=r,
+            registry=self.registry,
         )
         self.shadow_latency = Histogram(
             "mnist_shadow_latency_seconds",
             "Forward-pass wait of shadowed requests, for the default and the shadow candidate",
             ["candidate", "role"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
+
+    def _drift_metrics(self) -> None:
+        """Input drift per version: the statistic and its threshold."""
         # Per worker: each computes the statistic over the digits it answered (liveall adds its pid).
         self.input_drift = Gauge(
             "mnist_input_drift",
             "Drift statistic of the last window of digits a version answered (docs/drift.md)",
             ["version"],
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="liveall",
         )
         self.input_drift_threshold = Gauge(
             "mnist_input_drift_threshold",
             "The drift statistic's threshold, calibrated when the version was published",
             ["version"],
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="liveall",
         )
+
+    def _api_keys_metrics(self) -> None:
+        """Inference requests per API key."""
         self.api_key_requests = Counter(
             "mnist_api_key_requests",
             "Inference requests by API key name (empty: no key or an unknown one) and outcome",
             ["key", "outcome"],
-            registry=r,
+            registry=self.registry,
         )
 
+    def _prediction_log_metrics(self) -> None:
+        """The prediction log and the feedback on its answers."""
         self.prediction_log_written = Counter(
-            "mnist_prediction_log_written", "Answers written to the prediction log", registry=r
+            "mnist_prediction_log_written", "Answers written to the prediction log", registry=self.registry
         )
         self.prediction_log_dropped = Counter(
             "mnist_prediction_log_dropped",
             "Answers not logged: the log's queue was full (the database slow or unreachable)",
-            registry=r,
+            registry=self.registry,
         )
         self.feedback = Counter(
             "mnist_feedback",
             "Feedback received, by the version that answered and outcome (correct, wrong, contribution)",
             ["version", "outcome"],
-            registry=r,
+            registry=self.registry,
         )
         self.live_accuracy = Gauge(
             "mnist_live_accuracy",
             "Share of answers with feedback that the feedback says were right, per version",
             ["version"],
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="mostrecent",
         )
 

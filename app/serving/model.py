@@ -14,21 +14,20 @@ from typing import Literal
 
 import numpy as np
 
-from model_store.metadata import ModelMetadata
-from model_store.preprocessing import IMAGE_SIDE, to_model_input
-from model_store.runtimes import (
+from app.serving.runtimes import (
     DEFAULT_RUNTIME,
-    INT8_ONNX_FILE,
-    ONNX_FILE,
-    NumpyForward,
     OnnxForward,
     Runtime,
     RuntimeChoice,
     onnx_weight_bytes,
     tensorflow_forward,
 )
+from model_store.forward import INT8_ONNX_FILE, ONNX_FILE, NumpyForward
+from model_store.metadata import ModelMetadata
+from model_store.preprocessing import IMAGE_SIDE, to_model_input
 from model_store.store import LoadedModel, ModelStoreError, read_int8, read_onnx
-from model_store.trust import ClassStatistics, TrustRule, judge, served_trust
+from model_store.trust import TrustRule
+from model_store.verdict_rule import ClassStatistics, judge, served_trust
 
 log = logging.getLogger(__name__)
 

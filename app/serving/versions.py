@@ -24,6 +24,7 @@ import numpy as np
 from app.operations.metrics import Metrics
 from app.serving.drift import DriftMonitor
 from app.serving.model import ModelHolder, ServingModel
+from app.serving.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.pins import (
     Routing,
     clear_pin,
@@ -34,7 +35,6 @@ from model_store.pins import (
     write_routing,
 )
 from model_store.preprocessing import IMAGE_SIDE
-from model_store.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.store import ModelStore, ModelStoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,6 @@ class VersionManager:
         drift: DriftMonitor,
         setting: int | None,
         warmup_batch: int,
-        keep_newest: int = 0,
         keep_versions: tuple[int, ...] = (),
         runtime: RuntimeChoice = DEFAULT_RUNTIME,
     ) -> None:
@@ -113,8 +112,7 @@ class VersionManager:
         self.drift = drift
         self.setting = setting
         self.warmup_batch = warmup_batch
-        # Loaded beside the default (TF Serving's version policy): these versions, else the newest N.
-        self.keep_newest = keep_newest
+        # Loaded beside the default (TF Serving's specific-versions policy).
         self.keep_versions = keep_versions
         self.runtime = runtime
         self.details: dict[int, VersionDetails] = {}
@@ -175,8 +173,7 @@ class VersionManager:
             self.routing = read_routing(self.store)
         except ModelStoreError as exc:
             log.error("%s; keeping the routing in force", exc)
-        newest = self.store.servable_versions()[-self.keep_newest :] if self.keep_newest else []
-        kept = set(self.keep_versions or newest) | {self.holder.current.version}
+        kept = set(self.keep_versions) | {self.holder.current.version}
         return kept | ({self.routing.candidate} if self.routing is not None else set())
 
     async def route(

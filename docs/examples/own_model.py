@@ -3,8 +3,8 @@
     python docs/examples/own_model.py --store my-models --data-dir data/mnist
 
 A small Keras network (784-64-10) trained for three epochs on 6,000 MNIST training digits, scored on
-the 10,000 test digits, and written as a new version: `model.keras` and `metadata.json`; the store
-adds `model.onnx`, which the service runs. No `trust` section: its verdicts stay uncalibrated.
+the 10,000 test digits, and written as a new version: `model.keras`, `model.onnx` (which the service runs)
+and `metadata.json`. No `trust` section: its verdicts stay uncalibrated.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from model_store.metadata import Evaluation, ModelMetadata, TrainingRecord
 from model_store.mnist_data import MNIST_FILES, load_split
 from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.store import ModelStore
+from training.onnx_export import with_onnx_export
 
 TRAIN_IMAGES = 6000
 EPOCHS = 3
@@ -66,9 +67,9 @@ def main() -> None:
     correct = int(np.trace(confusion))
 
     def write(folder: Path, version: int) -> ModelMetadata:
-        """Fill the version folder; the store moves it into place and adds model.onnx."""
+        """Fill the version folder (the model, its ONNX export); the store moves it into place."""
         model.save(folder / "model.keras")
-        return ModelMetadata(
+        metadata = ModelMetadata(
             name="mnist",
             version=version,
             created_at=datetime.now(UTC),
@@ -93,6 +94,7 @@ def main() -> None:
             library_versions={"python": platform.python_version(), "keras": keras.__version__},
             files={"model": "model.keras"},
         )
+        return with_onnx_export(folder, metadata)
 
     version = ModelStore(args.store, "mnist").publish(write)
     print(f"published version {version}: {correct} / {len(test.labels)} test digits")

@@ -20,6 +20,7 @@ from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MnistSplit, load_split
 from model_store.storage import StoreLocation
 from model_store.store import ModelStore
+from training.onnx_export import with_onnx_export
 
 __all__ = ["encode"]  # written once, in bench/digits.py; the tests import it from here
 
@@ -92,7 +93,10 @@ def publish_copy(
         training = metadata.training
         if quick is not None:
             training = training.model_copy(update={"quick": quick})
-        return metadata.model_copy(update={"version": version, "training": training})
+        # As mnist-train publishes: the export follows the weights (damaged weights get none).
+        return with_onnx_export(
+            folder, metadata.model_copy(update={"version": version, "training": training})
+        )
 
     return store.publish(write)
 
@@ -117,7 +121,7 @@ def publish_perturbed(store_root: Path, source_version: int = 1, seed: int = 1) 
             if item.is_file() and item.name not in (METADATA_FILE, MODEL_FILE):
                 shutil.copy2(item, folder / item.name)
         loaded.model.save(folder / MODEL_FILE)
-        return loaded.metadata.model_copy(update={"version": version})
+        return with_onnx_export(folder, loaded.metadata.model_copy(update={"version": version}))
 
     return store.publish(write)
 

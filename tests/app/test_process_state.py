@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
+from app.main import GC_THRESHOLD
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
 
@@ -76,7 +77,7 @@ def test_building_serving_and_closing_an_app_leaves_the_process_as_it_was(settin
     assert before["blas threads"], "no BLAS library loaded: nothing to compare"
     # While it serves: one BLAS thread and the service's collector threshold.
     assert during["blas threads"] == [1]
-    assert during["thresholds"][0] == Settings().gc_threshold
+    assert during["thresholds"][0] == GC_THRESHOLD
     # Afterwards: nothing of it is left, and nothing was ever frozen or switched off in logging.
     assert after == before
     assert during["freeze count"] == 0 and during["logging caller lookup"] is True

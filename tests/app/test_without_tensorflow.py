@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from model_store.forward import ONNX_FILE
 from model_store.mnist_data import MnistSplit
-from model_store.runtimes import ONNX_FILE
 from model_store.store import ModelStore
 from tests.conftest import REPO_ROOT
 from tests.support.live_server import environment_without_settings

@@ -139,7 +139,6 @@ def start_replica(store: Path, mnist_dir: Path, log_path: Path) -> Replica:
         port=str(port),
         grpc_port=str(grpc_port),
         workers="1",
-        tf_threads="1",
         reload_poll_seconds=str(POLL_SECONDS),
         graceful_shutdown_seconds=str(DRAIN_SECONDS),
         log_json="false",

@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
+from app.grpc.open_inference.messages import method_path
 from mnist_client.grpc_transport import infer_request, predictions, serializers
 from model_store.mnist_data import load_split
-from model_store.open_inference.messages import method_path
 from tests.app.conftest import encode
 from tests.support.live_server import RunningServer, free_port, service_env, uvicorn_server
 from tests.support.nginx import for_nginx_version, installed_nginx_version

@@ -29,7 +29,6 @@ def api(fixture_store: Path, mnist_dir: Path) -> Iterator[TestClient]:
         max_image_pixels=16_000_000,
         max_batch_images=256,
         max_array_images=10_000,
-        max_random_count=100,
     )
     with TestClient(create_app(settings)) as client:
         yield client

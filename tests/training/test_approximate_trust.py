@@ -10,16 +10,12 @@ import pytest
 
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
-from model_store.trust import (
-    TRUST_STATISTICS_FILE,
-    ClassStatistics,
-    LowRankMahalanobis,
-    VerdictShares,
-    ood_score,
-)
+from model_store.trust import TRUST_STATISTICS_FILE, VerdictShares
+from model_store.verdict_rule import ClassStatistics, ood_score
 from training import negatives
 from training.approximate_trust import DIGITS_LIMIT, NEGATIVES_LIMIT, candidate_ranks, decide, shares
 from training.calibrate_trust import FeatureReader, main
+from training.class_statistics import low_rank_from_eigen, precision_eigen
 from training.verdicts import EVALUATION_PER_FAMILY, Outputs, measure
 
 pytestmark = pytest.mark.slow  # trains the session's seed store
@@ -85,10 +81,8 @@ def test_the_approximation_at_full_rank_is_the_exact_score(
     seed_outputs: tuple[Outputs, ClassStatistics],
 ) -> None:
     digits, statistics = seed_outputs
-    values, vectors = statistics.eigen()
-    full = statistics.with_low_rank(
-        LowRankMahalanobis.from_eigen(statistics.means, values, vectors, len(values))
-    )
+    values, vectors = precision_eigen(statistics)
+    full = statistics.with_low_rank(low_rank_from_eigen(statistics.means, values, vectors, len(values)))
     exact = ood_score("mahalanobis", digits.logits, digits.features, 1.0, statistics)
     approximated = ood_score("mahalanobis", digits.logits, digits.features, 1.0, full, len(values))
     np.testing.assert_allclose(approximated, exact, rtol=2e-3)
@@ -98,11 +92,11 @@ def test_the_approximation_keeps_the_order_of_the_scores_at_a_lower_rank(
     seed_outputs: tuple[Outputs, ClassStatistics],
 ) -> None:
     digits, statistics = seed_outputs
-    values, vectors = statistics.eigen()
+    values, vectors = precision_eigen(statistics)
     exact = ood_score("mahalanobis", digits.logits, digits.features, 1.0, statistics)
     correlations = []
     for rank in (8, 64, 256):
-        low = statistics.with_low_rank(LowRankMahalanobis.from_eigen(statistics.means, values, vectors, rank))
+        low = statistics.with_low_rank(low_rank_from_eigen(statistics.means, values, vectors, rank))
         scores = ood_score("mahalanobis", digits.logits, digits.features, 1.0, low, rank)
         correlations.append(np.corrcoef(np.argsort(np.argsort(scores)), np.argsort(np.argsort(exact)))[0, 1])
     assert correlations == sorted(correlations), correlations  # more directions, closer to exact

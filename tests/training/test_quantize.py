@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_store.forward import INT8_ONNX_FILE, ONNX_FILE, file_sha256
 from model_store.metadata import PrecisionScores
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
-from model_store.runtimes import INT8_ONNX_FILE, ONNX_FILE, OnnxForward, file_sha256
 from model_store.store import ModelStore
-from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics, judge
+from model_store.trust import TRUST_STATISTICS_FILE
+from model_store.verdict_rule import ClassStatistics, judge
 from tests.conftest import assert_one_line_error, run_cli
+from training.onnx_export import onnx_forward
 from training.quantize import (
     ACCURACY_LIMIT,
     CALIBRATION_SAMPLES,
@@ -112,7 +114,7 @@ def test_publishing_writes_an_int8_export_with_its_measured_proof(
     statistics = ClassStatistics.load(loaded.path / TRUST_STATISTICS_FILE)
     verdicts = []
     for file in (ONNX_FILE, INT8_ONNX_FILE):
-        _, logits, features = OnnxForward((loaded.path / file).read_bytes())(x)
+        _, logits, features = onnx_forward((loaded.path / file).read_bytes())(x)
         verdicts.append(judge(test.images, logits, features, rule, statistics).codes)
     agreement = float(np.mean(verdicts[0] == verdicts[1]))
     assert agreement == pytest.approx(export.verdict_agreement, abs=1e-4)

@@ -9,7 +9,8 @@ import pytest
 
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
-from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics
+from model_store.trust import TRUST_STATISTICS_FILE
+from model_store.verdict_rule import ClassStatistics
 from training import negatives
 from training.calibrate_trust import FeatureReader, error_floor, measure
 

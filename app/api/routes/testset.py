@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import SettingsDep, StateDep, TestSetDep, VersionedPredictorDep
+from app.api.deps import StateDep, TestSetDep, VersionedPredictorDep
 from app.api.errors import ApiError
 from app.api.examples import TEST_INDEX, named
 from app.api.responses import model_ref, png_bytes, scores
@@ -47,17 +47,21 @@ def samples(indices: np.ndarray, result: BatchResult, test_set: MnistSplit) -> l
     ]
 
 
+# The largest `count` of `/random`: a page of samples to look at, not a way to read the test set
+# (`/test/accuracy` scores all of it in one call).
+MAX_RANDOM_COUNT = 100
+
+
 @router.get(
     "/random",
     response_model=RandomSamples,
-    responses={413: {"model": ErrorBody, "description": "count over MNIST_MAX_RANDOM_COUNT"}},
+    responses={413: {"model": ErrorBody, "description": f"count over {MAX_RANDOM_COUNT}"}},
 )
 async def random_samples(
     test_set: TestSetDep,
     predictor: VersionedPredictorDep,
-    settings: SettingsDep,
     count: Annotated[
-        int, Query(ge=1, description="how many samples (at most MNIST_MAX_RANDOM_COUNT)", examples=[5])
+        int, Query(ge=1, description=f"how many samples (at most {MAX_RANDOM_COUNT})", examples=[5])
     ] = 20,
     seed: Annotated[
         int | None,
@@ -65,8 +69,8 @@ async def random_samples(
     ] = None,
 ) -> RandomSamples:
     """`count` random test digits with prediction and true label."""
-    if count > settings.max_random_count:
-        raise ApiError(413, f"count {count} is over the limit of {settings.max_random_count}")
+    if count > MAX_RANDOM_COUNT:
+        raise ApiError(413, f"count {count} is over the limit of {MAX_RANDOM_COUNT}")
     indices = np.random.default_rng(seed).choice(len(test_set.labels), size=count, replace=False)
     result = await predictor.predict(test_set.images[indices])
     items = samples(indices, result, test_set)

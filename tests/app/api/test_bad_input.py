@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.routes.testset import MAX_RANDOM_COUNT
 from app.config import Settings
 from app.main import create_app
 from model_store.mnist_data import MnistSplit
@@ -24,7 +25,6 @@ def strict_client(settings: Settings) -> Iterator[TestClient]:
         "max_image_pixels": 100_000,
         "max_batch_images": 4,
         "max_array_images": 50,
-        "max_random_count": 30,
     }
     with TestClient(create_app(settings.model_copy(update=limits))) as test_client:
         yield test_client
@@ -109,7 +109,8 @@ def test_bad_test_index(strict_client: TestClient, path: str, status: int) -> No
 
 
 def test_random_count_over_limit_is_413(strict_client: TestClient) -> None:
-    assert strict_client.get("/test/random?count=31").status_code == 413
+    assert strict_client.get(f"/test/random?count={MAX_RANDOM_COUNT + 1}").status_code == 413
+    assert strict_client.get(f"/test/random?count={MAX_RANDOM_COUNT}").status_code == 200
     assert strict_client.get("/test/random?count=0").status_code == 422
 
 

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
 from app.config import Settings
+from app.grpc.open_inference.messages import message
 from app.main import create_app
 from app.records.tables import PredictionRow
 from model_store.mnist_data import MnistSplit
-from model_store.open_inference.messages import message
 from tests.app.conftest import encode
 from tests.app.operations.test_api_keys import ALICE, write_keys
 from tests.support.live_server import free_port

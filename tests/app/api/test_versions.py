@@ -31,7 +31,7 @@ def service(client: TestClient) -> ServiceState:
 
 @pytest.fixture
 def both_loaded(settings: Settings, two_versions: Path) -> Iterator[TestClient]:
-    with versions_app(settings, two_versions, loaded_newest=2) as client:
+    with versions_app(settings, two_versions, loaded_versions=[1, 2]) as client:
         yield client
 
 

@@ -8,15 +8,15 @@ import pytest
 from google.protobuf import descriptor_pb2
 from tritonclient.grpc import service_pb2
 
-from model_store.open_inference import generate
-from model_store.open_inference.descriptor import FILE_DESCRIPTOR
-from model_store.open_inference.messages import POOL, SERVICE
+from app.grpc.open_inference import generate
+from app.grpc.open_inference.descriptor import FILE_DESCRIPTOR
+from app.grpc.open_inference.messages import POOL, SERVICE
 
 
 def test_descriptor_module_matches_the_proto() -> None:
     expected = generate.module_text(generate.compiled_descriptor())
     assert generate.TARGET.read_text() == expected, (
-        "run `python -m model_store.open_inference.generate` after editing the proto"
+        "run `python -m app.grpc.open_inference.generate` after editing the proto"
     )
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_tritonclient_calls_a_specific_version(
     two_versions: Path, mnist_dir: Path, tmp_path: Path, test_split: MnistSplit
 ) -> None:
-    env = service_env(two_versions, mnist_dir, loaded_newest="2")
+    env = service_env(two_versions, mnist_dir, loaded_versions="1,2")
     with uvicorn_server(env, tmp_path / "server.log", workers=2) as server:
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         assert client.is_model_ready("mnist", "1") and client.is_model_ready("mnist", "2")

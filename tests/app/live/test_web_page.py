@@ -49,9 +49,6 @@ Stroke = tuple[float, float, float]  # y, x start, x end, in 28x28 pixel units
 def base_url(trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real uvicorn process serving the trained store; its log is shown if it fails to start."""
     env = service_env(trained_store, mnist_dir)
-    # The page explains every drawing: TensorFlow is imported before ready, not during the first
-    # explanation, whose wait would then depend on how fast this machine imports it.
-    env["MNIST_EXPLAIN_WARMUP"] = "true"
     with uvicorn_server(env, tmp_path_factory.mktemp("web") / "uvicorn.log") as server:
         yield server.url
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.main import create_app
 from app.serving.model import ServingModel
-from model_store.runtimes import RuntimeChoice
+from app.serving.runtimes import RuntimeChoice
 from model_store.store import ModelStore, ModelStoreError
 from tests.conftest import assert_one_line_error, run_cli
 

@@ -20,11 +20,12 @@ from PIL import Image
 
 from app.config import Settings
 from app.serving.model import ServingModel
+from app.serving.runtimes import OnnxForward, RuntimeChoice
 from app.serving.versions import load_serving_model
+from model_store.forward import ONNX_FILE, file_sha256
 from model_store.metadata import MODEL_FILE
 from model_store.mnist_data import MnistSplit
 from model_store.preprocessing import to_model_input
-from model_store.runtimes import ONNX_FILE, RuntimeChoice, file_sha256
 from model_store.store import ModelStore, ModelStoreError
 from tests.app.api.test_versions import service, versions_app
 from tests.app.conftest import publish_copy, publish_perturbed
@@ -182,7 +183,7 @@ def test_export_onnx_command_gives_an_older_version_its_export(private_store: Pa
     (store.version_path(1) / ONNX_FILE).unlink()
     assert compile_version(private_store).runtime == "tensorflow"
 
-    result = run_cli("model_store", "--store", str(private_store), "export-onnx", "1", cwd=private_store)
+    result = run_cli("training.onnx_export", "--store", str(private_store), "1", cwd=private_store)
     assert result.returncode == 0, result.stderr[-3000:]
     assert store.read_metadata(1).files["onnx"] == ONNX_FILE
     assert compile_version(private_store).runtime == "onnxruntime"
@@ -199,8 +200,6 @@ def test_runtime_threads_default_to_the_cores_shared_among_workers(settings: Set
 def test_onnx_pool_threads_sleep_between_passes(fixture_store: Path) -> None:
     """Spinning pool threads burnt about as much CPU per request as the rest of the service at one
     connection, taken from the event loop and the other workers on the same cores."""
-    from model_store.runtimes import OnnxForward
-
     content = (ModelStore(fixture_store).version_path(1) / ONNX_FILE).read_bytes()
     options = OnnxForward(content, threads=2)._session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -235,23 +234,21 @@ print("SEEN", json.dumps(seen))
 
 
 @pytest.mark.parametrize(
-    ("method", "warmup"),
+    "method",
     [
-        ("occlusion", False),
+        "occlusion",
         # A fresh interpreter that imports TensorFlow: the slow lane's.
-        pytest.param("integrated_gradients", False, marks=pytest.mark.slow),
-        pytest.param("integrated_gradients", True, marks=pytest.mark.slow),
+        pytest.param("integrated_gradients", marks=pytest.mark.slow),
     ],
 )
 def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
-    fixture_store: Path, test_split: MnistSplit, tmp_path: Path, method: str, warmup: bool
+    fixture_store: Path, test_split: MnistSplit, tmp_path: Path, method: str
 ) -> None:
     # A fresh interpreter: this one imported TensorFlow long ago.
     digit = tmp_path / "digit.png"
     Image.fromarray(test_split.images[128]).save(digit)
     env = environment_without_settings()
-    env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_WARMUP": str(warmup).lower()}
-    env |= {"MNIST_EXPLAIN_METHOD": method}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "MNIST_EXPLAIN_METHOD": method}
     result = subprocess.run(
         [sys.executable, "-c", IMPORTS_SEEN, str(fixture_store), str(digit)],
         env=env,
@@ -263,10 +260,9 @@ def test_serving_on_onnx_imports_tensorflow_only_for_integrated_gradients(
     assert result.returncode == 0, result.stderr[-3000:]
     [line] = [line for line in result.stdout.splitlines() if line.startswith("SEEN ")]
     label = int(test_split.labels[128])
-    # Occlusion never needs it; integrated gradients bring it with the first explanation, or before
-    # ready with the warm-up.
+    # Occlusion never needs it; integrated gradients bring it before ready, with the warm-up.
     gradients = method == "integrated_gradients"
-    expected = {"ready": warmup, "predicted": [label, warmup], "explained": [label, gradients]}
+    expected = {"ready": gradients, "predicted": [label, gradients], "explained": [label, gradients]}
     assert json.loads(line[5:]) == expected
 
 

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from app.serving.model import ServingModel
+from app.serving.runtimes import RuntimeChoice
 from model_store.metadata import METADATA_FILE
 from model_store.mnist_data import load_split
 from model_store.preprocessing import to_model_input
-from model_store.runtimes import RuntimeChoice
 from model_store.store import ModelStore
-from model_store.trust import TRUST_STATISTICS_FILE, ClassStatistics, TrustRule, judge
+from model_store.trust import TRUST_STATISTICS_FILE, TrustRule
+from model_store.verdict_rule import ClassStatistics, judge
 from training import negatives
 
 pytestmark = pytest.mark.slow  # serves the session's trained seed store

@@ -1,5 +1,5 @@
 """open_inference.proto compiled to a FileDescriptorProto, base64-encoded: written by
-`python -m model_store.open_inference.generate`; do not edit."""
+`python -m app.grpc.open_inference.generate`; do not edit."""
 
 import base64
 

@@ -1,6 +1,6 @@
 """Writes `descriptor.py` from `open_inference.proto` (needs grpcio-tools, in the test extra):
 
-    python -m model_store.open_inference.generate
+    python -m app.grpc.open_inference.generate
 
 tests/app/grpc/test_descriptor.py fails while the checked-in module does not match the proto.
 """
@@ -39,7 +39,7 @@ def module_text(serialized: bytes) -> str:
     body = "\n".join(f'    "{text[i : i + 96]}"' for i in range(0, len(text), 96))
     return (
         '"""open_inference.proto compiled to a FileDescriptorProto, base64-encoded: written by\n'
-        '`python -m model_store.open_inference.generate`; do not edit."""\n\n'
+        '`python -m app.grpc.open_inference.generate`; do not edit."""\n\n'
         "import base64\n\n"
         f"FILE_DESCRIPTOR = base64.b64decode(\n{body}\n)\n"
     )

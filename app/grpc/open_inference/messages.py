@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from model_store.open_inference.descriptor import FILE_DESCRIPTOR
+from app.grpc.open_inference.descriptor import FILE_DESCRIPTOR
 
 PACKAGE = "inference"
 SERVICE = f"{PACKAGE}.GRPCInferenceService"
