@@ -393,8 +393,12 @@ def test_request_ids_pass_through_nginx(replicas: list[Replica], proxy: Proxy) -
     assert unsafe.headers["x-request-id"] not in ("", "no spaces allowed")
     generated = httpx.get(f"{proxy.url}/healthz", timeout=10).headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated), "nginx's $request_id"
-    logged = {line.request_id for line in proxy.lines()}
-    assert {"client-id-42", generated} <= logged
+    # nginx writes its access log line after the response has gone out: wait for it, do not race it.
+    wait_for(
+        lambda: {"client-id-42", generated} <= {line.request_id for line in proxy.lines()},
+        LOAD_BOUND_SECONDS,
+        "both request ids in nginx's access log",
+    )
 
 
 def test_grpc_calls_through_nginx_reach_every_replica(
