@@ -27,7 +27,19 @@ from threadpoolctl import threadpool_limits
 from app import __version__
 from app.api.deps import require_api_key
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, feedback, health, kserve_v1, model, monitoring, ops, predict, testset, v2
+from app.api.routes import (
+    admin,
+    feedback,
+    health,
+    kserve_v1,
+    model,
+    monitoring,
+    ops,
+    predict,
+    rollouts,
+    testset,
+    v2,
+)
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
@@ -37,12 +49,14 @@ from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
+from app.operations.rollout_metrics import RolloutMetrics
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
 from app.records.lifecycle import open_prediction_log
 from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder
+from app.serving.rollout import RolloutController
 from app.serving.state import Predictor, ServiceState
 from app.serving.versions import VersionManager, described, load_serving_model, serving_policy
 from app.startup import record_startup_failure
@@ -127,6 +141,20 @@ def start_service(settings: Settings, metrics: Metrics) -> ServiceState:
     return state
 
 
+def start_rollout(settings: Settings, state: ServiceState, metrics: Metrics) -> RolloutController:
+    """The automatic rollout's controller, on the prediction log's database."""
+    assert state.records is not None
+    return RolloutController(
+        state.manager,
+        state.records.engine,
+        RolloutMetrics(metrics.registry),
+        state.tracer,
+        settings.rollout_canary_percent,
+        settings.rollout_min_feedback,
+        settings.rollout_max_feedback,
+    )
+
+
 def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
     """The app; `tracer_provider` replaces the OTLP export that MNIST_OTLP_ENDPOINT turns on."""
     settings = settings or get_settings()
@@ -170,11 +198,16 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         drift_updates = None
         if settings.drift_interval_seconds:
             drift_updates = asyncio.create_task(state.drift.run(settings.drift_interval_seconds))
+        rollout = None
+        if settings.rollout == "auto":  # the settings refuse auto without the prediction log
+            state.rollout = start_rollout(settings, state, metrics)
+            await state.rollout.tick()  # before the port opens: the stable version is pinned
+            rollout = asyncio.create_task(state.rollout.run(settings.reload_poll_seconds))
         yield
         if grpc_server is not None:
             # uvicorn has drained HTTP by now; the gRPC calls in flight get the same grace.
             await grpc_server.stop(settings.graceful_shutdown_seconds)
-        for task in (polling, drift_updates):
+        for task in (polling, drift_updates, rollout):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -221,5 +254,6 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
         app.include_router(monitoring.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
+        app.include_router(rollouts.router)
     mount_web(app)
     return app
