@@ -166,12 +166,11 @@ class RolloutController:
         if started is None:
             return  # another worker or replica started it, or another canary runs
         self._record("started", "rollout", started, f"canary for {self.percent:g} % of clients", None)
+        self.metrics.canary_version.set(candidate)
         try:
             await self.manager.route("canary", candidate, self.percent, ROLLOUT)
         except ReloadError as exc:
             await self._end(started, "rolled_back", "rollout", f"version {candidate} failed to load: {exc}")
-            return
-        self.metrics.canary_version.set(candidate)
 
     def judge(self, rollout: Rollout) -> tuple[dict[str, Any], Verdict]:
         """The rollout window's evidence now, and what the rule makes of it (blocking)."""
@@ -206,8 +205,8 @@ class RolloutController:
         reason: str,
         evidence: dict[str, Any] | None = None,
     ) -> bool:
-        """End `active` if this worker wins the UPDATE; then, for the rollout's own decisions, the
-        store follows (an operator's route changes the store itself)."""
+        """End `active` if this worker wins the UPDATE; then the store follows: the candidate pinned
+        if promoted, the canary's routing removed."""
         if evidence is None:
             evidence, _ = await self.evidence(active)
         now = datetime.now(UTC)
@@ -218,10 +217,10 @@ class RolloutController:
             return False
         self._record(state, decided_by, active, reason, evidence)
         self.metrics.canary_version.set(0)
-        if decided_by == ROLLOUT:
-            if state == "promoted":
-                await self.manager.pin(active.candidate, PINNED_BY, ROLLOUT)
-            await self.manager.rollback()
+        if decided_by == ROLLOUT and state == "promoted":
+            await self.manager.pin(active.candidate, PINNED_BY, ROLLOUT)
+        if decided_by == ROLLOUT or state == "stopped":
+            await self.manager.rollback()  # an operator's promote or rollback does it in its route
         return True
 
     async def operator_ended(self, state: State, reason: str, pinned: int | None = None) -> None:
