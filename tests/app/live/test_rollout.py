@@ -168,7 +168,9 @@ def test_a_candidate_that_fails_live_is_rolled_back_by_itself_within_its_share(
         # None after the rollback: the clients of the share get the stable version again.
         after_looks(http, 1)
         after = Traffic()
-        drive([http], digits, until=lambda: after.requests >= 100, traffic=after, feedback=False, prefix="later")
+        drive(
+            [http], digits, until=lambda: after.requests >= 100, traffic=after, feedback=False, prefix="later"
+        )
         assert after.clients_of(2) == set() and any(share_of(f"later-{n}") < 10 for n in range(100))
         # And never again: the versions stay as they are at later looks, and after a restart.
         after_looks(http, 3)
@@ -264,7 +266,8 @@ def test_two_replicas_of_two_workers_share_one_rollout_through_postgresql(
         for http in (one, two):
             # Every worker follows the new pin at its next look at the store.
             wait_until(
-                lambda http=http: {ask(http, f"after-{n}", digits.images[:1])["model"]["version"] for n in range(20)}
-                == {2},
+                lambda http=http: (
+                    {ask(http, f"after-{n}", digits.images[:1])["model"]["version"] for n in range(20)} == {2}
+                ),
                 timeout=10,
             )

@@ -1,0 +1,140 @@
+"""The rollout controller through the app's lifespan, one look at a time: what it writes to the
+store, how it repairs a store left behind by a worker that died between its two writes, and who
+wins over it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.records import rollouts
+from app.serving.state import ServiceState
+from model_store.pins import read_pin, read_routing
+from model_store.store import ModelStore
+from tests.app.api.test_admin import AUTH, TOKEN
+from tests.app.conftest import publish_copy
+from tests.support.waiting import wait_until
+
+NO_BACKGROUND_LOOKS = 3600.0  # the test makes each look itself
+
+
+def rollout_app(settings: Settings, store: Path, database: Path, **overrides: object) -> TestClient:
+    update = {
+        "model_store": store,
+        "admin_token": TOKEN,
+        "reload_poll_seconds": NO_BACKGROUND_LOOKS,
+        "database_url": f"sqlite:///{database}",
+        "rollout": "auto",
+        **overrides,
+    }
+    return TestClient(create_app(Settings.model_validate(settings.model_copy(update=update).model_dump())))
+
+
+def service(client: TestClient) -> ServiceState:
+    state: ServiceState = client.app.state.service  # type: ignore[attr-defined]
+    return state
+
+
+def look(client: TestClient) -> None:
+    rollout = service(client).rollout
+    assert rollout is not None
+    client.portal.call(rollout.tick)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def auto_client(settings: Settings, private_store: Path, tmp_path: Path) -> Iterator[TestClient]:
+    with rollout_app(settings, private_store, tmp_path / "log.db") as client:
+        yield client
+
+
+def test_under_auto_the_served_version_is_pinned_and_a_newer_one_is_only_a_canary(
+    auto_client: TestClient, private_store: Path
+) -> None:
+    store = ModelStore(private_store)
+    pin = read_pin(store)
+    assert pin is not None and (pin.version, pin.set_by) == (1, "rollout")
+    assert publish_copy(private_store) == 2
+    look(auto_client)
+    routing = read_routing(store)
+    assert routing is not None and (routing.mode, routing.candidate, routing.percent) == ("canary", 2, 10.0)
+    assert routing.set_by == "rollout"
+    assert read_pin(store) == pin  # not the default by following the newest
+    assert auto_client.get("/test/0").headers["x-model-version"] in {"1", "2"}
+    body = auto_client.get("/admin/rollouts", headers=AUTH).json()
+    assert body["mode"] == "auto"
+    (canary,) = body["rollouts"]
+    assert (canary["candidate"], canary["stable"], canary["state"], canary["decided_by"]) == (
+        2,
+        1,
+        "canary",
+        None,
+    )
+
+    def answered_in_window() -> int:
+        evidence = auto_client.get("/admin/rollouts", headers=AUTH).json()["rollouts"][0]["evidence"]
+        return int(evidence["candidate"]["answers"] + evidence["stable"]["answers"])
+
+    wait_until(lambda: answered_in_window() == 1)  # the live evidence, once the answer is logged
+
+
+def test_a_look_repairs_the_store_after_a_winner_died_between_its_two_writes(
+    auto_client: TestClient, private_store: Path
+) -> None:
+    store = ModelStore(private_store)
+    assert publish_copy(private_store) == 2
+    look(auto_client)
+    engine = service(auto_client).records.engine  # type: ignore[union-attr]
+    active = rollouts.active(engine)
+    assert active is not None
+    # The winner of the promotion wrote the table, then died: pin and routing are as before.
+    assert rollouts.end(engine, active.id, "promoted", "rollout", "no worse", None, active.started_at)
+    look(auto_client)
+    pin = read_pin(store)
+    assert pin is not None and (pin.version, pin.set_by) == (2, "rollout")
+    assert read_routing(store) is None
+    assert auto_client.get("/test/0").headers["x-model-version"] == "2"
+
+
+def test_an_operators_pin_file_from_before_the_rollout_freezes_it(
+    settings: Settings, private_store: Path, tmp_path: Path
+) -> None:
+    pin_file = private_store / "mnist" / "pin.json"
+    pin_file.write_text(
+        json.dumps({"version": 1, "pinned_by": "an operator", "pinned_at": "2026-01-01T00:00:00Z"})
+    )
+    assert publish_copy(private_store) == 2
+    with rollout_app(settings, private_store, tmp_path / "log.db") as client:
+        look(client)
+        assert read_routing(ModelStore(private_store)) is None
+        assert client.get("/admin/rollouts", headers=AUTH).json() == {"mode": "auto", "rollouts": []}
+        policy = client.get("/admin/versions", headers=AUTH).json()["policy"]
+        assert (policy["source"], policy["pinned_by"]) == ("admin", "an operator")
+
+
+def test_the_history_needs_the_admin_token_and_says_manual_when_manual(
+    settings: Settings, private_store: Path, tmp_path: Path
+) -> None:
+    with rollout_app(settings, private_store, tmp_path / "log.db", rollout="manual") as client:
+        assert client.get("/admin/rollouts").status_code == 401
+        assert client.get("/admin/rollouts", headers=AUTH).json() == {"mode": "manual", "rollouts": []}
+        assert service(client).rollout is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"rollout": "auto", "model_version": 1}, "auto cannot change what MNIST_MODEL_VERSION pins"),
+        ({"rollout": "auto", "reload_poll_seconds": 0}, "auto decides at each look at the store"),
+        ({"rollout_min_feedback": 500, "rollout_max_feedback": 100}, "at least MNIST_ROLLOUT_MIN_FEEDBACK"),
+    ],
+)
+def test_rollout_settings_that_cannot_work_are_refused(settings: dict[str, object], expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        Settings.model_validate(settings)
