@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,14 @@ def after_looks(http: httpx.Client, looks: int) -> None:
     wait_until(lambda: metric(http, "mnist_rollout_ticks_total") >= ticks + looks, timeout=10)
 
 
+def versions_answering(http: httpx.Client, digits: MnistSplit, clients: int = 20) -> set[int]:
+    return {ask(http, f"after-{n}", digits.images[:1])["model"]["version"] for n in range(clients)}
+
+
+def only_version_answering(http: httpx.Client, digits: MnistSplit, version: int) -> bool:
+    return versions_answering(http, digits) == {version}
+
+
 def pin_file(store: Path) -> dict[str, Any]:
     pin: dict[str, Any] = json.loads((store / "mnist" / "pin.json").read_text())
     return pin
@@ -131,7 +140,7 @@ def test_a_better_version_is_canaried_then_promoted_by_itself(
         after_looks(http, 1)
         assert pin_file(bad_stable_store)["version"] == 2
         assert pin_file(bad_stable_store)["set_by"] == "rollout"
-        assert {ask(http, f"after-{n}", digits.images[:1])["model"]["version"] for n in range(40)} == {2}
+        assert versions_answering(http, digits, clients=40) == {2}
         assert metric(http, 'mnist_rollout_decisions_total{decided_by="rollout",decision="promoted"}') == 1
         assert "version 2 promoted (by rollout) against stable version 1" in server.log()
 
@@ -265,9 +274,4 @@ def test_two_replicas_of_two_workers_share_one_rollout_through_postgresql(
         assert logs.count("version 2 started (by rollout)") == 1
         for http in (one, two):
             # Every worker follows the new pin at its next look at the store.
-            wait_until(
-                lambda http=http: (
-                    {ask(http, f"after-{n}", digits.images[:1])["model"]["version"] for n in range(20)} == {2}
-                ),
-                timeout=10,
-            )
+            wait_until(partial(only_version_answering, http, digits, 2), timeout=10)
