@@ -18,7 +18,8 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses={code: {"model": ErrorBody} for code in (401, 403, 503)},
+    # 503 with Retry-After while the database is unreachable, as every route of the log's.
+    responses={code: {"model": ErrorBody} for code in (401, 403)},
 )
 
 
