@@ -28,6 +28,26 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass(frozen=True)
+class Arm:
+    """What one version showed in a window (an automatic rollout's): answers, feedback, failures, latency."""
+
+    answers: int  # images answered
+    feedback: int  # of those, with feedback on a digit
+    correct: int  # of those, right
+    errors: int  # images of requests whose forward pass failed
+    p99_ms: float | None  # of the answers' latency; None without answers
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.feedback if self.feedback else None
+
+    @property
+    def error_rate(self) -> float:
+        attempted = self.answers + self.errors
+        return self.errors / attempted if attempted else 0.0
+
+
 def is_correct(label: int, digit: int | None, verdict: str | None) -> bool | None:
     """A digit label is right when it is the digit answered; "not a digit" when that was the verdict."""
     if digit is None:

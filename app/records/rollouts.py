@@ -15,9 +15,8 @@ from typing import Any, Literal
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.records.quality import is_correct
+from app.records.quality import Arm, is_correct
 from app.records.tables import ROUTE_CONTRIBUTION, AnswerErrorRow, FeedbackRow, PredictionRow, RolloutRow
-from app.serving.rollout_rule import Arm
 
 State = Literal["canary", "promoted", "rolled_back", "stopped"]
 DecidedBy = Literal["rollout", "operator"]

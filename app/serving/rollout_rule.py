@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from app.records.quality import wilson_interval
+from app.records.quality import Arm, wilson_interval
 
 # A candidate may be this much less accurate than the stable version and still be promoted: with
 # no margin, two equal versions would need an infinite sample to be proven "no worse".
@@ -38,27 +38,9 @@ P99_SLACK_MS = 20.0
 # Below this many answers a p99 is the maximum, which one slow moment decides: not judged.
 P99_MIN_ANSWERS = 100
 
+__all__ = ["Arm", "Verdict", "decide", "difference_interval"]
+
 Decision = Literal["promote", "rollback", "wait"]
-
-
-@dataclass(frozen=True)
-class Arm:
-    """What one version showed during the rollout window."""
-
-    answers: int  # images answered
-    feedback: int  # of those, with feedback on a digit
-    correct: int  # of those, right
-    errors: int  # images of requests whose forward pass failed
-    p99_ms: float | None  # of the answers' latency; None without answers
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.feedback if self.feedback else None
-
-    @property
-    def error_rate(self) -> float:
-        attempted = self.answers + self.errors
-        return self.errors / attempted if attempted else 0.0
 
 
 @dataclass(frozen=True)
