@@ -15,8 +15,8 @@ from typing import Any, Literal
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.records.quality import Arm, is_correct
-from app.records.tables import ROUTE_CONTRIBUTION, AnswerErrorRow, FeedbackRow, PredictionRow, RolloutRow
+from app.records.quality import Arm, feedback_counts, is_correct
+from app.records.tables import ROUTE_CONTRIBUTION, AnswerErrorRow, PredictionRow, RolloutRow
 
 State = Literal["canary", "promoted", "rolled_back", "stopped"]
 DecidedBy = Literal["rollout", "operator"]
@@ -118,20 +118,8 @@ def arms(
             .group_by(PredictionRow.model_version)
         ):
             counts[version]["answers"] = count
-        for version, label, digit, verdict, count in connection.execute(
-            select(
-                PredictionRow.model_version,
-                FeedbackRow.label,
-                PredictionRow.digit,
-                PredictionRow.verdict,
-                func.count(),
-            )
-            .join(PredictionRow, PredictionRow.id == FeedbackRow.prediction_id)
-            .where(PredictionRow.model_version.in_(versions), *window)
-            .group_by(
-                PredictionRow.model_version, FeedbackRow.label, PredictionRow.digit, PredictionRow.verdict
-            )
-        ):
+        in_window = (PredictionRow.model_version.in_(versions), *window)
+        for version, label, digit, verdict, count in feedback_counts(connection, *in_window):
             correct = is_correct(label, digit, verdict)
             if correct is not None:
                 counts[version]["feedback"] += count

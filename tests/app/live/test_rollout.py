@@ -17,9 +17,9 @@ import pytest
 from app.serving.router import share_of
 from model_store.mnist_data import MnistSplit
 from tests.app.api.test_admin import AUTH, TOKEN
-from tests.app.conftest import publish_copy
+from tests.app.conftest import publish_copy, publish_permuted
 from tests.support.live_server import service_env, uvicorn_server
-from tests.support.model_versions import HALF_SWAPPED, SHUFFLED, publish_permuted
+from tests.support.model_versions import HALF_SWAPPED, SHUFFLED
 from tests.support.postgres import PostgresServer
 from tests.support.rollout_traffic import Traffic, ask, drive
 from tests.support.waiting import wait_until
