@@ -95,7 +95,10 @@ class RolloutController:
         """Look and reconcile every `interval_seconds`; a failed look is logged and tried again."""
         while True:
             await asyncio.sleep(interval_seconds)
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # a bug in one look must not end the automation for the process's life
+                log.exception("rollout: the look failed; trying again at the next one")
 
     async def tick(self) -> None:
         self.metrics.ticks.inc()
