@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
 
 from app.config import Settings
@@ -25,7 +28,13 @@ from tests.support.waiting import wait_until
 NO_BACKGROUND_LOOKS = 3600.0  # the test makes each look itself
 
 
-def rollout_app(settings: Settings, store: Path, database: Path, **overrides: object) -> TestClient:
+def rollout_app(
+    settings: Settings,
+    store: Path,
+    database: Path,
+    tracer_provider: TracerProvider | None = None,
+    **overrides: object,
+) -> TestClient:
     update = {
         "model_store": store,
         "admin_token": TOKEN,
@@ -34,7 +43,8 @@ def rollout_app(settings: Settings, store: Path, database: Path, **overrides: ob
         "rollout": "auto",
         **overrides,
     }
-    return TestClient(create_app(Settings.model_validate(settings.model_copy(update=update).model_dump())))
+    configured = Settings.model_validate(settings.model_copy(update=update).model_dump())
+    return TestClient(create_app(configured, tracer_provider))
 
 
 def service(client: TestClient) -> ServiceState:
@@ -100,6 +110,43 @@ def test_a_look_repairs_the_store_after_a_winner_died_between_its_two_writes(
     assert pin is not None and (pin.version, pin.set_by) == (2, "rollout")
     assert read_routing(store) is None
     assert auto_client.get("/test/0").headers["x-model-version"] == "2"
+
+
+def test_an_operators_promote_and_rollback_during_an_automatic_canary_are_recorded_as_theirs(
+    settings: Settings, private_store: Path, tmp_path: Path
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    store = ModelStore(private_store)
+    with rollout_app(settings, private_store, tmp_path / "log.db", provider) as client:
+        assert publish_copy(private_store) == 2
+        look(client)
+        assert client.delete("/admin/routing", headers=AUTH).status_code == 200
+        (rolled_back,) = client.get("/admin/rollouts", headers=AUTH).json()["rollouts"]
+        assert (rolled_back["state"], rolled_back["decided_by"]) == ("rolled_back", "operator")
+        assert rolled_back["reason"] == "the operator rolled it back"
+        look(client)
+        assert read_routing(store) is None  # version 2 is never canaried again automatically
+
+        assert publish_copy(private_store) == 3
+        look(client)
+        assert client.post("/admin/routing/promote", headers=AUTH).status_code == 200
+        promoted, _ = client.get("/admin/rollouts", headers=AUTH).json()["rollouts"]
+        assert (promoted["candidate"], promoted["state"], promoted["decided_by"]) == (
+            3,
+            "promoted",
+            "operator",
+        )
+        pin = read_pin(store)
+        assert pin is not None and (pin.version, pin.set_by) == (3, "operator")
+        metrics = client.get("/metrics").text
+        assert 'mnist_rollout_decisions_total{decided_by="operator",decision="promoted"} 1.0' in metrics
+        assert 'mnist_rollout_decisions_total{decided_by="rollout",decision="started"} 2.0' in metrics
+    spans = [span for span in exporter.get_finished_spans() if span.name == "rollout decision"]
+    decisions = [(span.attributes or {}).get("mnist.rollout.decision") for span in spans]
+    assert decisions == ["started", "rolled_back", "started", "promoted"]
+    assert (spans[-1].attributes or {})["mnist.rollout.candidate.answers"] == 0
 
 
 def test_an_operators_pin_file_from_before_the_rollout_freezes_it(
