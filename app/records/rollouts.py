@@ -2,8 +2,9 @@
 evidence of a rollout window: each version's answers, feedback, failed requests and p99 latency.
 
 Every change of a rollout's state is one statement that only one process can win: a new rollout
-is an INSERT that the unique candidate refuses a second time, its end an UPDATE of a row still in
-state `canary`. The winner then changes the store's pin and routing.
+is an INSERT that the unique candidate refuses a second time (and a unique partial index while
+another canary runs), its end an UPDATE of a row still in state `canary`. The winner then changes
+the store's pin and routing.
 """
 
 from __future__ import annotations
@@ -69,12 +70,10 @@ def start(engine: Engine, candidate: int, stable: int, percent: float, now: date
     }
     try:
         with engine.begin() as connection:
-            if connection.execute(select(RolloutRow.id).where(RolloutRow.state == CANARY)).first():
-                return None
             new_id = connection.execute(
                 insert(RolloutRow).values(values).returning(RolloutRow.id)
             ).scalar_one()
-    except IntegrityError:
+    except IntegrityError:  # the candidate's unique key, or the one-canary index
         return None
     return Rollout(new_id, candidate, stable, percent, CANARY, None, None, now, None, None)
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -93,9 +104,20 @@ class RolloutRow(Base):
     candidate: Mapped[int] = mapped_column(Integer, unique=True)
     stable: Mapped[int] = mapped_column(Integer)
     percent: Mapped[float] = mapped_column(Float)
-    state: Mapped[str] = mapped_column(String(16), index=True)  # canary, promoted, rolled_back, stopped
+    state: Mapped[str] = mapped_column(String(16))  # canary, promoted, rolled_back, stopped
     decided_by: Mapped[str | None] = mapped_column(String(16))  # rollout, operator; null while a canary
     reason: Mapped[str | None] = mapped_column(String(500))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     evidence: Mapped[dict[str, object] | None] = mapped_column(JSON)  # what the decision saw
+
+    # At most one canary at a time, whatever two processes saw when they each started one.
+    __table_args__ = (
+        Index(
+            "ix_rollouts_one_canary",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'canary'"),
+            postgresql_where=text("state = 'canary'"),
+        ),
+    )

@@ -40,7 +40,16 @@ def upgrade() -> None:
         sa.Column("ended_at", sa.DateTime(), nullable=True),
         sa.Column("evidence", sa.JSON(), nullable=True),
     )
-    op.create_index("ix_rollouts_state", "rollouts", ["state"])
+    # At most one canary at a time, whatever two processes saw when they each started one.
+    canary = sa.text("state = 'canary'")
+    op.create_index(
+        "ix_rollouts_one_canary",
+        "rollouts",
+        ["state"],
+        unique=True,
+        sqlite_where=canary,
+        postgresql_where=canary,
+    )
 
 
 def downgrade() -> None:
