@@ -218,6 +218,35 @@ class Settings(StoreSettings):
         examples=[1000000],
     )
 
+    rollout: Literal["manual", "auto"] = Field(
+        "manual",
+        description="`auto`: a new version becomes a canary for `MNIST_ROLLOUT_CANARY_PERCENT` % of clients "
+        "and is promoted or rolled back by itself, from the live accuracy its answers' feedback shows "
+        "against the default version's (docs/loop.md, Automatic rollout); needs the prediction log. "
+        "`manual`: the newest version is served at once, canaries are the operator's.",
+        examples=["auto"],
+    )
+    rollout_canary_percent: float = Field(
+        10.0,
+        gt=0.0,
+        le=50.0,
+        description="Share of clients an automatic canary answers (by a hash of the API key or request id).",
+        examples=[5],
+    )
+    rollout_min_feedback: int = Field(
+        200,
+        ge=1,
+        description="Feedback on a canary's answers before it may be promoted.",
+        examples=[500],
+    )
+    rollout_max_feedback: int = Field(
+        2000,
+        ge=1,
+        description="Feedback on a canary's answers after which, not yet proven no worse than the default "
+        "version, it is rolled back.",
+        examples=[5000],
+    )
+
     def runtime_choice(self) -> RuntimeChoice:
         threads = self.runtime_threads or max(1, len(os.sched_getaffinity(0)) // self.workers)
         return RuntimeChoice(self.runtime, threads, self.precision)
@@ -245,6 +274,32 @@ class Settings(StoreSettings):
             raise ValueError("must be at least 16 characters (try: openssl rand -hex 24)")
         return value
 
+    @field_validator("rollout")
+    @classmethod
+    def _auto_rollout_can_run(cls, value: str, info: ValidationInfo) -> str:
+        """Auto needs the feedback it decides from, and a store it may change what is served from."""
+        if value != "auto":
+            return value
+        if info.data.get("prediction_log") is False:
+            raise ValueError(
+                "auto needs the prediction log: set MNIST_PREDICTION_LOG=on, or MNIST_ROLLOUT=manual"
+            )
+        if info.data.get("model_version") is not None:
+            raise ValueError(
+                "auto cannot change what MNIST_MODEL_VERSION pins: unset it, or MNIST_ROLLOUT=manual"
+            )
+        if not info.data.get("reload_poll_seconds"):
+            raise ValueError("auto decides at each look at the store: set MNIST_RELOAD_POLL_SECONDS above 0")
+        return value
+
+    @field_validator("rollout_max_feedback")
+    @classmethod
+    def _max_feedback_above_min(cls, value: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("rollout_min_feedback")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least MNIST_ROLLOUT_MIN_FEEDBACK ({minimum})")
+        return value
+
     @field_validator("cors_origins", "loaded_versions", mode="before")
     @classmethod
     def _list_from_text(cls, value: object) -> object:
@@ -268,7 +323,7 @@ class Settings(StoreSettings):
                 )
         return value
 
-    @field_validator("log_level", "runtime", "precision", "explain_method", mode="before")
+    @field_validator("log_level", "runtime", "precision", "explain_method", "rollout", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -326,6 +381,12 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
         "prediction_log_queue_size",
         "prediction_log_retention_days",
         "prediction_log_max_rows",
+    ),
+    "Automatic rollout": (
+        "rollout",
+        "rollout_canary_percent",
+        "rollout_min_feedback",
+        "rollout_max_feedback",
     ),
 }
 

@@ -28,7 +28,19 @@ from threadpoolctl import threadpool_limits
 from app import __version__
 from app.api.deps import require_api_key
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, feedback, health, kserve_v1, model, monitoring, ops, predict, testset, v2
+from app.api.routes import (
+    admin,
+    feedback,
+    health,
+    kserve_v1,
+    model,
+    monitoring,
+    ops,
+    predict,
+    rollouts,
+    testset,
+    v2,
+)
 from app.api.routes.web import mount_web
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
@@ -38,12 +50,14 @@ from app.operations.logs import configure_logging
 from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
+from app.operations.rollout_metrics import RolloutMetrics
 from app.operations.tracing import TracingMiddleware, otlp_provider, tracer_of
 from app.records.lifecycle import open_prediction_log
 from app.serving.batcher import Batcher, DirectPredictor
 from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder, ServingModel
+from app.serving.rollout import RolloutController
 from app.serving.state import Predictor, ServiceState
 from app.serving.versions import VersionManager, described, load_serving_model, serving_policy
 from app.startup import record_startup_failure
@@ -162,6 +176,20 @@ def start_explainer(settings: Settings, serving: ServingModel) -> ExplainService
     return explainer
 
 
+def start_rollout(settings: Settings, state: ServiceState, metrics: Metrics) -> RolloutController:
+    """The automatic rollout's controller, on the prediction log's database."""
+    assert state.records is not None
+    return RolloutController(
+        state.manager,
+        state.records.engine,
+        RolloutMetrics(metrics.registry),
+        state.tracer,
+        settings.rollout_canary_percent,
+        settings.rollout_min_feedback,
+        settings.rollout_max_feedback,
+    )
+
+
 def create_app(settings: Settings | None = None, tracer_provider: TracerProvider | None = None) -> FastAPI:
     """The app; `tracer_provider` replaces the OTLP export that MNIST_OTLP_ENDPOINT turns on."""
     settings = settings or get_settings()
@@ -219,6 +247,10 @@ async def serving(
         grpc_server = GrpcServer(state, settings.host, settings.grpc_port)
         await grpc_server.start()
     tasks = start_background_tasks(state, settings)
+    if settings.rollout == "auto":  # the settings refuse auto without the prediction log
+        state.rollout = start_rollout(settings, state, metrics)
+        await state.rollout.tick()  # before the port opens: the stable version is pinned
+        tasks.append(asyncio.create_task(state.rollout.run(settings.reload_poll_seconds)))
     yield
     if grpc_server is not None:
         # uvicorn has drained HTTP by now; the gRPC calls in flight get the same grace.
@@ -275,3 +307,4 @@ def include_routers(app: FastAPI, settings: Settings) -> None:
         app.include_router(monitoring.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
+        app.include_router(rollouts.router)

@@ -3,7 +3,9 @@
 
 The files are the one place every worker and every restart reads the choices from, so a rollback
 made through one worker holds on all of them and survives restarts. No pin means: follow the
-newest; no routing means: every request goes to the default version.
+newest; no routing means: every request goes to the default version. A pin or a routing is an
+operator's, or the automatic rollout's (`set_by` of the pin, `ROLLOUT` as the routing's `set_by`):
+an operator's pin freezes the automation until it is dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from model_store.store import ModelStore, ModelStoreError
 
 PIN_FILE = "pin.json"
+ROLLOUT: Literal["rollout"] = "rollout"  # who set a pin or routing when the automatic rollout did
 ROUTING_FILE = "routing.json"
 
 Choice = TypeVar("Choice", bound=BaseModel)
@@ -25,6 +28,10 @@ class Pin(BaseModel):
     version: int = Field(ge=1)
     pinned_by: str = Field(description="who made the choice, e.g. the admin API and the request id")
     pinned_at: datetime
+    # A pin file written before the automatic rollout has no such field: it was an operator's.
+    set_by: Literal["operator", "rollout"] = Field(
+        "operator", description="an operator's pin freezes the automatic rollout; the rollout's is its stable"
+    )
 
 
 class Routing(BaseModel):
@@ -70,8 +77,10 @@ def read_pin(store: ModelStore) -> Pin | None:
     return _read(store, PIN_FILE, Pin, "pin")
 
 
-def write_pin(store: ModelStore, version: int, pinned_by: str) -> Pin:
-    pin = Pin(version=version, pinned_by=pinned_by, pinned_at=datetime.now(UTC))
+def write_pin(
+    store: ModelStore, version: int, pinned_by: str, set_by: Literal["operator", "rollout"] = "operator"
+) -> Pin:
+    pin = Pin(version=version, pinned_by=pinned_by, pinned_at=datetime.now(UTC), set_by=set_by)
     _write(store, PIN_FILE, pin, "pin")
     return pin
 

@@ -144,8 +144,9 @@ class TestAccuracy(BaseModel):
 class Policy(BaseModel):
     """Which version the store says to serve, and who decided."""
 
-    source: Literal["setting", "admin", "newest"] = Field(
-        description="MNIST_MODEL_VERSION, an operator's pin (POST /admin/reload), or the newest version"
+    source: Literal["setting", "admin", "rollout", "newest"] = Field(
+        description="MNIST_MODEL_VERSION, an operator's pin (POST /admin/reload), the automatic rollout's "
+        "stable version (MNIST_ROLLOUT=auto), or the newest version"
     )
     version: int
     pinned_by: str | None = None

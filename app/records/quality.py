@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
 from app.operations.metrics import Metrics
 from app.records.tables import NOT_A_DIGIT, ROUTE_CONTRIBUTION, FeedbackRow, PredictionRow
@@ -26,6 +27,26 @@ def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float,
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What one version showed in a window (an automatic rollout's): answers, feedback, failures, latency."""
+
+    answers: int  # images answered
+    feedback: int  # of those, with feedback on a digit
+    correct: int  # of those, right
+    errors: int  # images of requests whose forward pass failed
+    p99_ms: float | None  # of the answers' latency; None without answers
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.feedback if self.feedback else None
+
+    @property
+    def error_rate(self) -> float:
+        attempted = self.answers + self.errors
+        return self.errors / attempted if attempted else 0.0
 
 
 def is_correct(label: int, digit: int | None, verdict: str | None) -> bool | None:
@@ -58,6 +79,31 @@ class VersionQuality:
         return [(label, predicted, count) for (label, predicted), count in ranked[:TOP_CONFUSIONS]]
 
 
+def feedback_counts(
+    connection: Connection, *conditions: ColumnElement[bool]
+) -> Sequence[tuple[int, int, int | None, str | None, int]]:
+    """Feedback counted by the answer's version, the label, and the answer (digit, verdict), over
+    the answers that meet `conditions`."""
+    return (
+        connection.execute(
+            select(
+                PredictionRow.model_version,
+                FeedbackRow.label,
+                PredictionRow.digit,
+                PredictionRow.verdict,
+                func.count(),
+            )
+            .join(PredictionRow, PredictionRow.id == FeedbackRow.prediction_id)
+            .where(*conditions)
+            .group_by(
+                PredictionRow.model_version, FeedbackRow.label, PredictionRow.digit, PredictionRow.verdict
+            )
+        )
+        .tuples()
+        .all()
+    )
+
+
 def version_quality(engine: Engine) -> list[VersionQuality]:
     """Every version's quality, newest first: two GROUP BY queries over indexed columns."""
     versions: dict[int, VersionQuality] = defaultdict(lambda: VersionQuality(0))
@@ -72,19 +118,7 @@ def version_quality(engine: Engine) -> list[VersionQuality]:
             quality.answers += count
             if verdict is not None:
                 quality.verdicts[verdict] = quality.verdicts.get(verdict, 0) + count
-        for version, label, digit, verdict, count in connection.execute(
-            select(
-                PredictionRow.model_version,
-                FeedbackRow.label,
-                PredictionRow.digit,
-                PredictionRow.verdict,
-                func.count(),
-            )
-            .join(PredictionRow, PredictionRow.id == FeedbackRow.prediction_id)
-            .group_by(
-                PredictionRow.model_version, FeedbackRow.label, PredictionRow.digit, PredictionRow.verdict
-            )
-        ):
+        for version, label, digit, verdict, count in feedback_counts(connection):
             quality = versions[version]
             correct = is_correct(label, digit, verdict)
             if correct is None or digit is None:

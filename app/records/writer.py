@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.operations.metrics import Metrics
 from app.records.database import prepare_schema
 from app.records.quality import refresh_accuracy_gauges
-from app.records.tables import PredictionRow
+from app.records.tables import AnswerErrorRow, PredictionRow
 from model_store.preprocessing import NUM_CLASSES
 from model_store.trust import VERDICTS
 
@@ -54,6 +54,7 @@ class Answers:
     api_key: str | None
     images: np.ndarray  # (N, 28, 28) uint8: what the model saw
     rows: np.ndarray  # (N, 12): probabilities, calibrated confidence, verdict code
+    latency_ms: float | None = None  # the request's, from the predictor's queue to its answer
 
     def records(self) -> list[dict[str, object]]:
         pixels = np.ascontiguousarray(self.images, dtype=np.uint8).reshape(len(self.ids), -1)
@@ -73,9 +74,31 @@ class Answers:
                 "probabilities": probabilities[i].tobytes(),
                 "digit": digits[i],
                 "verdict": VERDICTS[verdicts[i]],
+                "latency_ms": self.latency_ms,
             }
             for i, prediction_id in enumerate(self.ids)
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAnswer:
+    """A request whose forward pass raised, as it waits in the queue."""
+
+    created_at: datetime
+    model_version: int
+    images: int
+    error: str
+
+    def record(self) -> dict[str, object]:
+        return {
+            "created_at": self.created_at,
+            "model_version": self.model_version,
+            "images": self.images,
+            "error": self.error[:ERROR_TEXT_LENGTH],
+        }
+
+
+ERROR_TEXT_LENGTH = 200  # the column's width: the exception's class and the start of its message
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,7 @@ class PredictionLog:
         self._schema_ready = schema_ready
         self._lock = threading.Lock()
         self._queue: deque[Answers] = deque()
+        self._failures: deque[FailedAnswer] = deque()
         self._pending = 0  # images queued or being written, not yet committed
         self._wake = threading.Event()
         self._stopping = False
@@ -126,6 +150,13 @@ class PredictionLog:
             return
         if pending >= self._wake_at:
             self._wake.set()
+
+    def submit_failure(self, failure: FailedAnswer) -> None:
+        """Queue a failed request for the writer. Failures are rare and small; past the queue's
+        capacity they are dropped like answers."""
+        with self._lock:
+            if len(self._failures) < self._capacity:
+                self._failures.append(failure)
 
     @property
     def pending(self) -> int:
@@ -173,6 +204,14 @@ class PredictionLog:
         if not self._schema_ready:
             prepare_schema(self.engine, self._migrate)  # the database was down at startup
             self._schema_ready = True
+        with self._lock:
+            failures = list(self._failures)
+        if failures:
+            with self.engine.begin() as connection:
+                connection.execute(insert(AnswerErrorRow), [failure.record() for failure in failures])
+            with self._lock:
+                for _ in failures:
+                    self._failures.popleft()
         while True:
             with self._lock:
                 batch = list(self._queue)

@@ -18,11 +18,12 @@ from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.tracing import traced_prediction
 from app.records.ids import new_ids
-from app.records.writer import Answers, PredictionLog
-from app.serving.batcher import BatchResult
+from app.records.writer import Answers, FailedAnswer, PredictionLog
+from app.serving.batcher import BatchResult, OverloadedError
 from app.serving.drift import DriftMonitor
 from app.serving.explain import ExplainService
 from app.serving.model import ModelHolder, ServingModel
+from app.serving.rollout import RolloutController
 from app.serving.router import VersionRouter
 from app.serving.versions import VersionManager
 from model_store.mnist_data import MnistSplit
@@ -55,6 +56,7 @@ class ServiceState:
     tracer: Tracer | None = None
     accuracy_runs: AccuracyRuns = field(default_factory=lambda: AccuracyRuns())
     records: PredictionLog | None = None  # None: MNIST_PREDICTION_LOG=off
+    rollout: RolloutController | None = None  # None: MNIST_ROLLOUT=manual
 
     def __post_init__(self) -> None:
         self.router = VersionRouter(self.holder, self.manager, self.predictor, self.metrics)
@@ -85,10 +87,21 @@ class ServiceState:
         prediction ids and are queued for the prediction log (a whole-test-set score has none)."""
         self.metrics.request_images.labels(protocol).observe(len(images))
         started = time.perf_counter()
-        result = await traced_prediction(
-            self.tracer, model, images, lambda: self.predictor.predict(images, model)
-        )
-        self.router.shadow(images, result, time.perf_counter() - started)
+        try:
+            result = await traced_prediction(
+                self.tracer, model, images, lambda: self.predictor.predict(images, model)
+            )
+        except OverloadedError:
+            raise  # the service's load, not the version's fault
+        except Exception as exc:
+            if route is not None and self.records is not None:
+                failure = FailedAnswer(
+                    datetime.now(UTC), model.version, len(images), f"{type(exc).__name__}: {exc}"
+                )
+                self.records.submit_failure(failure)
+            raise
+        seconds = time.perf_counter() - started
+        self.router.shadow(images, result, seconds)
         self.drift.observe(model.version, images)
         self.metrics.count_predictions(result.probabilities.argmax(axis=1))
         if route is None:
@@ -107,6 +120,7 @@ class ServiceState:
                     api_key,
                     images,
                     result.rows,
+                    seconds * 1000,
                 )
             )
         return replace(result, ids=tuple(ids))

@@ -26,6 +26,7 @@ from app.serving.drift import DriftMonitor
 from app.serving.model import ModelHolder, ServingModel
 from app.serving.runtimes import DEFAULT_RUNTIME, RuntimeChoice
 from model_store.pins import (
+    ROLLOUT,
     Routing,
     clear_pin,
     clear_routing,
@@ -68,9 +69,10 @@ class VersionDetails:
 @dataclass(frozen=True)
 class ServingPolicy:
     """Which version should be served, and who decided: the MNIST_MODEL_VERSION setting, an
-    operator's pin through the admin API (kept in the store, see model_store.pins), or the newest."""
+    operator's pin through the admin API (kept in the store, see model_store.pins), the automatic
+    rollout's stable version (a pin too), or the newest."""
 
-    source: Literal["setting", "admin", "newest"]
+    source: Literal["setting", "admin", "rollout", "newest"]
     version: int
     pinned_by: str | None = None
     pinned_at: datetime | None = None
@@ -88,7 +90,8 @@ def serving_policy(store: ModelStore, setting: int | None) -> ServingPolicy:
         return ServingPolicy("setting", setting, "MNIST_MODEL_VERSION")
     pin = read_pin(store)
     if pin is not None:
-        return ServingPolicy("admin", pin.version, pin.pinned_by, pin.pinned_at)
+        source: Literal["admin", "rollout"] = "rollout" if pin.set_by == ROLLOUT else "admin"
+        return ServingPolicy(source, pin.version, pin.pinned_by, pin.pinned_at)
     return ServingPolicy("newest", store.resolve())
 
 
@@ -120,10 +123,16 @@ class VersionManager:
         self.routing: Routing | None = None
         self.refused: dict[int, str] = {}
         self.completed_polls = 0
+        # Under MNIST_ROLLOUT=auto a newer version is a canary first, never the default at once.
+        self.automatic = False
         self._lock = asyncio.Lock()
 
     async def policy(self) -> ServingPolicy:
-        return await asyncio.to_thread(serving_policy, self.store, self.setting)
+        policy = await asyncio.to_thread(serving_policy, self.store, self.setting)
+        if self.automatic and policy.source == "newest":
+            # No pin yet: the rollout's next look pins what is served as its stable version.
+            return ServingPolicy("rollout", self.holder.current.version)
+        return policy
 
     async def switch_to(self, version: int | None = None) -> ServingModel:
         """Serve `version` (default: what the policy says). Raises ReloadError, old one kept."""
@@ -134,13 +143,16 @@ class VersionManager:
             await self._reconcile()
             return self.holder.current
 
-    async def pin(self, version: int, pinned_by: str) -> ServingModel:
-        """Serve `version` on every worker until an operator says otherwise, restarts included."""
+    async def pin(
+        self, version: int, pinned_by: str, set_by: Literal["operator", "rollout"] = "operator"
+    ) -> ServingModel:
+        """Serve `version` on every worker until an operator (or, for its own pin, the automatic
+        rollout) says otherwise, restarts included."""
         self._refuse_over_setting(version)
         async with self._lock:
             candidate = self.holder.get(version) or await self._load(version)
             try:
-                await asyncio.to_thread(write_pin, self.store, version, pinned_by)
+                await asyncio.to_thread(write_pin, self.store, version, pinned_by, set_by)
             except ModelStoreError as exc:
                 raise ReloadError(str(exc)) from exc
             self._swap(candidate)
@@ -148,8 +160,11 @@ class VersionManager:
             return candidate
 
     async def follow_newest(self) -> ServingModel:
-        """Drop an operator's pin: every worker goes back to following the newest version."""
+        """Drop an operator's pin: every worker goes back to following the newest version, or,
+        under the automatic rollout, to the rollout, with the version served now as its stable."""
         self._refuse_over_setting(None)
+        if self.automatic:
+            return await self.pin(self.holder.current.version, "the operator's pin dropped", ROLLOUT)
         try:
             await asyncio.to_thread(clear_pin, self.store)
         except ModelStoreError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,10 +16,12 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from bench.digits import encode
+from model_store.forward import INT8_ONNX_FILE, ONNX_FILE
 from model_store.metadata import METADATA_FILE, MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MnistSplit, load_split
 from model_store.storage import StoreLocation
 from model_store.store import ModelStore
+from tests.support.model_versions import permuted_onnx
 from training.onnx_export import with_onnx_export
 
 __all__ = ["encode"]  # written once, in bench/digits.py; the tests import it from here
@@ -75,10 +77,11 @@ def publish_copy(
     model_bytes: bytes | None = None,
     source_root: Path | None = None,
     quick: bool | None = None,
+    adapt: Callable[[Path, ModelMetadata], ModelMetadata] | None = None,
 ) -> int:
     """Publish a new version holding version `source_version`'s files (or damaged model bytes),
     taken from the same store or from the one in `source_root`; marked as a quick first model or a
-    full one if `quick` says so."""
+    full one if `quick` says so; `adapt(folder, metadata)` changes the copy before it is published."""
     store = ModelStore(store_root)
     source_store = ModelStore(source_root) if source_root is not None else store
     source = source_store.version_path(source_version)
@@ -94,9 +97,10 @@ def publish_copy(
         if quick is not None:
             training = training.model_copy(update={"quick": quick})
         # As mnist-train publishes: the export follows the weights (damaged weights get none).
-        return with_onnx_export(
+        exported = with_onnx_export(
             folder, metadata.model_copy(update={"version": version, "training": training})
         )
+        return adapt(folder, exported) if adapt is not None else exported
 
     return store.publish(write)
 
@@ -124,6 +128,23 @@ def publish_perturbed(store_root: Path, source_version: int = 1, seed: int = 1) 
         return with_onnx_export(folder, loaded.metadata.model_copy(update={"version": version}))
 
     return store.publish(write)
+
+
+def publish_permuted(
+    store_root: Path, permutation: list[int], source_version: int = 1, source_root: Path | None = None
+) -> int:
+    """Publish version `source_version` (of the store at `source_root`, default the same) with its
+    labels permuted (`tests.support.model_versions`), straight into the store as a version that
+    passed its gate; float32 ONNX only: the int8 export is left out, as a publication whose int8
+    proof failed leaves it."""
+
+    def permute(folder: Path, metadata: ModelMetadata) -> ModelMetadata:
+        (folder / ONNX_FILE).write_bytes(permuted_onnx(folder / ONNX_FILE, permutation))
+        (folder / INT8_ONNX_FILE).unlink(missing_ok=True)
+        files = {role: name for role, name in metadata.files.items() if name != INT8_ONNX_FILE}
+        return metadata.model_copy(update={"files": files, "int8": None})
+
+    return publish_copy(store_root, source_version, source_root=source_root, adapt=permute)
 
 
 @pytest.fixture

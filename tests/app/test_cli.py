@@ -62,3 +62,8 @@ def test_a_pinned_version_that_is_not_there_is_one_line(fixture_store: Path, tmp
     env = {"MNIST_MODEL_STORE": str(fixture_store), "MNIST_MODEL_VERSION": "7"}
     result = run_cli("app.cli", cwd=tmp_path, env=env)
     assert_one_line_error(result, PROG, "version 7 of model 'mnist' not found", "available: [1]")
+
+
+def test_auto_rollout_without_the_prediction_log_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("app.cli", cwd=tmp_path, env={"MNIST_ROLLOUT": "auto", "MNIST_PREDICTION_LOG": "off"})
+    assert_one_line_error(result, PROG, "MNIST_ROLLOUT: auto needs the prediction log")

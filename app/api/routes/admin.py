@@ -10,11 +10,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
-from app.api.deps import RecordsDep, StateDep, in_database
+from app.api.deps import DATABASE_RETRY_SECONDS, RecordsDep, StateDep, in_database
 from app.api.errors import ApiError
 from app.api.responses import model_ref, policy_of
 from app.api.schemas import DeletedPredictions, ErrorBody, ModelRef, Policy
+from app.records.rollouts import State as RolloutState
 from app.records.writer import delete_between
 from app.serving.model import ServingModel
 from app.serving.state import ServiceState
@@ -78,6 +80,24 @@ def refused(previous: int, exc: Exception) -> ApiError:
     return ApiError(409, f"reload refused, still serving version {previous}: {exc}")
 
 
+async def operator_decided(
+    state: ServiceState, decided: RolloutState, reason: str, pinned: int | None = None
+) -> None:
+    """Under MNIST_ROLLOUT=auto, an operator's change ends a running automatic canary, recorded in
+    its history as the operator's decision, before the store changes."""
+    if state.rollout is None:
+        return
+    try:
+        await state.rollout.operator_ended(decided, reason, pinned)
+    except SQLAlchemyError as exc:
+        raise ApiError(
+            503,
+            "the rollout's history cannot be written (its database is unreachable); nothing "
+            "changed, retry shortly",
+            {"Retry-After": str(DATABASE_RETRY_SECONDS)},
+        ) from exc
+
+
 async def switched(state: ServiceState, change: Callable[[], Awaitable[ServingModel]]) -> ReloadResult:
     """Change the default version; refused (409) with the old one still serving if it fails."""
     previous = state.holder.current.version
@@ -99,6 +119,7 @@ async def reload(state: StateDep, request: Request, body: ReloadRequest | None =
     version = body.version if body is not None else None
     if version is not None:
         pinned_by = f"admin API (request {request.state.request_id})"
+        await operator_decided(state, "stopped", f"the operator pinned version {version}", pinned=version)
         return await switched(state, lambda: state.manager.pin(version, pinned_by))
     return await switched(state, state.manager.switch_to)
 
@@ -128,6 +149,7 @@ async def start_routing(state: StateDep, request: Request, body: RoutingRequest)
     it (within MNIST_RELOAD_POLL_SECONDS), and restarts keep it, until promoted or rolled back."""
     by = f"admin API (request {request.state.request_id})"
     percent = body.percent if body.mode == "canary" else 0.0
+    await operator_decided(state, "stopped", f"the operator routed version {body.version} ({body.mode})")
     try:
         routing = await state.manager.route(body.mode, body.version, percent, by)
     except (ReloadError, ModelStoreError) as exc:
@@ -140,12 +162,16 @@ async def promote(state: StateDep, request: Request) -> ReloadResult:
     """The candidate becomes the default version (pinned, as POST /admin/reload does) and the
     canary or shadow ends."""
     by = f"admin API promote (request {request.state.request_id})"
+    if state.manager.routing is not None:
+        await operator_decided(state, "promoted", "the operator promoted it")
     return await switched(state, lambda: state.manager.promote(by))
 
 
 @router.delete("/routing", response_model=RoutingResult, responses=CONFLICT)
 async def rollback(state: StateDep) -> RoutingResult:
     """Roll back: end the canary or shadow; every request goes to the default version again."""
+    if state.manager.routing is not None:
+        await operator_decided(state, "rolled_back", "the operator rolled it back")
     try:
         await state.manager.rollback()
     except (ReloadError, ModelStoreError) as exc:
