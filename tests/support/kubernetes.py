@@ -73,7 +73,9 @@ def find(manifests: list[Manifest], kind: str, name: str | None = None) -> Manif
 
 
 def pod_spec(workload: Manifest) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    """The pod a Deployment, Job or CronJob (through its job template) runs."""
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    return spec["template"]["spec"]  # type: ignore[no-any-return]
 
 
 def container_env(container: dict[str, Any]) -> dict[str, Any]:
