@@ -35,8 +35,8 @@ class RetrainCheck:
 
     def summary(self) -> str:
         if self.baseline is not None:
-            rejected = "" if self.baseline == self.serving else ", not served"
-            since = f" since version {self.baseline}{rejected} was trained"
+            unserved = "" if self.baseline == self.serving else " (not served)"
+            since = f" since version {self.baseline}{unserved} was trained"
         elif self.serving is not None:
             since = f" (version {self.serving} was trained on none)"
         else:
