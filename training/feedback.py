@@ -1,5 +1,5 @@
-"""Users' corrections as training data: the file they come in, the hold-out split, and the mix
-with MNIST.
+"""Users' corrections as training data: read from the prediction log or its export, the hold-out
+split, and the mix with MNIST.
 
 They come straight from the service's database (`read_database_corrections`, the query of
 `model_store.feedback_records`) or from its export (`load_corrections`, the `.npz` file

@@ -1,5 +1,5 @@
 """Whether enough new corrections arrived to be worth a training run: the check behind
-`mnist-train --feedback --min-new-corrections N`, which a schedule runs (docs/loop.md, Scheduling).
+`mnist-train --feedback --min-new-corrections 200`, which a schedule runs (docs/loop.md, Scheduling).
 
 New means labelled after the latest correction the serving version was trained on (its metadata's
 `training.feedback.last_time`), or after a newer version's, rejected ones included: a candidate the
