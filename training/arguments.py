@@ -67,7 +67,12 @@ def version_number(text: str) -> int:
 
 def base_version(text: str) -> int | str:
     """A version number, or SERVING: whichever version the store serves when training starts."""
-    return SERVING if text == SERVING else version_number(text)
+    if text == SERVING:
+        return SERVING
+    try:
+        return parse_version(text)
+    except ModelStoreError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a version number nor {SERVING!r}") from None
 
 
 def model_name(text: str) -> str:
