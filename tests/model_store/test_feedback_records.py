@@ -4,7 +4,6 @@ one message for each database that cannot give them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,11 +11,8 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from app.operations.metrics import Metrics
-from app.records.database import create_database_engine, prepare_schema
 from app.records.export import export_feedback
 from app.records.feedback import record_contribution, record_feedback
-from app.records.writer import PredictionLog, Retention
 from model_store.feedback_file import read_feedback_file
 from model_store.feedback_records import (
     FeedbackRecordsError,
@@ -28,6 +24,7 @@ from model_store.feedback_records import (
 from model_store.mnist_data import MnistSplit, load_split
 from tests.app.records.conftest import answers_of
 from tests.support.live_server import free_port
+from tests.support.prediction_log import write_answers
 
 START = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -37,32 +34,11 @@ def digits(mnist_dir: Path) -> MnistSplit:
     return load_split(mnist_dir, "test")
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'log.db'}"
-
-
-@pytest.fixture
-def engine(url: str) -> Iterator[Engine]:
-    """The service's database, its schema migrated as the service migrates it at startup."""
-    engine = create_database_engine(url)
-    prepare_schema(engine, migrate=True)
-    yield engine
-    engine.dispose()
-
-
-def log_answers(engine: Engine, images: np.ndarray, answered: list[int], version: int) -> list[str]:
-    """Answers logged by the service's queued writer; their ids."""
-    answers = answers_of(images, answered, version=version)
-    log = PredictionLog(engine, Metrics(), 10_000, Retention(None, None), migrate=True, schema_ready=True)
-    log.submit(answers)
-    log.start()
-    log.close(10)
-    return answers.ids
-
-
-def test_reads_every_labelled_answer_in_the_order_labelled(engine: Engine, digits: MnistSplit) -> None:
-    ids = log_answers(engine, digits.images[:4], [1, 2, 3, 4], version=3)
+def test_reads_every_labelled_answer_in_the_order_labelled(log_engine: Engine, digits: MnistSplit) -> None:
+    engine = log_engine
+    answers = answers_of(digits.images[:4], [1, 2, 3, 4], version=3)
+    write_answers(engine, answers)
+    ids = answers.ids
     # Labelled in reverse order, a minute apart; the third answer never gets a label.
     for minute, index in enumerate([3, 1, 0]):
         record_feedback(engine, ids[index], int(digits.labels[index]), now=START + timedelta(minutes=minute))
@@ -84,8 +60,9 @@ def test_reads_every_labelled_answer_in_the_order_labelled(engine: Engine, digit
 
 
 def test_the_export_writes_exactly_what_the_reader_reads(
-    engine: Engine, digits: MnistSplit, tmp_path: Path
+    log_engine: Engine, digits: MnistSplit, tmp_path: Path
 ) -> None:
+    engine = log_engine
     for i in range(5):
         record_contribution(engine, digits.images[i], int(digits.labels[i]), "mnist", 1, "team-a")
     assert export_feedback(engine, tmp_path / "export.npz") == 5
@@ -94,9 +71,11 @@ def test_the_export_writes_exactly_what_the_reader_reads(
         assert np.array_equal(getattr(exported, name), getattr(read, name)), name
 
 
-def test_counts_the_labels_given_since_a_moment(engine: Engine, digits: MnistSplit) -> None:
-    ids = log_answers(engine, digits.images[:6], list(range(6)), version=1)
-    for minute, prediction_id in enumerate(ids):
+def test_counts_the_labels_given_since_a_moment(log_engine: Engine, digits: MnistSplit) -> None:
+    engine = log_engine
+    answers = answers_of(digits.images[:6], list(range(6)), version=1)
+    write_answers(engine, answers)
+    for minute, prediction_id in enumerate(answers.ids):
         record_feedback(engine, prediction_id, minute, now=START + timedelta(minutes=minute))
     assert count_labelled(engine) == 6
     assert count_labelled(engine, START + timedelta(minutes=2)) == 4
@@ -119,9 +98,7 @@ def test_a_database_without_the_prediction_log_is_named(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'other.db'}"
     create_engine(url).connect().close()  # an empty SQLite file
     engine = open_records(url)
-    with pytest.raises(
-        FeedbackRecordsError, match=r"other.db: no table predictions here, so no prediction"
-    ):
+    with pytest.raises(FeedbackRecordsError, match=r"other.db: no table predictions here, so no prediction"):
         read_labelled_examples(engine)
 
 

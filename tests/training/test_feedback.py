@@ -38,7 +38,16 @@ def corrections_file(tmp_path: Path, labels: list[int], /, **replaced: np.ndarra
         "times": (1_700_000_000_000 + 1000 * np.arange(count)).astype("datetime64[ms]"),
         "format_version": np.array(FORMAT_VERSION),
     }
-    np.savez(path, **(arrays | replaced))
+    merged = arrays | replaced
+    np.savez(
+        path,
+        images=merged["images"],
+        labels=merged["labels"],
+        prediction_ids=merged["prediction_ids"],
+        versions=merged["versions"],
+        times=merged["times"],
+        format_version=merged["format_version"],
+    )
     return path
 
 

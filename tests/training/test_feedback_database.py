@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from app.operations.metrics import Metrics
-from app.records.database import create_database_engine, prepare_schema
 from app.records.feedback import record_contribution, record_feedback
-from app.records.writer import PredictionLog, Retention
 from model_store.feedback_records import describe
 from model_store.store import ModelStore
 from tests.app.records.conftest import answers_of
 from tests.support.postgres import PostgresServer
+from tests.support.prediction_log import migrated_database, write_answers
 from training.populations import draw
 from training.train import main as train
 
@@ -43,10 +41,7 @@ def label_typeset_digits(engine: Engine) -> datetime:
     label; when the last label was given."""
     digits = draw("corrected", ANSWERED + CONTRIBUTED)
     answers = answers_of(digits.images[:ANSWERED], [0] * ANSWERED, version=1)
-    log = PredictionLog(engine, Metrics(), 10_000, Retention(None, None), migrate=True, schema_ready=True)
-    log.submit(answers)
-    log.start()
-    log.close(10)
+    write_answers(engine, answers)
     stored = [
         record_feedback(engine, prediction_id, int(label))
         for prediction_id, label in zip(answers.ids, digits.labels[:ANSWERED], strict=True)
@@ -68,18 +63,14 @@ def test_feedback_from_postgresql_retrains_the_serving_version_once_enough_corre
 ) -> None:
     store = Path(shutil.copytree(trained_store, tmp_path / "store"))
     monkeypatch.setenv("MNIST_DATABASE_URL", postgres.url)
-    engine = create_database_engine(postgres.url)
-    prepare_schema(engine, migrate=True)  # what the service does at startup
-
-    status, _, err = run(["--feedback"], store, mnist_dir, capsys)
-    assert status == 1
-    assert err.splitlines()[-1] == (
-        f"mnist-train: error: --feedback: {describe(postgres.url)} holds no labelled answers of model "
-        "'mnist' yet: users label answers with POST /feedback"
-    )
-
-    last_label = label_typeset_digits(engine)
-    engine.dispose()
+    with migrated_database(postgres.url) as engine:
+        status, _, err = run(["--feedback"], store, mnist_dir, capsys)
+        assert status == 1
+        assert err.splitlines()[-1] == (
+            f"mnist-train: error: --feedback: {describe(postgres.url)} holds no labelled answers of model "
+            "'mnist' yet: users label answers with POST /feedback"
+        )
+        last_label = label_typeset_digits(engine)
     scheduled = ["--preset", "cnn", "--feedback", "--fine-tune-from", "serving", "--min-new-corrections"]
     status, out, _ = run([*scheduled, "100"], store, mnist_dir, capsys)
     assert (status, out) == (

@@ -5,7 +5,6 @@ from)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -27,19 +26,6 @@ from training.train import open_base
 
 PROG = "mnist-train"
 START = datetime(2026, 12, 1, 12, 0, 0, 500_000, tzinfo=UTC)
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'log.db'}"
-
-
-@pytest.fixture
-def engine(url: str) -> Iterator[Engine]:
-    engine = create_database_engine(url)
-    prepare_schema(engine, migrate=True)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -95,49 +81,49 @@ def publish(store: ModelStore, version: int, trained_until: datetime | None, pas
 
 
 def test_counts_the_corrections_labelled_after_the_serving_versions(
-    store: ModelStore, engine: Engine, url: str
+    store: ModelStore, log_engine: Engine, log_url: str
 ) -> None:
     # Version 1 trained on the corrections up to START (its record: START to the millisecond).
     publish(store, 1, START)
     corrections_at(
-        engine, START - timedelta(hours=1), START, *(START + timedelta(minutes=m) for m in (1, 2, 3))
+        log_engine, START - timedelta(hours=1), START, *(START + timedelta(minutes=m) for m in (1, 2, 3))
     )
-    check = check_new_corrections(store, url, "mnist", needed=3)
+    check = check_new_corrections(store, log_url, "mnist", needed=3)
     assert (check.new, check.serving, check.baseline, check.due) == (3, 1, 1, True)
     assert check.summary() == "3 new corrections since version 1 was trained, 3 needed: training"
-    too_few = check_new_corrections(store, url, "mnist", needed=200)
+    too_few = check_new_corrections(store, log_url, "mnist", needed=200)
     assert not too_few.due
     assert too_few.summary() == "3 new corrections since version 1 was trained, 200 needed: nothing to do"
-    assert check_new_corrections(store, url, "another-model", needed=1).new == 0
+    assert check_new_corrections(store, log_url, "another-model", needed=1).new == 0
 
 
 def test_a_rejected_newer_version_moves_the_count_on_so_a_schedule_does_not_retry_the_same(
-    store: ModelStore, engine: Engine, url: str
+    store: ModelStore, log_engine: Engine, log_url: str
 ) -> None:
     publish(store, 1, START)
     publish(store, 2, START + timedelta(minutes=2), passed=False)
-    corrections_at(engine, *(START + timedelta(minutes=m) for m in (1, 2, 3)))
-    check = check_new_corrections(store, url, "mnist", needed=1)
+    corrections_at(log_engine, *(START + timedelta(minutes=m) for m in (1, 2, 3)))
+    check = check_new_corrections(store, log_url, "mnist", needed=1)
     assert (check.new, check.serving, check.baseline) == (1, 1, 2)
     assert check.summary() == "1 new corrections since version 2 (not served) was trained, 1 needed: training"
 
 
-def test_a_pinned_version_is_the_serving_one(store: ModelStore, engine: Engine, url: str) -> None:
+def test_a_pinned_version_is_the_serving_one(store: ModelStore, log_engine: Engine, log_url: str) -> None:
     publish(store, 1, START)
     publish(store, 2, None)
-    corrections_at(engine, START - timedelta(minutes=1), START + timedelta(minutes=1))
+    corrections_at(log_engine, START - timedelta(minutes=1), START + timedelta(minutes=1))
     # Version 2, the newest, was trained on none of them: every correction is new to it.
-    assert check_new_corrections(store, url, "mnist", needed=1).summary() == (
+    assert check_new_corrections(store, log_url, "mnist", needed=1).summary() == (
         "2 new corrections (version 2 was trained on none), 1 needed: training"
     )
     write_pin(store, 1, "test")
-    pinned = check_new_corrections(store, url, "mnist", needed=1)
+    pinned = check_new_corrections(store, log_url, "mnist", needed=1)
     assert (pinned.new, pinned.serving, pinned.baseline) == (1, 1, 1)
 
 
-def test_an_empty_store_counts_every_correction(store: ModelStore, engine: Engine, url: str) -> None:
-    corrections_at(engine, START, START + timedelta(minutes=1))
-    check = check_new_corrections(store, url, "mnist", needed=5)
+def test_an_empty_store_counts_every_correction(store: ModelStore, log_engine: Engine, log_url: str) -> None:
+    corrections_at(log_engine, START, START + timedelta(minutes=1))
+    check = check_new_corrections(store, log_url, "mnist", needed=5)
     assert check == RetrainCheck(new=2, needed=5, serving=None, baseline=None)
     assert check.summary() == "2 new corrections (the store serves no version yet), 5 needed: nothing to do"
 
@@ -166,19 +152,21 @@ def train_cli(tmp_path: Path, url: str, *args: str) -> CompletedProcess[str]:
 
 
 def test_too_few_new_corrections_is_one_line_and_success(
-    store: ModelStore, engine: Engine, url: str, tmp_path: Path
+    store: ModelStore, log_engine: Engine, log_url: str, tmp_path: Path
 ) -> None:
     publish(store, 1, START)
-    corrections_at(engine, *(START + timedelta(minutes=m) for m in range(1, 13)))
+    corrections_at(log_engine, *(START + timedelta(minutes=m) for m in range(1, 13)))
     result = train_cli(
-        tmp_path, url, "--feedback", "--min-new-corrections", "200", "--fine-tune-from", SERVING
+        tmp_path, log_url, "--feedback", "--min-new-corrections", "200", "--fine-tune-from", SERVING
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "12 new corrections since version 1 was trained, 200 needed: nothing to do\n"
 
 
-def test_an_empty_log_is_nothing_to_do_for_a_schedule(engine: Engine, url: str, tmp_path: Path) -> None:
-    result = train_cli(tmp_path, url, "--feedback", "--min-new-corrections", "5")
+def test_an_empty_log_is_nothing_to_do_for_a_schedule(
+    log_engine: Engine, log_url: str, tmp_path: Path
+) -> None:
+    result = train_cli(tmp_path, log_url, "--feedback", "--min-new-corrections", "5")
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "0 new corrections (the store serves no version yet), 5 needed: nothing to do\n"
 
@@ -205,8 +193,8 @@ def test_mistakes_are_one_line_before_training(
     assert_one_line_error(train_cli(tmp_path, url, *args), PROG, *fragments)
 
 
-def test_min_new_corrections_needs_the_database(tmp_path: Path, url: str) -> None:
-    result = train_cli(tmp_path, url, "--feedback-file", "c.npz", "--min-new-corrections", "5")
+def test_min_new_corrections_needs_the_database(tmp_path: Path, log_url: str) -> None:
+    result = train_cli(tmp_path, log_url, "--feedback-file", "c.npz", "--min-new-corrections", "5")
     assert_one_line_error(
         result, PROG, "--min-new-corrections counts the corrections in the database: add --feedback", status=2
     )
