@@ -1,5 +1,5 @@
 """The labelled examples in the service's prediction log, read from its database: the one query
-behind `python -m app.records export` and `mnist-train --feedback`.
+behind the service's training export and `mnist-train --feedback`.
 
 The service owns the tables (`app/records/tables.py` and its migrations); this module reflects
 `predictions` and `feedback` by name, so their schema is written once, and reads only the columns
