@@ -10,8 +10,6 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from model_store.storage import parse_location
 from model_store.store import DEFAULT_MODEL_NAME, DEFAULT_STORE_ROOT, ModelStore, check_model_name
@@ -70,6 +68,10 @@ class StoreSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_is_a_url(cls, value: str) -> str:
+        # Imported here: `python -m model_store` and `mnist-train --help` read these settings and need no database.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             backend = make_url(value).get_backend_name()
         except ArgumentError:
