@@ -68,7 +68,7 @@ class StoreSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_is_a_url(cls, value: str) -> str:
-        # Imported here: `python -m model_store` and `mnist-train --help` read these settings and need no database.
+        # Imported here: `python -m model_store` reads these settings and needs no database.
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
