@@ -49,6 +49,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Manifes
         out[f"components/{name}"] = render_with_component(KUBERNETES_DIR / "components" / name, workdir)
     for name in STANDALONE:
         out[name] = render(KUBERNETES_DIR / name)
+    training = KUBERNETES_DIR / "training"
+    workdir = tmp_path_factory.mktemp("training-object-storage")
+    out["training/object-storage"] = render_with_component(training / "object-storage", workdir, training)
     return out
 
 
@@ -380,3 +383,23 @@ def test_retraining_runs_hourly_into_the_served_store_from_the_services_database
     assert retrain["command"][0] == "mnist-train"
     args = build_parser(StoreSettings()).parse_args(retrain["command"][1:])
     assert args.feedback and args.min_new_corrections >= 1 and args.fine_tune_from == SERVING
+
+
+def test_training_publishes_into_the_bucket_the_object_storage_variant_serves(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """With training's object-storage component, the Job and the CronJob write the bucket the API's
+    object-storage component reads, with its credentials, and mount no claim."""
+    api = rendered["components/object-storage"]
+    bucket = settings_of(api)["MNIST_MODEL_STORE"]
+    api_secrets = [
+        source["secretRef"]["name"] for source in api_container(api)["envFrom"] if "secretRef" in source
+    ]
+    for kind in ("Job", "CronJob"):
+        spec = pod_spec(find(rendered["training/object-storage"], kind))
+        [container] = spec["containers"]
+        assert container_env(container)["MNIST_MODEL_STORE"]["value"] == bucket, kind
+        assert [source["secretRef"]["name"] for source in container["envFrom"]] == api_secrets, kind
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        assert not [v for v in volumes.values() if "persistentVolumeClaim" in v], kind
+        assert {mount["name"] for mount in container["volumeMounts"]} <= set(volumes), kind
