@@ -1,6 +1,7 @@
 """Every knob of the service, read from `MNIST_*` environment variables (or a `.env` file).
 
-The store, model name and data folder come from `StoreSettings`, which training reads too.
+The store, model name, data folder and the prediction log's database come from `StoreSettings`,
+which training reads too.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from app.serving.runtimes import Precision, Runtime, RuntimeChoice
 from model_store.forward import INSTALL_KERAS_HINT, keras_installed
@@ -186,12 +185,6 @@ class Settings(StoreSettings):
         "nothing and removes those routes.",
         examples=[False],
     )
-    database_url: str = Field(
-        "sqlite:///data/mnist-serve.db",
-        description="The prediction log's database (SQLAlchemy URL): a SQLite file by default (relative to "
-        "the working directory), PostgreSQL (`postgresql+psycopg://...`) for several replicas.",
-        examples=["postgresql+psycopg://mnist:secret@postgres:5432/mnist"],
-    )
     database_migrate: bool = Field(
         True,
         description="Bring the database's schema up to date at startup; off, a schema behind this code is "
@@ -328,20 +321,6 @@ class Settings(StoreSettings):
     def _level_in_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("database_url")
-    @classmethod
-    def _database_url_is_a_url(cls, value: str) -> str:
-        try:
-            backend = make_url(value).get_backend_name()
-        except ArgumentError:
-            raise ValueError(
-                "not a database URL; e.g. sqlite:///data/mnist-serve.db or "
-                "postgresql+psycopg://user:password@host:5432/name"
-            ) from None
-        if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
-        return value
-
     @field_validator("model_version", mode="before")
     @classmethod
     def _blank_version_means_newest(cls, value: object) -> object:
@@ -376,7 +355,6 @@ SETTING_GROUPS: dict[str, tuple[str, ...]] = {
     "Observability": ("log_level", "log_json", "otlp_endpoint", "drift_interval_seconds"),
     "Prediction log": (
         "prediction_log",
-        "database_url",
         "database_migrate",
         "prediction_log_queue_size",
         "prediction_log_retention_days",

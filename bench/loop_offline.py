@@ -7,7 +7,7 @@ python -m bench.loop_offline --data-dir data/mnist
    version of the recipe).
 2. Draws typeset digits (`training.populations`): a "corrected" part, written as a corrections
    file with its true labels as users would correct them, and an "unseen" part, never trained on.
-3. Fine-tunes the current model on the corrections, `--fine-tune-from 1 --feedback FILE`, twice: at
+3. Fine-tunes the current model on the corrections, `--fine-tune-from 1 --feedback-file FILE`, twice: at
    the preset's precision, and as on a CPU without bfloat16 instructions (ONEDNN_MAX_CPU_ISA=AVX2,
    `--precision float32`, since mixed bfloat16 crawls there). Each is gated against the current model.
 4. Reports accuracy on the unseen part and on MNIST's test set before and after, the corrections
@@ -115,7 +115,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         run = train(
             store.root,
             args.data_dir,
-            ["--fine-tune-from", "1", "--feedback", str(corrections), "--gate-against", "1", *extra],
+            ["--fine-tune-from", "1", "--feedback-file", str(corrections), "--gate-against", "1", *extra],
             env,
         )
         (version,) = set(store.versions()) - before

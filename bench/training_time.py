@@ -16,6 +16,12 @@ CPU with oneDNN capped at AVX2. Three kinds:
 The fit's estimate is epochs x (steps per epoch x seconds per step + one validation pass). The
 machine's load average before and after is recorded: other processes on the cores slow the steps.
 `--epochs`, `--batch-size` and `--limit` measure a variant of the recipe the same way.
+
+`--fine-tune N` measures `mnist-train --fine-tune-from ... --feedback` instead: the fine-tune's
+recipe (FINE_TUNE_EPOCHS over FINE_TUNE_LIMIT MNIST images at a tenth of the learning rate) with N
+users' corrections mixed in as training mixes them (typeset digits, `training.populations`, a
+style MNIST lacks), from freshly built weights: starting from a version's weights changes no step's
+cost.
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from training.arguments import FINE_TUNE_EPOCHS, FINE_TUNE_LIMIT
 from training.precision import cpu_flags
+
+if TYPE_CHECKING:
+    from training.feedback import Corrections
 
 PROG = "python -m bench.training_time"
 # kind -> (Keras dtype policy, the environment TensorFlow starts in)
@@ -52,17 +62,29 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from model_store.mnist_data import load_split
     from model_store.preprocessing import to_model_input
+    from training.feedback import mix_in
     from training.presets import PRESETS
     from training.splits import held_out_split, one_hot
     from training.train import dtype_policy, training_data
 
     preset = PRESETS[args.preset]
+    defaults = preset.defaults
+    limit = args.limit
+    if args.fine_tune is not None:
+        defaults = dataclasses.replace(
+            defaults, epochs=FINE_TUNE_EPOCHS, learning_rate=defaults.learning_rate / 10
+        )
+        limit = limit or FINE_TUNE_LIMIT
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size}
     hp = dataclasses.replace(
-        preset.defaults, precision=args.precision, **{k: v for k, v in overrides.items() if v is not None}
+        defaults, precision=args.precision, **{k: v for k, v in overrides.items() if v is not None}
     )
     keras.utils.set_random_seed(hp.seed)
-    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, args.limit)
+    held_out, trained_on = held_out_split(load_split(args.data_dir, "train"), hp.holdout, hp.seed, limit)
+    corrections = None
+    if args.fine_tune is not None:
+        feedback = mix_in(typeset_corrections(args.fine_tune), trained_on, hp.outliers > 0)
+        trained_on, corrections = feedback.mixed, feedback.trained
     steps_per_epoch = -(-len(trained_on.labels) // hp.batch_size)
     ends: list[float] = []
     cpu_ends: list[float] = []
@@ -76,7 +98,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     with dtype_policy(hp.precision):
         model = preset.build(hp, steps_per_epoch)
-        model.fit(**training_data(trained_on, hp, None), epochs=1, verbose=0, callbacks=[StepClock()])
+        model.fit(**training_data(trained_on, hp, corrections), epochs=1, verbose=0, callbacks=[StepClock()])
         started = time.perf_counter()
         x_valid, y_valid = to_model_input(held_out.images), one_hot(held_out.labels)
         model.evaluate(x_valid, y_valid, batch_size=hp.batch_size, verbose=0)
@@ -100,6 +122,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def typeset_corrections(count: int) -> Corrections:
+    """`count` corrections as users' would be: typeset digits with their true labels."""
+    import numpy as np
+
+    from model_store.feedback_file import FeedbackExamples
+    from training.feedback import corrections_from
+    from training.populations import draw
+
+    digits = draw("corrected", count)
+    examples = FeedbackExamples(
+        images=digits.images,
+        labels=digits.labels.astype(np.uint8),
+        prediction_ids=np.asarray([f"typeset-{i}" for i in range(count)]),
+        versions=np.ones(count, np.int32),
+        times=np.full(count, np.datetime64("2026-01-01T00:00", "ms")),
+    )
+    return corrections_from(examples, "", "typeset digits")
+
+
 def measure_kind(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     """`measure` in a child process with oneDNN capped as `kind` says."""
     precision, settings = KINDS[kind]
@@ -108,7 +149,7 @@ def measure_kind(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     steps = args.emulated_steps if kind == "bfloat16_emulated" else args.steps
     command = [sys.executable, "-m", "bench.training_time", "--child", precision, "--steps", str(steps)]
     command += ["--warmup", str(args.warmup), "--preset", args.preset, "--data-dir", str(args.data_dir)]
-    for flag in ("epochs", "batch_size", "limit"):
+    for flag in ("epochs", "batch_size", "limit", "fine_tune"):
         if getattr(args, flag) is not None:
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -156,6 +197,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="a variant of the recipe: this many epochs")
     parser.add_argument("--batch-size", type=int, help="a variant of the recipe: this batch size")
     parser.add_argument("--limit", type=int, help="a variant of the recipe: this many training images")
+    parser.add_argument(
+        "--fine-tune",
+        type=int,
+        metavar="N",
+        help="the fine-tune's recipe with N users' corrections mixed in, as --fine-tune-from --feedback runs",
+    )
     parser.add_argument(
         "--label", help="the results' name under `presets` (default: the preset's); name a variant here"
     )

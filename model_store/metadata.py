@@ -31,9 +31,15 @@ class Evaluation(BaseModel):
 
 
 class FeedbackUsed(BaseModel):
-    """The users' corrections a version was trained with (`mnist-train --feedback`)."""
+    """The users' corrections a version was trained with (`mnist-train --feedback` or `--feedback-file`)."""
 
-    file_sha256: str = Field(description="SHA-256 of the corrections file")
+    file_sha256: str = Field(
+        description="SHA-256 of the corrections file, or of the examples read from the database"
+    )
+    # Optional: versions published before corrections came from the database have none.
+    source: str | None = Field(
+        None, description="the corrections file, or the database's URL without its password"
+    )
     examples: int = Field(ge=0, description="corrections in the file")
     trained_on: int = Field(ge=0, description="corrections in the training part")
     held_out: int = Field(ge=0, description="corrections in the hold-out part, never trained on")

@@ -1,7 +1,7 @@
 """The settings every entry point shares, read from `MNIST_*` variables or a `.env` file.
 
 The service (`app.config.Settings`) extends this class; `mnist-train` and `python -m model_store`
-take their defaults from it, so all three find the same store and data.
+take their defaults from it, so all three find the same store, data and prediction log.
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ class StoreSettings(BaseSettings):
         "there when missing), the service's /test routes read the test split.",
         examples=[Path("/data/mnist")],
     )
+    database_url: str = Field(
+        "sqlite:///data/mnist-serve.db",
+        description="The prediction log's database (SQLAlchemy URL): a SQLite file by default (relative to "
+        "the working directory), PostgreSQL (`postgresql+psycopg://...`) for several replicas. `mnist-train "
+        "--feedback` reads the users' corrections from it.",
+        examples=["postgresql+psycopg://mnist:secret@postgres:5432/mnist"],
+    )
 
     @field_validator("model_store", mode="before")
     @classmethod
@@ -58,6 +65,24 @@ class StoreSettings(BaseSettings):
     @classmethod
     def _name_is_a_folder_name(cls, value: str) -> str:
         return check_model_name(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_a_url(cls, value: str) -> str:
+        # Imported here: `python -m model_store` reads these settings and needs no database.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; e.g. sqlite:///data/mnist-serve.db or "
+                "postgresql+psycopg://user:password@host:5432/name"
+            ) from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"{backend} is not supported: use sqlite or postgresql")
+        return value
 
     def open_store(self) -> ModelStore:
         """The store these settings name."""

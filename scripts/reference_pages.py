@@ -181,7 +181,12 @@ def render() -> str:
     shared = {name: Settings.model_fields[name] for name in StoreSettings.model_fields}
     lines = [HEADER, "## Shared by the service, `mnist-train` and `python -m model_store`", ""]
     lines += field_rows(shared)
-    lines += ["", "`mnist-train`'s flags `--store`, `--name` and `--data-dir` override these three.", ""]
+    lines += [
+        "",
+        "`mnist-train`'s flags `--store`, `--name` and `--data-dir` override the first three; the "
+        "database's URL holds a password, so it comes from the environment (or `.env`) only.",
+        "",
+    ]
     lines += ["## The service (`mnist-serve`)", ""]
     lines += ["`mnist-serve --host --port --workers` override their variables.", ""]
     for heading, fields in grouped_service_fields().items():

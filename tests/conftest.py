@@ -14,12 +14,14 @@ from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from model_store.metadata import MODEL_FILE, ModelMetadata
 from model_store.mnist_data import MNIST_FILES
 from tests.support.live_server import environment_without_settings
 from tests.support.paths import REPO_ROOT
 from tests.support.postgres import PostgresServer, remove_postgres, start_postgres
+from tests.support.prediction_log import migrated_database
 from tests.support.s3 import S3Server, S3Store, s3_server
 
 DEFAULT_MNIST_DIR = REPO_ROOT / "data" / "mnist"
@@ -199,6 +201,19 @@ def assert_argument_refused(
         main(argv)
     assert stopped.value.code == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.fixture
+def log_url(tmp_path: Path) -> str:
+    """A prediction log's database: a SQLite file of the test's own (empty until `log_engine`)."""
+    return f"sqlite:///{tmp_path / 'log.db'}"
+
+
+@pytest.fixture
+def log_engine(log_url: str) -> Iterator[Engine]:
+    """The log at `log_url`, migrated as the service migrates it at startup."""
+    with migrated_database(log_url) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

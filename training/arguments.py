@@ -25,6 +25,8 @@ FINE_TUNE_LIMIT = 20000
 # `--quick`: seconds to a minute of fitting on two cores, about 97 % on the test set.
 QUICK_LIMIT = 12_000
 QUICK_EPOCHS = 1
+# `--fine-tune-from serving`: the pinned version, else the newest the gate did not reject.
+SERVING = "serving"
 
 
 def _checked(convert: Callable[[str], N], rule: Callable[[N], bool], wanted: str) -> Callable[[str], N]:
@@ -61,6 +63,16 @@ def version_number(text: str) -> int:
         return parse_version(text)
     except ModelStoreError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def base_version(text: str) -> int | str:
+    """A version number, or SERVING: whichever version the store serves when training starts."""
+    if text == SERVING:
+        return SERVING
+    try:
+        return parse_version(text)
+    except ModelStoreError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a version number nor {SERVING!r}") from None
 
 
 def model_name(text: str) -> str:
@@ -133,19 +145,33 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         action="store_true",
         help="also score MNIST-C's corruptions and rendered uploads before publishing (a few minutes)",
     )
-    parser.add_argument(
+    corrections = parser.add_mutually_exclusive_group()
+    corrections.add_argument(
         "--feedback",
+        action="store_true",
+        help="train on the users' corrections in the prediction log's database (env MNIST_DATABASE_URL) "
+        "beside MNIST; a fifth of them, by prediction id, is held out for the gate",
+    )
+    corrections.add_argument(
+        "--feedback-file",
         type=Path,
         metavar="FILE",
-        help="users' corrections (.npz export) to train on beside MNIST; a fifth of them, by prediction id, "
-        "is held out for the gate",
+        help="the same from an export (`python -m app.records export --out FILE`) instead of the database",
+    )
+    parser.add_argument(
+        "--min-new-corrections",
+        type=positive_int,
+        metavar="N",
+        help="with --feedback: train only when at least N corrections arrived since those the serving "
+        "version was trained on; else say so and exit 0 (for a schedule)",
     )
     parser.add_argument(
         "--fine-tune-from",
-        type=version_number,
+        type=base_version,
         metavar="VERSION",
-        help="start from this published version's weights and train briefly (default: from scratch; "
-        f"{FINE_TUNE_EPOCHS} epoch over {FINE_TUNE_LIMIT} images at a tenth of the learning rate)",
+        help=f"start from this published version's weights, or `{SERVING}`: the one the store serves now, "
+        f"and train briefly (default: from scratch; {FINE_TUNE_EPOCHS} epoch over {FINE_TUNE_LIMIT} "
+        "images at a tenth of the learning rate)",
     )
     parser.add_argument(
         "--gate-against",
@@ -160,6 +186,8 @@ def build_parser(settings: StoreSettings) -> argparse.ArgumentParser:
         f"{QUICK_EPOCHS} epoch, no SavedModel (--limit and --epochs still apply)",
     )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras verbosity")
+    # Not an option: the database's URL holds a password, so it comes from the environment only.
+    parser.set_defaults(database_url=settings.database_url)
     return parser
 
 
@@ -176,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--seed and --holdout come from the version fine-tuned from, so its held-out digits stay unseen"
         )
+    if args.min_new_corrections is not None and not args.feedback:
+        parser.error("--min-new-corrections counts the corrections in the database: add --feedback")
     if args.data_dir.exists() and not args.data_dir.is_dir():
         parser.error(f"--data-dir (or MNIST_DATA_DIR): {args.data_dir} is a file, not a folder")
     if args.quick:

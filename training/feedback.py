@@ -1,10 +1,11 @@
-"""Users' corrections as training data: the file they come in, the hold-out split, and the mix
-with MNIST.
+"""Users' corrections as training data: read from the prediction log or its export, the hold-out
+split, and the mix with MNIST.
 
-The file is what the service's export writes: an `.npz` with `images` (N, 28, 28) uint8 as the
-model saw them (MNIST polarity, normalised as served), `labels` (N,) int64 (0-9, or 10 for
-"not a digit"), `prediction_ids` (N,) str, `versions` (N,) int64 (the version that answered) and
-`times` (N,) float64 (epoch seconds). `load_corrections` is the one place that reads it.
+They come straight from the service's database (`read_database_corrections`, the query of
+`model_store.feedback_records`) or from its export (`load_corrections`, the `.npz` file
+`model_store.feedback_file` describes): the same arrays either way, `images` (N, 28, 28) uint8 as
+the model saw them, `labels` (0-9, or 10 for "not a digit"), `prediction_ids`, `versions` (the
+version that answered) and `times` (when the label was given).
 
 Split: a correction is held out when the SHA-256 of its prediction id falls in the first
 HOLDOUT_SHARE of the hash space, so one prediction lands on the same side in every export and
@@ -27,9 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.feedback_file import (
+    FeedbackExamples,
+    FeedbackFileError,
+    read_feedback_file,
+    write_feedback_file,
+)
+from model_store.feedback_records import (
+    FeedbackRecordsError,
+    describe,
+    open_records,
+    read_labelled_examples,
+)
 from model_store.metadata import FeedbackUsed
 from model_store.mnist_data import MnistSplit
-from model_store.preprocessing import IMAGE_SIDE, NUM_CLASSES
+from model_store.preprocessing import NUM_CLASSES
 
 log = logging.getLogger("training")
 
@@ -37,7 +50,6 @@ NOT_A_DIGIT = NUM_CLASSES  # label 10
 HOLDOUT_SHARE = 0.2
 SHARE_OF_EPOCH = 0.2
 MAX_REPEATS = 20
-_ARRAYS = ("images", "labels", "prediction_ids", "versions", "times")
 
 
 class CorrectionsError(ValueError):
@@ -51,7 +63,8 @@ class Corrections:
     prediction_ids: np.ndarray  # str (N,)
     versions: np.ndarray  # int64 (N,)
     times: np.ndarray  # float64 (N,), epoch seconds
-    sha256: str  # of the file they were read from
+    sha256: str  # of the file they were read from, or of the examples read from the database
+    source: str  # the file, or the database's URL without its password
 
     def take(self, index: np.ndarray) -> Corrections:
         return Corrections(
@@ -61,6 +74,7 @@ class Corrections:
             self.versions[index],
             self.times[index],
             self.sha256,
+            self.source,
         )
 
     def digits(self) -> MnistSplit:
@@ -73,55 +87,75 @@ class Corrections:
 
 
 def load_corrections(path: Path) -> Corrections:
-    """The corrections in `path`, checked: CorrectionsError says what is wrong."""
+    """The corrections in the export `path`, checked: CorrectionsError says what is wrong."""
     try:
         content = path.read_bytes()
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = [name for name in _ARRAYS if name not in arrays.files]
-            if missing:
-                raise CorrectionsError(
-                    f"{path}: no array {', '.join(missing)} (a corrections export has {_ARRAYS})"
-                )
-            images, labels = arrays["images"], arrays["labels"]
-            ids, versions, times = arrays["prediction_ids"], arrays["versions"], arrays["times"]
+        examples = read_feedback_file(path)
     except OSError as exc:
         raise CorrectionsError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # not an .npz, or an object array
-        raise CorrectionsError(f"{path}: not a corrections .npz file: {exc}") from exc
-    if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise CorrectionsError(f"{path}: images must be uint8 (N, 28, 28), not {images.dtype} {images.shape}")
-    count = len(images)
-    if any(len(a) != count or a.ndim != 1 for a in (labels, ids, versions, times)):
+    except FeedbackFileError as exc:
+        message = str(exc)
+        raise CorrectionsError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
+    return corrections_from(examples, hashlib.sha256(content).hexdigest(), str(path))
+
+
+def read_database_corrections(url: str, model_name: str) -> Corrections:
+    """Every labelled answer of `model_name` in the prediction log at `url`; CorrectionsError when the
+    database cannot be read or holds none."""
+    try:
+        engine = open_records(url)
+        try:
+            examples = read_labelled_examples(engine, model_name=model_name)
+        finally:
+            engine.dispose()
+    except FeedbackRecordsError as exc:
+        raise CorrectionsError(str(exc)) from exc
+    if not len(examples):
         raise CorrectionsError(
-            f"{path}: labels, prediction_ids, versions and times must each hold {count} values"
+            f"{describe(url)} holds no labelled answers of model {model_name!r} yet: users label answers "
+            "with POST /feedback"
         )
-    if not np.issubdtype(labels.dtype, np.integer) or ((labels < 0) | (labels > NOT_A_DIGIT)).any():
-        raise CorrectionsError(f"{path}: labels must be whole numbers 0-9, or {NOT_A_DIGIT} for not a digit")
-    if len(set(ids.tolist())) != count:
-        raise CorrectionsError(f"{path}: a prediction id appears twice")
+    # What a file's SHA-256 is for an export: one digest naming exactly these examples.
+    digest = hashlib.sha256()
+    for part in (examples.prediction_ids, examples.labels, examples.images, examples.times):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return corrections_from(examples, digest.hexdigest(), describe(url))
+
+
+def corrections_from(examples: FeedbackExamples, sha256: str, source: str) -> Corrections:
+    """The training view of `examples`, read from `source`: labels as int64, times as epoch seconds."""
+    labels = examples.labels
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise CorrectionsError(f"{source}: labels must be whole numbers 0-9, or {NOT_A_DIGIT}: not a digit")
+    ids = examples.prediction_ids.astype(str)
+    if len(set(ids.tolist())) != len(ids):
+        raise CorrectionsError(f"{source}: a prediction id appears twice")
+    milliseconds = examples.times.astype("datetime64[ms]").astype(np.int64)
     return Corrections(
-        images,
+        examples.images,
         labels.astype(np.int64),
-        ids.astype(str),
-        versions.astype(np.int64),
-        times.astype(np.float64),
-        hashlib.sha256(content).hexdigest(),
+        ids,
+        examples.versions.astype(np.int64),
+        milliseconds / 1000.0,
+        sha256,
+        source,
     )
 
 
 def save_corrections(
     path: Path, images: np.ndarray, labels: np.ndarray, ids: list[str], version: int
 ) -> None:
-    """Write corrections in the export's format (all answered by `version`, now): for measuring the
+    """Write corrections as the export does (all answered by `version`, now): for measuring the
     loop offline and for tests, where no service has answered them."""
-    np.savez(
-        path,
+    now = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "ms")
+    examples = FeedbackExamples(
         images=images.astype(np.uint8),
-        labels=labels.astype(np.int64),
+        labels=labels.astype(np.uint8),
         prediction_ids=np.asarray(ids, dtype=str),
-        versions=np.full(len(labels), version, np.int64),
-        times=np.full(len(labels), datetime.now(UTC).timestamp(), np.float64),
+        versions=np.full(len(labels), version, np.int32),
+        times=np.full(len(labels), now),
     )
+    write_feedback_file(path, examples)
 
 
 def held_out(prediction_ids: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray:
@@ -214,6 +248,7 @@ def record(
     corrected = repeats * len(trained.digits().labels)
     return FeedbackUsed(
         file_sha256=corrections.sha256,
+        source=corrections.source,
         examples=len(corrections.labels),
         trained_on=len(trained.labels),
         held_out=len(hold.labels),

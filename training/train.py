@@ -36,7 +36,7 @@ from model_store.preprocessing import DEFAULT_INPUT_SPEC, to_model_input
 from model_store.reporting import fail, one_line_errors
 from model_store.store import LoadedModel, ModelStore, NoModelError
 from model_store.trust import Trust, trust_files
-from training.arguments import FINE_TUNE_LIMIT, PROG, hyperparameters_from, parse_args
+from training.arguments import FINE_TUNE_LIMIT, PROG, SERVING, hyperparameters_from, parse_args
 from training.download import DEFAULT_MIRRORS, ensure_mnist
 from training.drift_reference import write_drift_reference
 from training.feedback import (
@@ -46,11 +46,13 @@ from training.feedback import (
     load_corrections,
     mix_in,
     outlier_pool,
+    read_database_corrections,
 )
 from training.onnx_export import with_onnx_export
 from training.precision import training_precision
 from training.presets import PRESETS, Hyperparameters, plain_layers
 from training.progress import epoch_logger
+from training.schedule import check_new_corrections
 from training.splits import held_out_split, one_hot
 from training.verdicts import EVALUATION_PER_FAMILY
 
@@ -98,6 +100,8 @@ class Trained:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     plan = check_plan(parse_args(argv))
+    if plan is None:  # --min-new-corrections: too few yet, said in one line
+        return 0
     args = plan.args
     # Prepare the data: verified IDX files, scaled by the store's one input convention.
     if not args.no_download:
@@ -126,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_plan(args: argparse.Namespace) -> Plan:
-    """Everything a run needs from the store and the corrections, checked before minutes of training."""
+def check_plan(args: argparse.Namespace) -> Plan | None:
+    """Everything a run needs from the store and the corrections, checked before minutes of training;
+    None when `--min-new-corrections` finds too few new ones to train."""
     store = ModelStore(args.store, args.name)
-    base = store.open(args.fine_tune_from) if args.fine_tune_from is not None else None
+    if args.min_new_corrections is not None and not enough_new_corrections(args, store):
+        return None
+    base = open_base(store, args.fine_tune_from)
     if base is not None and base.metadata.training.preset != args.preset:
         fail(
             PROG,
@@ -139,7 +146,7 @@ def check_plan(args: argparse.Namespace) -> Plan:
     hp = hyperparameters_from(args, None if base is None else base.metadata.training.hyperparameters)
     limit = args.limit if args.limit is not None or base is None else FINE_TUNE_LIMIT
     against = serving_now(store, args.gate_against)
-    corrections = read_corrections(args.feedback) if args.feedback is not None else None
+    corrections = read_corrections(args)
     if not (args.download_only or keras_installed()):
         fail(PROG, f"training needs Keras and TensorFlow, which this install lacks; {INSTALL_KERAS_HINT}")
     return Plan(args, store, base, hp, limit, against, corrections)
@@ -320,11 +327,39 @@ def serving_now(store: ModelStore, version: int | None) -> tuple[Path, ModelMeta
     return store.version_path(chosen), metadata
 
 
-def read_corrections(path: Path) -> Corrections:
+def read_corrections(args: argparse.Namespace) -> Corrections | None:
+    """The corrections to train on: from the export `--feedback-file`, from the database with
+    `--feedback`, else none."""
     try:
-        return load_corrections(path)
+        if args.feedback_file is not None:
+            return load_corrections(args.feedback_file)
+        if args.feedback:
+            return read_database_corrections(args.database_url, args.name)
+    except CorrectionsError as exc:
+        fail(PROG, f"{'--feedback-file' if args.feedback_file is not None else '--feedback'}: {exc}")
+    return None
+
+
+def enough_new_corrections(args: argparse.Namespace, store: ModelStore) -> bool:
+    """Whether `--min-new-corrections` arrived; says so on stdout either way."""
+    try:
+        check = check_new_corrections(store, args.database_url, args.name, args.min_new_corrections)
     except CorrectionsError as exc:
         fail(PROG, f"--feedback: {exc}")
+    print(check.summary(), flush=True)
+    return check.due
+
+
+def open_base(store: ModelStore, chosen: int | str | None) -> LoadedModel | None:
+    """The version `--fine-tune-from` names (SERVING: the one the store serves now), or None."""
+    if chosen is None:
+        return None
+    if chosen == SERVING:
+        try:
+            chosen = serving_version(store)
+        except NoModelError:
+            fail(PROG, f"--fine-tune-from {SERVING}: the store serves no version yet; train one first")
+    return store.open(chosen)
 
 
 def start_from(model: keras.Model, base: LoadedModel) -> None:

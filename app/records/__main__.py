@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import get_settings
 from app.records.database import SchemaError, create_database_engine, prepare_schema
 from app.records.export import export_feedback
+from model_store.feedback_records import FeedbackRecordsError
 from model_store.reporting import fail, load_settings
 
 PROG = "python -m app.records"
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                 fail(PROG, f"{args.out.parent} is not a folder")
             count = export_feedback(engine, args.out, args.since)
             sys.stdout.write(f"{count} labelled examples written to {args.out}\n")
-    except SchemaError as exc:
+    except (SchemaError, FeedbackRecordsError) as exc:
         fail(PROG, str(exc))
     except SQLAlchemyError as exc:
         fail(PROG, f"the database does not answer: {getattr(exc, 'orig', exc)}")

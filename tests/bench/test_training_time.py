@@ -29,3 +29,16 @@ def test_an_unknown_kind_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
         "python -m bench.training_time: error: unknown kind float64; choose from "
         "bfloat16, float32, bfloat16_emulated, float32_native"
     )
+
+
+def test_the_fine_tune_case_mixes_in_typeset_corrections_as_training_does() -> None:
+    import numpy as np
+
+    from bench.training_time import typeset_corrections
+    from training.feedback import split
+
+    corrections = typeset_corrections(50)
+    assert corrections.images.shape == (50, 28, 28) and corrections.images.dtype == np.uint8
+    assert sorted(set(corrections.labels.tolist())) == list(range(10))
+    trained, held = split(corrections)
+    assert len(trained.labels) + len(held.labels) == 50 and len(held.labels) > 0

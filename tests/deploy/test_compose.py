@@ -108,7 +108,9 @@ def run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "profiles", [(), ("scale",), ("s3",), ("postgres",)], ids=["default", "scale", "s3", "postgres"]
+    "profiles",
+    [(), ("scale",), ("s3",), ("postgres",), ("retrain",)],
+    ids=["default", "scale", "s3", "postgres", "retrain"],
 )
 def test_compose_cli_validates(profiles: tuple[str, ...], tmp_path: Path) -> None:
     env_file = tmp_path / "empty.env"
@@ -159,7 +161,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    assert set(compose["services"]) == {"train", "api", "lb", "objects", "postgres"}
+    assert set(compose["services"]) == {"train", "api", "lb", "objects", "postgres", "retrain"}
     return compose["services"]
 
 
@@ -200,7 +202,7 @@ def test_the_s3_profile_puts_the_store_in_one_bucket_for_every_replica() -> None
     script = " ".join(as_command(objects["command"]))
     assert "rclone serve s3 /data --addr :9000" in script and "--auth-key" in script
     assert {m.target: m.source for m in service_mounts(objects)}["/data"] == "buckets"
-    for name in ("train", "api"):
+    for name in ("train", "api", "retrain"):
         env = service_environment(services[name])
         assert env["MNIST_MODEL_STORE"] == bucket, f"{name} reads the bucket"
         assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env)
@@ -324,3 +326,34 @@ def test_the_prediction_log_is_sqlite_on_a_volume_or_postgresql_under_a_profile(
     assert postgres["profiles"] == ["postgres"]
     assert postgres["environment"]["POSTGRES_DB"] == "mnist"
     assert api["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
+
+
+def test_the_retrain_profile_checks_then_fine_tunes_into_the_apis_store_from_its_database(
+    services: dict[str, dict[str, Any]], final: Stage
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from model_store.settings import StoreSettings
+    from training.arguments import SERVING, build_parser
+
+    retrain, api = services["retrain"], services["api"]
+    assert retrain["profiles"] == ["retrain"], "the default deployment does not retrain by itself"
+    assert retrain["image"] == api["image"] and retrain.get("restart") == "unless-stopped"
+    assert retrain["depends_on"]["api"]["condition"] == "service_healthy", "the api migrated the schema"
+    env, api_env = service_environment(retrain), service_environment(api)
+    for variable in ("MNIST_MODEL_STORE", "MNIST_MODEL_NAME", "MNIST_DATABASE_URL"):
+        assert env[variable] == api_env[variable], variable
+    mounts = {m.target: m for m in service_mounts(retrain)}
+    api_mounts = {m.target: m for m in service_mounts(api)}
+    store = final.env()["MNIST_MODEL_STORE"]
+    assert mounts[store].source == api_mounts[store].source == "models" and not mounts[store].read_only
+    # Unset, the URL is the image's SQLite file: on the volume the api writes it to.
+    records = str(Path(make_url(final.env()["MNIST_DATABASE_URL"]).database or "").parent)
+    assert mounts[records].source == api_mounts[records].source == "records"
+    script = retrain["command"][-1].replace("\\\n", " ")
+    assert re.search(r"while true; do.*sleep \"\$\{DEPLOY_RETRAIN_INTERVAL_SECONDS\}\".*done", script, re.S)
+    [train_line] = re.findall(r"mnist-train ([^|]*)", script)
+    minimum = env["DEPLOY_RETRAIN_MIN_CORRECTIONS"] or ""
+    argv = [minimum if "DEPLOY_RETRAIN_MIN_CORRECTIONS" in arg else arg for arg in shlex.split(train_line)]
+    args = build_parser(StoreSettings()).parse_args(argv)
+    assert args.feedback and args.fine_tune_from == SERVING and args.min_new_corrections == int(minimum)

@@ -49,6 +49,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Manifes
         out[f"components/{name}"] = render_with_component(KUBERNETES_DIR / "components" / name, workdir)
     for name in STANDALONE:
         out[name] = render(KUBERNETES_DIR / name)
+    training = KUBERNETES_DIR / "training"
+    workdir = tmp_path_factory.mktemp("training-object-storage")
+    out["training/object-storage"] = render_with_component(training / "object-storage", workdir, training)
     return out
 
 
@@ -164,8 +167,9 @@ def compose_image_name() -> str:
 
 
 def test_image_name_matches_compose(rendered: dict[str, list[Manifest]]) -> None:
-    for name, manifests in [*api_objects(rendered), ("training", rendered["training"])]:
-        workload = next(m for m in manifests if m["kind"] in ("Deployment", "Job"))
+    workloads = [(name, find(manifests, "Deployment")) for name, manifests in api_objects(rendered)]
+    workloads += [("training", find(rendered["training"], kind)) for kind in ("Job", "CronJob")]
+    for name, workload in workloads:
         for container in pod_spec(workload)["containers"]:
             repository = container["image"].rsplit("/", 1)[-1].split(":")[0]
             assert repository == compose_image_name(), f"{name}: {container['image']}"
@@ -219,7 +223,7 @@ def test_pods_are_locked_down(rendered: dict[str, list[Manifest]]) -> None:
     [user] = [i.value for i in parse_dockerfile()[-1].instructions if i.name == "USER"]
     uid = int(user.split(":")[0])
     workloads = [(n, find(m, "Deployment")) for n, m in api_objects(rendered)]
-    workloads.append(("training", find(rendered["training"], "Job")))
+    workloads += [("training", find(rendered["training"], kind)) for kind in ("Job", "CronJob")]
     for name, workload in workloads:
         spec = pod_spec(workload)
         pod = spec["securityContext"]
@@ -349,3 +353,53 @@ def test_the_prediction_log_database_comes_from_a_secret(rendered: dict[str, lis
         source = container_env(api_container(manifests))["MNIST_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert source == {"name": "mnist-serve-database", "key": "url"}, name
         assert settings_of(manifests)["MNIST_PREDICTION_LOG"] == "true", name
+
+
+def test_retraining_runs_hourly_into_the_served_store_from_the_services_database(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """The CronJob checks the API's prediction log and publishes into the claim the replicas read."""
+    from model_store.settings import StoreSettings
+    from training.arguments import SERVING, build_parser
+
+    production = rendered["overlays/production"]
+    settings = settings_of(production)
+    cronjob = find(rendered["training"], "CronJob")
+    assert len(cronjob["spec"]["schedule"].split()) == 5
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid", "one fine-tune at a time"
+    spec = pod_spec(cronjob)
+    [retrain] = spec["containers"]
+    env = container_env(retrain)
+    assert set(env) <= settings_variables()
+    assert env["MNIST_MODEL_STORE"]["value"] == settings["MNIST_MODEL_STORE"]
+    assert env["MNIST_MODEL_NAME"]["value"] == settings["MNIST_MODEL_NAME"]
+    api_database = container_env(api_container(production))["MNIST_DATABASE_URL"]
+    assert env["MNIST_DATABASE_URL"] == api_database, "the same Secret as the API's"
+    [mount] = [m for m in retrain["volumeMounts"] if m["mountPath"] == settings["MNIST_MODEL_STORE"]]
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert not mount.get("readOnly"), "it publishes into the store"
+    claim = find(production, "PersistentVolumeClaim")["metadata"]["name"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim
+    assert retrain["command"][0] == "mnist-train"
+    args = build_parser(StoreSettings()).parse_args(retrain["command"][1:])
+    assert args.feedback and args.min_new_corrections >= 1 and args.fine_tune_from == SERVING
+
+
+def test_training_publishes_into_the_bucket_the_object_storage_variant_serves(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """With training's object-storage component, the Job and the CronJob write the bucket the API's
+    object-storage component reads, with its credentials, and mount no claim."""
+    api = rendered["components/object-storage"]
+    bucket = settings_of(api)["MNIST_MODEL_STORE"]
+    api_secrets = [
+        source["secretRef"]["name"] for source in api_container(api)["envFrom"] if "secretRef" in source
+    ]
+    for kind in ("Job", "CronJob"):
+        spec = pod_spec(find(rendered["training/object-storage"], kind))
+        [container] = spec["containers"]
+        assert container_env(container)["MNIST_MODEL_STORE"]["value"] == bucket, kind
+        assert [source["secretRef"]["name"] for source in container["envFrom"]] == api_secrets, kind
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        assert not [v for v in volumes.values() if "persistentVolumeClaim" in v], kind
+        assert {mount["name"] for mount in container["volumeMounts"]} <= set(volumes), kind

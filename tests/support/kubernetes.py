@@ -52,14 +52,17 @@ def render(target: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_with_component(component: Path, workdir: Path) -> list[Manifest]:
-    """The base with one optional component on top, as an overlay that lists it would render it."""
+def render_with_component(
+    component: Path, workdir: Path, base: Path = KUBERNETES_DIR / "base"
+) -> list[Manifest]:
+    """`base` (the API's, by default) with one optional component on top, as an overlay that lists
+    it would render it."""
     overlay = workdir / "overlay"
     overlay.mkdir()
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(KUBERNETES_DIR / "base", overlay)],
+        "resources": [os.path.relpath(base, overlay)],
         "components": [os.path.relpath(component, overlay)],
     }
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
@@ -73,7 +76,9 @@ def find(manifests: list[Manifest], kind: str, name: str | None = None) -> Manif
 
 
 def pod_spec(workload: Manifest) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    """The pod a Deployment, Job or CronJob (through its job template) runs."""
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    return spec["template"]["spec"]  # type: ignore[no-any-return]
 
 
 def container_env(container: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,12 @@ TRAIN = "training.train"
         (["--precision", "float16"], "--precision: invalid choice: 'float16' (choose from"),
         (["--weight-average", "1"], "--weight-average: 1 is not a momentum from 0 up to, not including, 1"),
         (["--weight-average", "high"], "--weight-average: 'high' is not a momentum"),
+        (["--min-new-corrections", "0"], "--min-new-corrections: 0 is not a whole number of at least 1"),
+        (["--feedback", "--feedback-file", "c.npz"], "--feedback-file: not allowed with argument --feedback"),
+        (
+            ["--fine-tune-from", "served"],
+            "--fine-tune-from: 'served' is neither a version number nor 'serving'",
+        ),
     ],
 )
 def test_bad_argument_is_one_line_error(tmp_path: Path, args: list[str], expected: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_store.feedback_file import FORMAT_VERSION
 from model_store.mnist_data import MnistSplit
 from training.feedback import (
     HOLDOUT_SHARE,
@@ -25,15 +26,17 @@ from training.feedback import (
 
 
 def corrections_file(tmp_path: Path, labels: list[int], /, **replaced: np.ndarray) -> Path:
-    """A corrections export with one image per label (its pixels all equal to its index, mod 256)."""
+    """A corrections export, as `python -m app.records export` writes it, with one image per label
+    (its pixels all equal to its index, mod 256), labelled a second apart from 1,700,000,000 s."""
     path = tmp_path / "corrections.npz"
     count = len(labels)
     arrays: dict[str, np.ndarray] = {
         "images": np.stack([np.full((28, 28), i % 256, np.uint8) for i in range(count)]),
-        "labels": np.asarray(labels, np.int64),
+        "labels": np.asarray(labels, np.uint8),
         "prediction_ids": np.asarray([f"id-{i}" for i in range(count)]),
-        "versions": np.full(count, 3, np.int64),
-        "times": 1_700_000_000.0 + np.arange(count, dtype=np.float64),
+        "versions": np.full(count, 3, np.int32),
+        "times": (1_700_000_000_000 + 1000 * np.arange(count)).astype("datetime64[ms]"),
+        "format_version": np.array(FORMAT_VERSION),
     }
     merged = arrays | replaced
     np.savez(
@@ -43,6 +46,7 @@ def corrections_file(tmp_path: Path, labels: list[int], /, **replaced: np.ndarra
         prediction_ids=merged["prediction_ids"],
         versions=merged["versions"],
         times=merged["times"],
+        format_version=merged["format_version"],
     )
     return path
 
@@ -62,12 +66,14 @@ def test_load_corrections_reads_every_array_and_the_files_sha256(tmp_path: Path)
 @pytest.mark.parametrize(
     ("replaced", "words"),
     [
-        ({"images": np.zeros((2, 28, 28), np.float32)}, "images must be uint8 (N, 28, 28)"),
-        ({"images": np.zeros((2, 32, 32), np.uint8)}, "images must be uint8 (N, 28, 28)"),
-        ({"labels": np.asarray([1, 11])}, "labels must be whole numbers 0-9, or 10"),
+        ({"images": np.zeros((2, 28, 28), np.float32)}, "images must be (2, 28, 28) uint8"),
+        ({"images": np.zeros((2, 32, 32), np.uint8)}, "images must be (2, 28, 28) uint8"),
+        ({"labels": np.asarray([1, 11])}, "labels must be 0-10"),
         ({"labels": np.asarray([1.0, 2.0])}, "labels must be whole numbers"),
-        ({"labels": np.asarray([1, 2, 3])}, "must each hold 2 values"),
+        ({"labels": np.asarray([1, 2, 3])}, "images must be (3, 28, 28) uint8"),
+        ({"versions": np.asarray([1, 2, 3])}, "versions has 3 rows, labels 2"),
         ({"prediction_ids": np.asarray(["a", "a"])}, "a prediction id appears twice"),
+        ({"format_version": np.array(FORMAT_VERSION + 1)}, f"format version {FORMAT_VERSION + 1}"),
     ],
 )
 def test_load_corrections_refuses_a_file_that_breaks_the_format(
@@ -80,11 +86,11 @@ def test_load_corrections_refuses_a_file_that_breaks_the_format(
 
 def test_load_corrections_names_a_missing_array_and_a_file_that_is_no_npz(tmp_path: Path) -> None:
     path = tmp_path / "partial.npz"
-    np.savez(path, images=np.zeros((1, 28, 28), np.uint8))
-    with pytest.raises(CorrectionsError, match=r"no array labels, prediction_ids, versions, times"):
+    np.savez(path, images=np.zeros((1, 28, 28), np.uint8), format_version=np.array(FORMAT_VERSION))
+    with pytest.raises(CorrectionsError, match=r"partial.npz: not a feedback file .*labels"):
         load_corrections(path)
     (tmp_path / "text.npz").write_text("not an archive")
-    with pytest.raises(CorrectionsError, match=r"text.npz: not a corrections .npz file"):
+    with pytest.raises(CorrectionsError, match=r"text.npz: not a feedback file"):
         load_corrections(tmp_path / "text.npz")
     with pytest.raises(CorrectionsError, match=r"missing.npz: cannot read it"):
         load_corrections(tmp_path / "missing.npz")
@@ -133,6 +139,7 @@ def test_mix_in_appends_the_training_digits_repeated_and_records_what_it_used(tm
     assert mix.record.per_label["not_a_digit"] == labels.count(NOT_A_DIGIT)
     assert mix.record.per_label["0"] == labels.count(0)
     assert mix.record.first_time is not None and mix.record.first_time.timestamp() == 1_700_000_000.0
+    assert mix.record.last_time is not None and mix.record.last_time.timestamp() == 1_700_000_399.0
     assert mix.record.not_a_digit.endswith("trained as outliers (uniform target)")
     assert mix_in(corrections, mnist, outliers=False).record.not_a_digit.endswith(
         "left out: this preset trains no outliers"

@@ -1,4 +1,4 @@
-"""The correction loop end to end: `mnist-train --fine-tune-from --feedback` on real MNIST and
+"""The correction loop end to end: `mnist-train --fine-tune-from --feedback-file` on real MNIST and
 typeset digits, and the publish-time gate passing a fine-tune on true corrections and rejecting one
 on shuffled labels, which then is never served."""
 
@@ -38,7 +38,16 @@ def corrections(path: Path, shuffled: bool) -> Path:
 def fine_tune(
     store: Path, mnist_dir: Path, feedback: Path, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
-    argv = ["--preset", "cnn", "--fine-tune-from", "1", "--feedback", str(feedback), "--gate-against", "1"]
+    argv = [
+        "--preset",
+        "cnn",
+        "--fine-tune-from",
+        "1",
+        "--feedback-file",
+        str(feedback),
+        "--gate-against",
+        "1",
+    ]
     argv += ["--store", str(store), "--data-dir", str(mnist_dir), "--no-download", "--verbose", "0"]
     argv += ["--no-savedmodel"]
     try:
@@ -115,9 +124,9 @@ def test_fine_tuning_refuses_a_seed_or_holdout_of_its_own(tmp_path: Path) -> Non
 def test_an_unreadable_corrections_file_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "c.npz").write_text("no archive")
     result = run_cli(
-        "training.train", "--feedback", "c.npz", "--store", "store", "--no-download", cwd=tmp_path
+        "training.train", "--feedback-file", "c.npz", "--store", "store", "--no-download", cwd=tmp_path
     )
-    assert_one_line_error(result, PROG, "--feedback: c.npz: not a corrections .npz file")
+    assert_one_line_error(result, PROG, "--feedback-file: c.npz: not a feedback file")
 
 
 def test_gating_against_a_missing_version_is_one_line_error(tmp_path: Path) -> None:

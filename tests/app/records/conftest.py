@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import Engine
 
 from app.operations.metrics import Metrics
-from app.records.database import create_database_engine, prepare_schema
 from app.records.ids import new_ids
 from app.records.writer import Answers
 from model_store.mnist_data import MnistSplit, load_split
 from model_store.preprocessing import NUM_CLASSES
 from model_store.trust import VERDICTS
 from tests.support.postgres import PostgresServer
+from tests.support.prediction_log import migrated_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
@@ -32,10 +32,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """An engine on the database, its schema migrated to this code's head."""
-    engine = create_database_engine(database_url)
-    prepare_schema(engine, migrate=True)
-    yield engine
-    engine.dispose()
+    with migrated_database(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from app.operations.metrics import Metrics
-from app.records.export import labelled_examples
 from app.records.feedback import IN_FLIGHT_MS, record_contribution, record_feedback
 from app.records.quality import version_quality, wilson_interval
 from app.records.tables import NOT_A_DIGIT, FeedbackRow, PredictionRow
 from app.records.writer import PredictionLog, Retention, prune
+from model_store.feedback_records import read_labelled_examples
 from model_store.mnist_data import MnistSplit
 from tests.app.records.conftest import answers_of
 
@@ -69,7 +69,7 @@ def test_a_contribution_keeps_the_image_and_label_without_an_answer(
 ) -> None:
     stored = record_contribution(engine, digits.images[5], 1, "mnist", 2, "team-a")
     assert (stored.predicted, stored.correct, stored.first, stored.model_version) == (None, None, True, 2)
-    examples = labelled_examples(engine)
+    examples = read_labelled_examples(engine)
     assert examples.prediction_ids.tolist() == [stored.prediction_id]
     assert np.array_equal(examples.images[0], digits.images[5])
     assert examples.labels.tolist() == [1]
