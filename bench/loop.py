@@ -55,6 +55,7 @@ RESULTS = ROOT / "bench" / "results"
 ADMIN_TOKEN = uuid.uuid4().hex
 CONCURRENCY = 16  # users uploading at once
 ROUND = 200  # answers between two looks at the rollout
+SETTLED_STREAK = 20  # answers in a row from one version: every worker serves it
 
 
 @dataclass
@@ -136,6 +137,17 @@ def served_accuracy(client: httpx.Client, images: np.ndarray, labels: np.ndarray
     return int(body["model"]["version"]), float(np.mean(np.array(body["predictions"]) == labels))
 
 
+def wait_for_default(client: httpx.Client, version: int, timeout: float = 60.0) -> None:
+    """Until every worker answers with `version` by default: each worker reads the rollout's pin at
+    its next look at the store, so a decision reaches them one poll apart."""
+    deadline, streak = time.perf_counter() + timeout, 0
+    while streak < SETTLED_STREAK:
+        if time.perf_counter() > deadline:
+            sys.exit(f"{PROG}: the service did not serve version {version} by default within {timeout:.0f} s")
+        answered = client.get("/test/0").json()["model"]["version"]
+        streak = streak + 1 if answered == version else 0
+
+
 def mnist_accuracy(client: httpx.Client, version: int) -> float:
     response = client.get("/test/accuracy", params={"version": str(version)}, timeout=120)
     response.raise_for_status()
@@ -208,6 +220,7 @@ def start_service(store: Path, args: argparse.Namespace, database_url: str, log_
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    load_before = round(os.getloadavg()[0], 2)
     store_root = args.store or work / "store"
     if args.store is None:
         train(store_root, args.data_dir, ["--limit", "20000", "--epochs", "3"], {})
@@ -245,6 +258,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 canary_traffic(server.url, candidate, mixed, mixed_labels, deadline)
             )
             timeline.mark(f"rollout ended: {rollout['state']}")
+            wait_for_default(client, candidate if rollout["state"] == "promoted" else before_version)
             after_version, unseen_after = served_accuracy(client, unseen.images, unseen.labels)
             mnist_after = mnist_accuracy(client, after_version)
     finally:
@@ -264,6 +278,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "rollout": rollout,
         "answered_during_canary": answered_by,
         "timeline": timeline.events,
+        "load_average": [load_before, round(os.getloadavg()[0], 2)],
     }
 
 
@@ -285,8 +300,6 @@ def render(result: dict[str, Any]) -> str:
     before, after, rollout = result["before"], result["after"], result["rollout"]
     evidence = rollout.get("evidence") or {}
     feedback = result["feedback"] or {}
-    canary_answers = result["answered_during_canary"]
-    candidate_answers = canary_answers.get(str(result["candidate"]), 0)
     error_ratio = (1 - after["unseen"]) / max(1 - before["unseen"], 1e-9)
     lines = [
         "# The correction loop, live",
@@ -304,7 +317,8 @@ def render(result: dict[str, Any]) -> str:
         f"| after | {after['version']} | {points(after['unseen'])} | {points(1 - after['unseen'])} "
         f"| {points(after['mnist'])} |",
         "",
-        f"Error on the unseen part: {error_ratio:.2f}x of before; MNIST test "
+        f"Error on the unseen part: from {points(1 - before['unseen'])} to {points(1 - after['unseen'])} "
+        f"({error_ratio:.2f}x); MNIST test "
         f"{100 * (after['mnist'] - before['mnist']):+.2f} points.",
         "",
         f"Corrections used: {feedback.get('examples', 0)} ({feedback.get('trained_on', 0)} trained on, "
@@ -313,12 +327,21 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"The gate: {(result['gate'] or {}).get('reason', 'none')}.",
         "",
-        f"The rollout of version {result['candidate']}: {rollout['state']}"
+        f"The rollout of version {result['candidate']}: {rollout['state'].replace('_', ' ')}"
         + (f", {rollout['reason']}" if rollout.get("reason") else "")
-        + f". During the canary the candidate gave {candidate_answers} of "
-        f"{sum(canary_answers.values())} answers.",
+        + ".",
     ]
     if evidence:
+        shares = {side: (evidence.get(side) or {}).get("answers", 0) for side in ("candidate", "stable")}
+        during = sum(shares.values())
+        if during:
+            lines += [
+                "",
+                f"While the canary ran, the candidate gave {shares['candidate']} of the {during} answers "
+                f"({points(shares['candidate'] / during)}; its share: {rollout['percent']:.0f} % of "
+                "clients). "
+                "The evidence the service decided on:",
+            ]
         lines += [
             "",
             "| evidence | answers | feedback | live accuracy | p99 |",
@@ -338,7 +361,9 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"The retraining took {result['retraining']['wall_seconds']:.0f} s "
-        f"(`{result['retraining']['command']}`), on {result['cpu_count']} cores with the service running.",
+        f"(`{result['retraining']['command']}`), on {result['cpu_count']} cores with the service running "
+        f"(load average {result['load_average'][0]:.1f} before the run, "
+        f"{result['load_average'][1]:.1f} after).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -76,6 +76,16 @@ class Results:
         return dict(json.loads(path.read_text())["presets"]) if path.is_file() else None
 
     @cached_property
+    def loop_offline(self) -> dict[str, Any] | None:
+        path = self.folder / "loop-offline.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @cached_property
+    def loop(self) -> dict[str, Any] | None:
+        path = self.folder / "loop.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @cached_property
     def serving_image_mb(self) -> float:
         """The serving image's size, the newest build `bench.image` measured (image.md's last column)."""
         for line in (self.folder / "image.md").read_text().splitlines():
@@ -364,6 +374,55 @@ def training_kinds(results: Results) -> str:
     )
 
 
+FINE_TUNE_TIMING = "cnn fine-tune, 600 corrections"  # bench.training_time's label for the fine-tune
+
+
+def fine_tune_time(results: Results) -> str:
+    """The fine-tune's fit (bench.training_time) and whole run (bench.loop_offline) on either CPU."""
+    timed = (results.training or {}).get(FINE_TUNE_TIMING)
+    offline = results.loop_offline
+    if not timed or not offline:
+        return "\nThe fine-tune's timings are not measured yet.\n"
+    native_run, avx2_run = offline["runs"][1], offline["runs"][2]
+    rows = [("native bfloat16 (`auto` picks mixed bfloat16)", timed["bfloat16"], native_run)]
+    rows.append(("oneDNN capped at AVX2 (`auto` picks float32)", timed["float32"], avx2_run))
+    lines = [
+        "",
+        "| CPU | the fit (`python -m bench.training_time --fine-tune 600`) "
+        "| the whole run, CPU time (`python -m bench.loop_offline`) | its wall time (load average) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, fit, run in rows:
+        lines.append(
+            f"| {label} | {fit['epochs'] * fit['steps_per_epoch']} steps, "
+            f"{fit['estimated_fit_cpu_seconds']:.0f} s of CPU | {run['cpu_seconds']:.0f} s "
+            f"| {run['wall_seconds']:.0f} s ({run['load_before']:.0f}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def loop_headline(results: Results) -> str:
+    """One live turn of the loop (bench.loop): the unseen population's error, MNIST, and the time."""
+    run = results.loop
+    if not run:
+        return "the live loop is not measured yet"
+    before, after = run["before"], run["after"]
+    promoted = next(
+        (seconds for event, seconds in run["timeline"].items() if event.startswith("rollout ended")), None
+    )
+    corrections = (run["feedback"] or {}).get("examples", 0)
+    shift = 100 * (after["mnist"] - before["mnist"])
+    text = (
+        f"in one live run, typeset digits' error fell from {percent(1 - before['unseen'])} to "
+        f"{percent(1 - after['unseen'])} after {corrections} corrections, MNIST test accuracy moved "
+        f"{shift:+.2f} points"
+    )
+    if promoted is not None:
+        text += f", and the service {run['rollout']['state'].replace('_', ' ')} the new version "
+        text += f"{minutes(promoted)} after the first correction"
+    return text
+
+
 def minutes(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
@@ -466,6 +525,8 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "training-kinds": training_kinds,
     "cnn-other-precision": cnn_other_precision,
     "prediction-log-cost": prediction_log_cost,
+    "fine-tune-time": fine_tune_time,
+    "loop-headline": loop_headline,
     "cnn-fit": lambda results: training_time(results, "cnn"),
     "seed-fit": lambda results: training_time(results, "seed"),
     "full-image": full_image,
