@@ -2,7 +2,7 @@
 `Prediction`s in its answer, and its errors as `MnistServeError`.
 
 Images travel as one raw UINT8 tensor [N, 28, 28], already normalised the way the service
-normalises an uploaded file (`model_store.normalisation`), so a digit gets the same answer over
+normalises an uploaded file (`app.inputs.normalisation`), so a digit gets the same answer over
 gRPC as over HTTP.
 """
 
@@ -55,7 +55,7 @@ def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
 def file_digit(data: bytes) -> np.ndarray:
     """The 28x28 digit the service would make of an uploaded file; 400 if it is not an image."""
     # Imported here: OpenCV is needed only to send files over gRPC, not by `import mnist_client`.
-    from model_store.normalisation import normalise_file
+    from app.inputs.normalisation import normalise_file
 
     try:
         return normalise_file(data).pixels
@@ -65,7 +65,7 @@ def file_digit(data: bytes) -> np.ndarray:
 
 def array_digit(image: np.ndarray) -> np.ndarray:
     """A 28x28 uint8 array, turned around if it is dark on light, as an upload of it would be."""
-    from model_store.normalisation import normalise_native
+    from app.inputs.normalisation import normalise_native
 
     return normalise_native(image).pixels
 

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model_store.normalisation import border_level, fit_and_centre
+from app.inputs.normalisation import border_level, fit_and_centre
 from model_store.preprocessing import IMAGE_SIDE
 
 # The DejaVu fonts that matplotlib (a dependency) ships, so the draw is the same on every machine

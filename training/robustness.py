@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
+from app.inputs.normalisation import SERVICE_BACKGROUND, Background, normalise_decoded
 from model_store.metadata import ROBUSTNESS_CHART_FILE, ROBUSTNESS_TABLE_FILE, ModelMetadata, Robustness
 from model_store.mnist_data import load_split
-from model_store.normalisation import SERVICE_BACKGROUND, Background, normalise_decoded
 from model_store.preprocessing import InputSpec, to_model_input
 from model_store.reporting import load_settings, one_line_errors
 from model_store.settings import StoreSettings

@@ -3,7 +3,7 @@
 A rendering is dark ink on light paper, 64-400 px, lit by a gradient and crossed by a soft shadow,
 sometimes on ruled paper, sometimes drawn small (8-16 px) and blown up, the stroke thinned or
 thickened, tilted up to 15 degrees, placed off-centre with 5-20 px margins, and saved as a JPEG of
-quality 30-90. The bytes go through `model_store.normalisation`, the code `/predict` runs.
+quality 30-90. The bytes go through `app.inputs.normalisation`, the code `/predict` runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
-from model_store.normalisation import Normalised, normalise_decoded
+from app.inputs.normalisation import Normalised, normalise_decoded
 
 Normaliser = Callable[[Image.Image], Normalised]
 

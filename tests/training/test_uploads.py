@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.inputs.normalisation import normalise_decoded
 from model_store.mnist_data import MnistSplit, load_split
-from model_store.normalisation import normalise_decoded
 from training.synthetic_photos import clean_upload, read_back, render_upload, upload
 
 

@@ -19,7 +19,7 @@ from app.api.schemas import (
     ModelRef,
     error_responses,
 )
-from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit
+from app.api.uploads import UPLOAD_FIELD, content_type, prepare_digit
 from app.records.feedback import StoredFeedback, record_contribution, record_feedback
 from app.records.tables import NOT_A_DIGIT
 from app.records.writer import PredictionLog

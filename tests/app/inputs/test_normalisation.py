@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from model_store.mnist_data import MnistSplit, load_split
-from model_store.normalisation import (
+from app.inputs.normalisation import (
     Normalised,
     fit_and_centre,
     normalise_decoded,
     paper_level,
 )
+from model_store.mnist_data import MnistSplit, load_split
 
 SIDE = 200  # px: a small phone crop
 MARGIN = 8  # px of paper around the digit
