@@ -29,7 +29,6 @@ from app.api.deps import require_api_key
 from app.api.errors import install_error_handlers
 from app.api.routes import admin, feedback, health, kserve_v1, model, monitoring, ops, predict, testset, v2
 from app.api.routes.web import mount_web
-from app.api.uploads import form_limits
 from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
 from app.operations.api_keys import ApiKeys
@@ -214,8 +213,7 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
     # there is nothing to check, and the hot routes are spared the dependency.
     keyed = [Depends(require_api_key)] if settings.api_keys_file is not None else []
     for router in (predict.router, testset.router, kserve_v1.router):
-        # Up to a batch's files in a form; `/predict` itself takes one.
-        app.include_router(router, dependencies=keyed, form_limits=form_limits(settings.max_batch_images))
+        app.include_router(router, dependencies=keyed)
     for router in (model.router, health.router, ops.router, v2.router):
         app.include_router(router)
     if settings.prediction_log:

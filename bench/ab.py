@@ -44,6 +44,7 @@ DIGIT_INDEX = 128
 # The uploads beside: dark-on-light photos of a digit with paper grain, each a different size.
 PHOTO_SIDES = (128, 640, 1600)
 PHOTO_CLIENTS = 3
+PREDICT_LOADS = ("64 connections", "1 connection")
 
 
 @dataclass
@@ -57,7 +58,10 @@ class Rounds:
 
 
 def export(revision: str, folder: Path) -> Path:
-    """The checkout of `revision`, written into `folder` by git archive."""
+    """The checkout of `revision`, written into `folder` by git archive; a folder is taken as the
+    checkout itself (a variant with local changes)."""
+    if Path(revision).is_dir():
+        return Path(revision)
     archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
@@ -79,6 +83,7 @@ def servers(roots: dict[str, Path], data_dir: Path, log_dir: Path) -> Iterator[d
     started: dict[str, Server] = {}
     try:
         for name, root in roots.items():
+            (log_dir / name).mkdir()
             started[name] = start_server("ours", 1, env, log_dir / name, root=root)
         yield started
     finally:
@@ -105,8 +110,8 @@ def beside_uploads(url: str, photos: list[Path], seconds: int, digit: Path) -> L
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", required=True, help="the git revision variant A is exported from")
-    parser.add_argument("--candidate", default=None, help="variant B's revision (default: this checkout)")
+    parser.add_argument("--baseline", required=True, help="variant A: a git revision, or a checkout's folder")
+    parser.add_argument("--candidate", default=None, help="variant B: a revision or a folder (default: this checkout)")
     parser.add_argument("--scenario", choices=("predict", "beside-uploads"), default="predict")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant and load")
     parser.add_argument("--seconds", type=int, default=8, help="wrk's duration per round")

@@ -7,7 +7,6 @@ that shape. The KServe v2 routes answer `{"error": "..."}`, as that protocol req
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,16 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
 
 log = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2"
 # FastAPI documents every 422 as this component, a list of pydantic errors; ours is one sentence.
 VALIDATION_SCHEMA = "HTTPValidationError"
-
-
-_FORM_LIMIT = re.compile(r"Maximum number of (files|fields) is (\d+)")
 
 
 class ApiError(Exception):
@@ -40,20 +35,6 @@ def error_response(
 ) -> JSONResponse:
     key = "error" if request.url.path.startswith(V2_PREFIX) else "detail"
     return JSONResponse({key: detail}, status_code=status_code, headers=headers)
-
-
-def multipart_refusal(error: MultiPartException) -> ApiError:
-    """Starlette's refusal of a multipart body (a route's `form_limits`, a malformed body) as the
-    client gets it: 413 for too many parts or a field too large, saying what to send instead, else
-    400 naming the body malformed."""
-    limit = _FORM_LIMIT.search(error.message)
-    if limit is not None:
-        kind, count = limit.groups()
-        what = "files" if kind == "files" else "other form fields"
-        return ApiError(413, f"{error.message.rstrip('.')}: send at most {count} {what} per request")
-    if "exceeded maximum size" in error.message:
-        return ApiError(413, f"multipart body refused: {error.message}")
-    return ApiError(400, f"malformed multipart body: {error.message}")
 
 
 def describe_errors(errors: Sequence[Any]) -> str:
@@ -108,9 +89,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.__context__, MultiPartException):  # Starlette's form parser refused it
-            refusal = multipart_refusal(exc.__context__)
-            return error_response(request, refusal.status_code, refusal.detail)
         return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
