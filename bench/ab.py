@@ -111,7 +111,9 @@ def beside_uploads(url: str, photos: list[Path], seconds: int, digit: Path) -> L
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="variant A: a git revision, or a checkout's folder")
-    parser.add_argument("--candidate", default=None, help="variant B: a revision or a folder (default: this checkout)")
+    parser.add_argument(
+        "--candidate", default=None, help="variant B: a revision or a folder (default: this checkout)"
+    )
     parser.add_argument("--scenario", choices=("predict", "beside-uploads"), default="predict")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant and load")
     parser.add_argument("--seconds", type=int, default=8, help="wrk's duration per round")
