@@ -117,7 +117,8 @@ def test_decoding_runs_on_a_worker_thread_not_the_event_loop(
         return real(data, max_pixels, label)
 
     monkeypatch.setattr(uploads, "decode_and_normalise", recording)
-    one, two = png(test_split.images[0]), png(test_split.images[1])
+    # Twice MNIST's size: Pillow's path, not the in-place read of a native PNG.
+    one, two = (png(np.kron(test_split.images[i], np.ones((2, 2), np.uint8))) for i in (0, 1))
 
     async def every_way() -> threading.Thread:
         raw = await uploaded_digit(request_with(one, "image/png"), MAX_PIXELS)
@@ -266,3 +267,14 @@ def test_files_left_to_pillow_are_answered_as_before(test_split: MnistSplit) -> 
     assert answer(files["EXIF orientation"])[0] != pixels.tobytes()
     for reason in ("truncated", "flipped data bit"):
         assert str(answer(files[reason])).startswith("400 the image: the image is corrupt or truncated")
+
+
+def test_only_a_small_native_png_is_read_in_place(test_split: MnistSplit) -> None:
+    """The in-place read stays microseconds: a native PNG padded past the bound (its checksum walk
+    grows with the file) is left to the worker thread's path, which reads it the same."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * uploads.NATIVE_INLINE_BYTES)
+    padded = png(test_split.images[0], pnginfo=info)
+    assert uploads.native_digit(png(test_split.images[0])) is not None
+    assert uploads.native_digit(padded) is None
+    assert answer(padded) == (test_split.images[0].tobytes(), [])
