@@ -1,7 +1,8 @@
 """Turn a decoded picture into a 28x28 MNIST-style digit: the one normalisation of uploads.
 
-The service runs every upload through it, and training renders benchmark uploads through it too, so
-what the model is measured on is what it is served. A 28x28 grayscale light-on-dark image is MNIST's
+The service runs every decoded upload through it (`app.inputs.imaging` decodes), and training's
+robustness benchmark reads its rendered uploads back through it too, so what the model is measured
+on is what it is served. A 28x28 grayscale light-on-dark image is MNIST's
 own format and is used as it is. Anything else is normalised the way MNIST itself was made:
 grayscale, light digit on dark, the paper's local level removed (shadows, uneven light) and its
 ruled lines with it, cropped to the digit, scaled to fit a 20x20 box keeping its aspect ratio, then
@@ -22,8 +23,6 @@ from PIL import Image, ImageOps
 from model_store.preprocessing import IMAGE_SIDE
 
 DIGIT_BOX = 20
-# Large JPEGs are decoded at a reduced scale, keeping at least this many pixels on each side.
-JPEG_DRAFT_SIDE = 512
 ORIENTATION = 0x0112  # the EXIF tag
 # A pixel darker than this fraction of the brightest one is background when cropping.
 INK_THRESHOLD = 0.1
@@ -36,6 +35,9 @@ FLAT_WINDOW = 0.35  # wider than any stroke, even a marker's: a third of that co
 FAINT = 0.15  # after flattening, marks fainter than this fraction of the darkest ink are paper
 RULE_STRETCHES = 16  # a ruled line is found as ink in every one of this many stretches of its row
 RULE_LEVEL = 0.6  # ...fainter than this fraction of the darkest ink
+
+# Large JPEGs are decoded at a reduced scale, keeping at least this many pixels on each side.
+JPEG_DRAFT_SIDE = 512
 
 
 @dataclass
@@ -225,12 +227,18 @@ def normalise_file(data: bytes) -> Normalised:
     """The bytes of an image file as the service normalises an upload (without its size limits and
     error messages): what a client that sends tensors instead of files must do first."""
     image = Image.open(io.BytesIO(data))
+    size = image.size
     draft_large_jpeg(image)
-    return normalise_decoded(image)
+    return normalise_decoded(image, original_size=size)
 
 
-def normalise_decoded(image: Image.Image, background: Background = SERVICE_BACKGROUND) -> Normalised:
-    """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken."""
+def normalise_decoded(
+    image: Image.Image,
+    background: Background = SERVICE_BACKGROUND,
+    original_size: tuple[int, int] | None = None,
+) -> Normalised:
+    """Make a decoded image an MNIST-style 28x28 uint8 digit, recording each step taken.
+    `original_size`: the size the file declared, when it was decoded at a reduced scale."""
     if is_native(image):
         return normalise_native(np.asarray(image))
     steps: list[str] = []
@@ -242,9 +250,11 @@ def normalise_decoded(image: Image.Image, background: Background = SERVICE_BACKG
         else:
             grey = remove_background(grey, level, steps)
         grey = fit_and_centre(grey, steps)
+    if original_size is not None and original_size != image.size:
+        steps.insert(0, f"decoded_at_{image.size[0]}x{image.size[1]}")
     return Normalised(
         pixels=np.clip(np.rint(grey), 0, 255).astype(np.uint8),
-        original_size=image.size,
+        original_size=original_size or image.size,
         original_mode=image.mode,
         steps=steps,
     )

@@ -10,12 +10,10 @@ import numpy as np
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.api.errors import ApiError
-from app.api.examples import VERSION, VERSION_EXAMPLE
-from app.api.query import parse_query
+from app.api.examples import VERSION_EXAMPLE
 from app.config import Settings
 from app.operations.api_keys import KeyRefusedError, admit
 from app.records.writer import PredictionLog
@@ -67,34 +65,24 @@ async def require_api_key(
         raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from exc
 
 
-async def get_settings(request: Request) -> Settings:
-    # Reads the state itself rather than through StateDep: every sub-dependency adds FastAPI's
-    # dependency solving to a hot route (docs/performance.md).
-    return (await get_state(request)).settings
+async def get_settings(state: StateDep) -> Settings:
+    return state.settings
 
 
 VERSION_DESCRIPTION = "a loaded version to answer (default: the served one)"
 
 
-class VersionQuery(BaseModel):
-    """`?version=`: declared once, for every route that takes it."""
-
-    version: int | None = Field(None, ge=1, description=VERSION_DESCRIPTION, examples=[VERSION])
-
-
-def requested_version(request: Request) -> str | None:
-    """The version a request names: the v2 path's `{version}` as written (one not loaded is 404),
-    else `?version=`, parsed and checked here (422 naming the parameter)."""
-    in_path = request.path_params.get("version")
-    if in_path is not None:
-        return str(in_path)
-    if "version" not in request.query_params:
-        return None
-    return _as_requested(parse_query(VersionQuery, request).version)
-
-
-def _as_requested(version: int | None) -> str | None:
+async def requested_version(
+    version: Annotated[
+        int | None, Query(ge=1, description=VERSION_DESCRIPTION, openapi_examples=VERSION_EXAMPLE)
+    ] = None,
+) -> str | None:
+    """`?version=`, read here for every route that takes it: checked by FastAPI (422 naming the
+    parameter) and documented with an example on the parameter, where Postman reads it."""
     return None if version is None else str(version)
+
+
+RequestedVersion = Annotated[str | None, Depends(requested_version)]
 
 
 class RequestPredictor:
@@ -155,21 +143,10 @@ class RequestPredictor:
             ) from exc
 
 
-async def get_request_predictor(request: Request) -> RequestPredictor:
-    """For the hot routes: `?version=` is read only when present (`requested_version`), and the
-    route documents it (`openapi_parameters(VersionQuery)`)."""
-    return RequestPredictor(await get_state(request), request, requested_version(request))
-
-
-async def get_versioned_predictor(
-    request: Request,
-    version: Annotated[
-        int | None, Query(ge=1, description=VERSION_DESCRIPTION, openapi_examples=VERSION_EXAMPLE)
-    ] = None,
+async def get_request_predictor(
+    request: Request, state: StateDep, version: RequestedVersion
 ) -> RequestPredictor:
-    """For the other routes that take `?version=`: FastAPI checks it (the same rule as
-    `VersionQuery`) and documents it with an example, on the parameter where Postman reads it."""
-    return RequestPredictor(await get_state(request), request, _as_requested(version))
+    return RequestPredictor(state, request, version)
 
 
 async def get_test_set(state: StateDep) -> MnistSplit:
@@ -203,5 +180,4 @@ async def get_records(state: StateDep) -> PredictionLog:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RecordsDep = Annotated[PredictionLog, Depends(get_records)]
 PredictorDep = Annotated[RequestPredictor, Depends(get_request_predictor)]
-VersionedPredictorDep = Annotated[RequestPredictor, Depends(get_versioned_predictor)]
 TestSetDep = Annotated[MnistSplit, Depends(get_test_set)]

@@ -7,22 +7,14 @@ import io
 from typing import Any
 
 import numpy as np
-from fastapi import Response
 from PIL import Image
-from pydantic import BaseModel
 
 from app.api.schemas import Explanation, ModelRef, Normalisation, Policy
-from app.inputs.imaging import Normalised
 from app.serving import explain
 from app.serving.batcher import BatchResult
 from app.serving.model import ServingModel
 from app.serving.versions import ServingPolicy
-
-
-def json_response(body: BaseModel) -> Response:
-    """`body` serialised by pydantic-core in one pass. Returned from a route, FastAPI sends it as
-    it is; a model returned instead would be validated again and encoded through jsonable_encoder."""
-    return Response(body.model_dump_json(), media_type="application/json")
+from model_store.normalisation import Normalised
 
 
 def model_ref(model: ServingModel) -> ModelRef:

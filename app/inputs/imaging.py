@@ -1,8 +1,9 @@
-"""Read an uploaded file as an image, within the service's limits, and normalise it.
+"""Decode an uploaded file with Pillow, within the service's limits.
 
-The normalisation itself (grayscale, polarity, background, crop, fit, centre) lives in
-`model_store.normalisation`, shared with training's benchmark; this module adds what only the
-service needs: size limits on undecoded bytes and one clear `ImageError` for every bad file.
+Only what decoding needs: a PNG already in MNIST's format read without Pillow, the pixel limit
+checked on the header before any pixel is decoded, large JPEGs decoded at a reduced scale, and one
+clear `ImageError` for every file that is not an image we can read. What the pixels become is
+`model_store.normalisation`'s job.
 """
 
 from __future__ import annotations
@@ -11,24 +12,14 @@ import io
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model_store.normalisation import Normalised, draft_large_jpeg, normalise_decoded, normalise_native
+from model_store.normalisation import draft_large_jpeg
 from model_store.preprocessing import IMAGE_SIDE
-
-__all__ = [
-    "ImageError",
-    "ImageTooLargeError",
-    "Normalised",
-    "native_digit",
-    "normalise",
-    "open_image",
-    "read_native_png",
-    "sniff_format",
-]
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # File signatures, to tell a damaged image from something that is not an image at all.
@@ -41,7 +32,6 @@ SIGNATURES = {
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
 }
-
 # IHDR of MNIST's own format: 28x28, 8-bit grayscale, standard compression and filters, no interlace.
 NATIVE_IHDR = (IMAGE_SIDE, IMAGE_SIDE, 8, 0, 0, 0, 0)
 # Chunks that cannot change the pixels Pillow would give. Any other (transparency, gamma, a colour
@@ -58,6 +48,15 @@ class ImageTooLargeError(ImageError):
     """The image has more pixels than the configured limit."""
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """An upload's first frame, decoded, and the size its file declared (larger when a big JPEG
+    was decoded at a reduced scale)."""
+
+    image: Image.Image
+    original_size: tuple[int, int]
+
+
 def sniff_format(data: bytes) -> str | None:
     """The format a file's first bytes announce, if any."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -68,8 +67,10 @@ def sniff_format(data: bytes) -> str | None:
 def read_native_png(data: bytes) -> np.ndarray | None:
     """The pixels of a well-formed PNG in MNIST's own format, or None for any other file.
 
-    Most uploads from scripts are such PNGs, and OpenCV decodes them faster than Pillow, header
-    parsing, EXIF lookup and the copy into NumPy included (docs/performance.md). The chunk walk checks every
+    Most uploads from scripts are such PNGs. Measured against Pillow's path with `python -m
+    bench.ab` (two runs, alternating rounds, the fixture store): this reader serves 16.9 % and
+    12.1 % more `/predict` requests a second at 64 connections and answers 0.069 ms and 0.077 ms
+    sooner at the p50 at one connection (bench/results/fastapi-features.md). The chunk walk checks every
     CRC and the final IEND first, so a file damaged in transit or cut short never reaches libpng
     (which complains on stderr; only a file made with bad pixel data and right checksums gets that
     far). Whatever OpenCV cannot read gives None, and Pillow's path reads it and names the damage."""
@@ -98,12 +99,6 @@ def read_native_png(data: bytes) -> np.ndarray | None:
             return pixels
         offset = body_end + 4
     return None
-
-
-def native_digit(data: bytes) -> Normalised | None:
-    """The digit of a PNG in MNIST's own format, without Pillow; None for any other file."""
-    pixels = read_native_png(data)
-    return None if pixels is None else normalise_native(pixels)
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -145,12 +140,10 @@ def load_pixels(image: Image.Image) -> Image.Image:
     return image
 
 
-def normalise(image: Image.Image) -> Normalised:
-    """Decode an opened upload and make it an MNIST-style 28x28 uint8 digit, recording each step."""
+def decode(data: bytes, max_pixels: int) -> Decoded:
+    """An upload's bytes as a decoded image, or `ImageError` saying why not. Takes milliseconds
+    for a photo: call it on a worker thread."""
+    image = open_image(data, max_pixels)
     size = image.size
     draft_large_jpeg(image)
-    normalised = normalise_decoded(load_pixels(image))
-    if image.size != size:
-        normalised.original_size = size
-        normalised.steps.insert(0, f"decoded_at_{image.size[0]}x{image.size[1]}")
-    return normalised
+    return Decoded(load_pixels(image), size)

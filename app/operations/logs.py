@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import sys
-import threading
 from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
 from typing import TextIO
@@ -15,82 +13,15 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 
 _HANDLER_NAME = "mnist-serve"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-# How long the log thread lets records gather before writing them: a line reaches the log this late.
-GATHER_SECONDS = 0.005
-
-
-class _DeferredQueueHandler(QueueHandler):
-    """Queues the record as it is. The standard QueueHandler formats the message on the caller's
-    thread first; here the message and the JSON are both built on the listener's thread."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-class _BurstWriter(logging.StreamHandler):  # type: ignore[type-arg]
-    """Formats each record as it comes but writes only on flush: one write for a whole burst.
-    Under load the listener wakes to many waiting records; a write (a system call, and a GIL
-    hand-off) per line would make the log thread compete with the event loop once per request."""
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self._pending: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._pending.append(self.format(record) + self.terminator)
-        except Exception:
-            self.handleError(record)
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            if self._pending:
-                self.stream.write("".join(self._pending))
-                self._pending.clear()
-            super().flush()
-
-
-class _BurstListener(QueueListener):
-    """Writes what has gathered when the queue runs dry, then lets records gather for a few
-    milliseconds. Woken for every record, the log thread would take the GIL from the event loop
-    once per request, which every answer pays for at one connection (docs/performance.md)."""
-
-    def __init__(
-        self, queue: SimpleQueue[logging.LogRecord], handler: logging.Handler, gather_seconds: float
-    ) -> None:
-        super().__init__(queue, handler)
-        self._gather_seconds = gather_seconds
-        self._stopping = threading.Event()
-
-    def dequeue(self, block: bool) -> logging.LogRecord:
-        if self.queue.empty():  # type: ignore[attr-defined]
-            for handler in self.handlers:
-                handler.flush()
-            self._stopping.wait(self._gather_seconds)  # stop() cuts it short
-        return super().dequeue(block)  # type: ignore[no-any-return]
-
-    def start(self) -> None:
-        self._stopping.clear()
-        super().start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        super().stop()
-        for handler in self.handlers:
-            # As logging.shutdown does: at exit the stream may be closed already.
-            with contextlib.suppress(OSError, ValueError):
-                handler.flush()
 
 
 def start_listener(
-    queue: SimpleQueue[logging.LogRecord],
-    formatter: logging.Formatter,
-    stream: TextIO,
-    gather_seconds: float = GATHER_SECONDS,
+    queue: SimpleQueue[logging.LogRecord], formatter: logging.Formatter, stream: TextIO
 ) -> QueueListener:
-    output = _BurstWriter(stream)
+    """The standard library's listener, writing what `queue` receives to `stream` on its thread."""
+    output = logging.StreamHandler(stream)
     output.setFormatter(formatter)
-    listener = _BurstListener(queue, output, gather_seconds)
+    listener = QueueListener(queue, output, respect_handler_level=True)
     listener.start()
     return listener
 
@@ -117,9 +48,10 @@ def configure_logging(json_lines: bool, level: str) -> None:
         if json_lines
         else logging.Formatter(_FORMAT)
     )
-    # Formatting and writing happen on the listener's thread: a request pays only for the queue.
+    # Formatting the JSON and writing it happen on the listener's thread: a request pays for the
+    # queue and the message's own formatting (QueueHandler.prepare), not for the stream.
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
-    handler = _DeferredQueueHandler(queue)
+    handler = QueueHandler(queue)
     handler.set_name(_HANDLER_NAME)
     listener = start_listener(queue, formatter, sys.stderr)
     handler.listener = listener  # type: ignore[attr-defined]  # as Python 3.12 does

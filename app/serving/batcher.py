@@ -2,8 +2,8 @@
 
 Concurrent requests are queued and run through the model together, the way Triton and TF Serving
 batch: whatever is waiting (up to `max_batch` images, optionally waiting up to `max_delay` for
-more) goes in one forward pass, on a thread of its own. Only a single image arriving at an idle
-service is answered on the event loop, where it costs less than the hop to that thread and back.
+more) goes in one forward pass, on a thread of its own. Every forward pass runs there, a lone
+image's too: a pass takes milliseconds, which the event loop must spend on other requests.
 """
 
 from __future__ import annotations
@@ -114,11 +114,6 @@ class Batcher:
     A forward pass holds at most `max_batch` images, and every waiting job gets a fair share of
     each pass: a 10,000-image request moves on in slices while single images slip in beside it,
     so they wait for at most the pass in flight, never for the whole large request.
-
-    A single image that finds the service idle is answered on the event loop itself: the two
-    thread hops would cost it more than its forward pass. Idle means no pass in flight, nothing
-    waiting, and no other request reaching the batcher in the same turn of the loop (it yields
-    once to find out), so under load, when requests overlap, they are still batched.
     """
 
     def __init__(
@@ -136,8 +131,6 @@ class Batcher:
         self._observer = observer
         self._waiting: deque[_Job] = deque()
         self._queued_images = 0
-        self._busy = False  # a forward pass is in flight on the forward thread
-        self._idle_arrivals = 0  # single images deciding whether they are alone (see `_alone`)
         self._work = asyncio.Event()
         self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._task: asyncio.Task[None] | None = None
@@ -164,8 +157,6 @@ class Batcher:
         model = model or self._holder.current
         if not len(images):
             return BatchResult(np.empty((0, NUM_CLASSES + 2), np.float32), model)
-        if len(images) == 1 and not self._max_delay and await self._alone():
-            return self._answer_inline(images, model)
         if self._task is None:
             self._task = loop.create_task(self._run(), name="batcher")
         job = _Job(images, model, loop.create_future(), time.perf_counter())
@@ -173,32 +164,6 @@ class Batcher:
         self._queued_images += len(images)
         self._work.set()
         return await job.future
-
-    def _idle(self) -> bool:
-        return not self._busy and not self._waiting
-
-    async def _alone(self) -> bool:
-        """Whether this image is the only work in sight. Requests that arrived together run one
-        after another in the same turn of the loop; yielding once lets them all reach this point."""
-        if not self._idle():
-            return False
-        self._idle_arrivals += 1
-        try:
-            await asyncio.sleep(0)
-            return self._idle_arrivals == 1 and self._idle()
-        finally:
-            self._idle_arrivals -= 1
-
-    def _answer_inline(self, images: np.ndarray, model: ServingModel) -> BatchResult:
-        started_ns = time.time_ns()
-        try:
-            rows = model.answer(images)
-        except Exception as exc:
-            log.exception("forward pass failed")
-            raise RuntimeError("the model failed on this input") from exc
-        if self._observer is not None:
-            self._observer(1, 0.0)
-        return BatchResult(rows, model, (ForwardPass(1, started_ns, time.time_ns()),))
 
     def close(self) -> None:
         """Stop taking batches and wait for the forward pass in flight to finish."""
@@ -267,11 +232,7 @@ class Batcher:
             parts = [piece.images for piece in slices]
             batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
             started_ns = time.time_ns()
-            self._busy = True
-            try:
-                rows = await loop.run_in_executor(self._forward_thread, model.answer, batch)
-            finally:
-                self._busy = False
+            rows = await loop.run_in_executor(self._forward_thread, model.answer, batch)
             forward_pass = ForwardPass(len(batch), started_ns, time.time_ns())
         except Exception:
             if len(slices) > 1:

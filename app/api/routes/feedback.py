@@ -19,7 +19,7 @@ from app.api.schemas import (
     ModelRef,
     error_responses,
 )
-from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit
+from app.api.uploads import UPLOAD_FIELD, content_type, digit_of_bytes
 from app.records.feedback import StoredFeedback, record_contribution, record_feedback
 from app.records.tables import NOT_A_DIGIT
 from app.records.writer import PredictionLog
@@ -136,7 +136,7 @@ async def contribution(request: Request, state: ServiceState, records: Predictio
         )
     except ValidationError as exc:
         raise ApiError(422, f"label {label_text!r} is not 0-9 or not_a_digit") from exc
-    digit = await prepare_digit(data, state.settings.max_image_pixels)
+    digit = await digit_of_bytes(data, state.settings.max_image_pixels)
     model = state.holder.current
     return await in_database(
         record_contribution,

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from app.api.deps import PredictorDep, VersionedPredictorDep, VersionQuery
+from app.api.deps import PredictorDep
 from app.api.errors import ApiError
-from app.api.query import openapi_parameters, parse_query
-from app.api.responses import describe_explanation, describe_normalisation, json_response, model_ref, scores
+from app.api.responses import describe_explanation, describe_normalisation, model_ref, scores
 from app.api.schemas import BatchInput, BatchPrediction, Explanation, Prediction, error_responses
+from app.api.uploads import MULTIPART, UPLOAD_FIELD, content_type, uploaded_digit, uploaded_digits
 from app.inputs.arrays import ArrayError, TooManyImagesError, parse_image_array
-from app.inputs.uploads import UPLOAD_FIELD, content_type, prepare_digit, read_form_files, read_single_image
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
+ARRAY_TYPES = ("application/x-npy", "application/octet-stream")
 # A batch body that is not multipart is an array; no content type at all is read as one too.
-ARRAY_TYPES = ("application/x-npy", "application/octet-stream", "")
+BATCH_ARRAY_TYPES = (*ARRAY_TYPES, "")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff")
 ERRORS = error_responses(
     {
@@ -33,29 +32,38 @@ ERRORS = error_responses(
 )
 
 
-def _upload_body(multiple: bool) -> dict[str, Any]:
+def upload_body(multiple: bool) -> dict[str, Any]:
+    """The routes' `requestBody`: a multipart form with field `file` (several for a batch), or the
+    image itself (a batch: one binary array).
+
+    Declared here rather than by `File` parameters: FastAPI would then parse the form with
+    Starlette's machinery before the route runs, and `app.inputs.multipart`'s parser serves 19.9 %
+    more `/predict` requests a second at 64 connections (bench/results/fastapi-features.md)."""
     file_schema = {"type": "string", "format": "binary"}
     field = {"type": "array", "items": file_schema} if multiple else file_schema
-    content: dict[str, Any] = {
-        "multipart/form-data": {
-            "schema": {"type": "object", "required": ["file"], "properties": {"file": field}}
-        }
+    description = IMAGE_FILES if multiple else IMAGE_FILE
+    form = {
+        "type": "object",
+        "required": [UPLOAD_FIELD],
+        "properties": {UPLOAD_FIELD: field | {"description": description}},
     }
-    if multiple:
-        content["application/x-npy"] = {"schema": file_schema}
-        content["application/octet-stream"] = {"schema": file_schema}
-    else:
-        content |= {kind: {"schema": file_schema} for kind in IMAGE_TYPES}
+    content: dict[str, Any] = {"multipart/form-data": {"schema": form}}
+    raw_types = ARRAY_TYPES if multiple else IMAGE_TYPES
+    content |= {kind: {"schema": file_schema} for kind in raw_types}
     return {"requestBody": {"required": True, "content": content}}
 
 
+IMAGE_FILE = (
+    "the digit image: PNG, JPEG, BMP, GIF, WebP or TIFF (or send the file itself as the body, "
+    "with an image/* content type)"
+)
+IMAGE_FILES = "the digit images, one file each, answered in this order"
 INCLUDE_IMAGE = "also return the normalised 28x28 image the model saw, as base64 PNG"
 IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE, examples=[True])]
 
 
 class PredictOptions(BaseModel):
-    """`/predict`'s query parameters (read by `parse_query`, not by FastAPI: the hot route's cost),
-    beside `?version=`, which the predictor's dependency reads."""
+    """`/predict`'s query parameters, beside `?version=` (the predictor's dependency reads it)."""
 
     include_image: bool = Field(False, description=INCLUDE_IMAGE, examples=[True])
     explain: bool = Field(
@@ -71,57 +79,53 @@ class PredictOptions(BaseModel):
     "",
     response_model=Prediction,
     responses=ERRORS,
-    openapi_extra=_upload_body(multiple=False) | openapi_parameters(VersionQuery, PredictOptions),
+    openapi_extra=upload_body(multiple=False),
 )
-async def predict(request: Request, predictor: PredictorDep) -> Response:
+async def predict(
+    request: Request, predictor: PredictorDep, options: Annotated[PredictOptions, Query()]
+) -> Prediction:
     """Classify one digit image, sent as multipart field `file` or as the raw body.
 
     A 28x28 grayscale light-on-dark image is used as it is; anything else is normalised the way
     MNIST was made (grayscale, polarity, crop, fit 20x20, centre by mass).
     """
-    options = parse_query(PredictOptions, request)
-    data, _ = await read_single_image(request)
-    digit = await prepare_digit(data, predictor.settings.max_image_pixels)
+    digit = await uploaded_digit(request, predictor.settings.max_image_pixels)
     result = await predictor.predict(digit.pixels[np.newaxis])
     explanation = None
     if options.explain:
         found = await predictor.explain(digit.pixels[np.newaxis], result.model)
         explanation = describe_explanation(digit.pixels, found[0])
-    prediction = Prediction(
+    return Prediction(
         **scores(result, 0),
         model=model_ref(result.model),
         normalisation=describe_normalisation(digit, options.include_image),
         explanation=explanation,
     )
-    return json_response(prediction)
 
 
 @router.post(
     "/explanation",
     response_model=Explanation,
     responses=ERRORS,
-    openapi_extra=_upload_body(multiple=False) | openapi_parameters(VersionQuery),
+    openapi_extra=upload_body(multiple=False),
 )
-async def explanation(request: Request, predictor: PredictorDep) -> Response:
+async def explanation(request: Request, predictor: PredictorDep) -> Explanation:
     """Explain one digit image without answering it again: the attribution map of the version that
     answered (`?version=` of the answer's `model.version`), not logged and with no prediction id.
 
     For a client that shows an answer first and its explanation after: `/predict?explain=true`
     would log the same image twice. 503 while explanations are busy.
     """
-    data, _ = await read_single_image(request)
-    digit = await prepare_digit(data, predictor.settings.max_image_pixels)
+    digit = await uploaded_digit(request, predictor.settings.max_image_pixels)
     found = await predictor.explain(digit.pixels[np.newaxis], predictor.model())
-    return json_response(describe_explanation(digit.pixels, found[0]))
+    return describe_explanation(digit.pixels, found[0])
 
 
 @router.post(
-    "/batch", response_model=BatchPrediction, responses=ERRORS, openapi_extra=_upload_body(multiple=True)
+    "/batch", response_model=BatchPrediction, responses=ERRORS, openapi_extra=upload_body(multiple=True)
 )
 async def predict_batch(
-    request: Request,
-    predictor: VersionedPredictorDep,
-    include_image: IncludeImage = False,
+    request: Request, predictor: PredictorDep, include_image: IncludeImage = False
 ) -> BatchPrediction:
     """Classify many digits at once: several multipart `file` fields, or one binary array.
 
@@ -130,25 +134,21 @@ async def predict_batch(
     """
     settings = predictor.settings
     inputs: list[BatchInput] | None = None
-    if content_type(request) == "multipart/form-data":
-        files = await read_form_files(request, max_files=settings.max_batch_images)
-        digits = await asyncio.gather(
-            *(
-                prepare_digit(upload.data, settings.max_image_pixels, f"file {i} ({upload.filename})")
-                for i, upload in enumerate(files)
-            )
-        )
-        images = np.stack([digit.pixels for digit in digits])
+    kind = content_type(request)
+    if kind == MULTIPART:
+        uploads = await uploaded_digits(request, settings.max_batch_images, settings.max_image_pixels)
+        images = np.stack([upload.digit.pixels for upload in uploads])
         inputs = [
-            BatchInput(filename=upload.filename, normalisation=describe_normalisation(digit, include_image))
-            for upload, digit in zip(files, digits, strict=True)
+            BatchInput(
+                filename=upload.filename, normalisation=describe_normalisation(upload.digit, include_image)
+            )
+            for upload in uploads
         ]
     else:
-        kind = content_type(request)
-        if kind not in ARRAY_TYPES:
+        if kind not in BATCH_ARRAY_TYPES:
             raise ApiError(
                 415,
-                f"unsupported content type {kind!r}: send multipart/form-data with fields '{UPLOAD_FIELD}', "
+                f"unsupported content type {kind!r}: send {MULTIPART} with fields '{UPLOAD_FIELD}', "
                 "or a .npy array or raw 28x28 uint8 bytes as application/x-npy or application/octet-stream",
             )
         body = await request.body()

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import StateDep, TestSetDep, VersionedPredictorDep
+from app.api.deps import PredictorDep, StateDep, TestSetDep
 from app.api.errors import ApiError
 from app.api.examples import TEST_INDEX, named
 from app.api.responses import model_ref, png_bytes, scores
@@ -59,7 +59,7 @@ MAX_RANDOM_COUNT = 100
 )
 async def random_samples(
     test_set: TestSetDep,
-    predictor: VersionedPredictorDep,
+    predictor: PredictorDep,
     count: Annotated[
         int, Query(ge=1, description=f"how many samples (at most {MAX_RANDOM_COUNT})", examples=[5])
     ] = 20,
@@ -80,7 +80,7 @@ async def random_samples(
 
 
 @router.get("/accuracy", response_model=TestAccuracy)
-async def accuracy(state: StateDep, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestAccuracy:
+async def accuracy(state: StateDep, test_set: TestSetDep, predictor: PredictorDep) -> TestAccuracy:
     """Score the served model on all 10,000 test images (the dense 784-1000-10 example: 9,622)."""
     result = await state.accuracy_runs.get(
         predictor.model().version, lambda: predictor.predict(test_set.images, logged=False)
@@ -99,7 +99,7 @@ async def accuracy(state: StateDep, test_set: TestSetDep, predictor: VersionedPr
 
 
 @router.get("/{index}", response_model=TestSample, responses=NOT_FOUND)
-async def test_sample(index: TestIndex, test_set: TestSetDep, predictor: VersionedPredictorDep) -> TestSample:
+async def test_sample(index: TestIndex, test_set: TestSetDep, predictor: PredictorDep) -> TestSample:
     """Predict test image `index` (0-9999) and compare with its true label."""
     check_index(index, test_set)
     result = await predictor.predict(test_set.images[index : index + 1])

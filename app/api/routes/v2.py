@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from app import __version__
-from app.api.deps import PredictorDep, RequestPredictor, SettingsDep, StateDep, require_api_key
+from app.api.deps import RequestPredictor, SettingsDep, StateDep, require_api_key
 from app.api.errors import ApiError
 from app.api.examples import INFER_REQUEST, MODEL_NAME, VERSION, named
 from app.inputs.kserve import (
@@ -106,7 +106,8 @@ async def server_ready(state: StateDep) -> dict[str, bool]:
 
 ModelName = Annotated[str, Path(description="the model's name", examples=[MODEL_NAME])]
 VersionPath = Annotated[str, Path(description="a loaded version", examples=[str(VERSION)])]
-# The unversioned routes take the version from the query string too, as every other route does.
+# The protocol's version is a string, in the path or the query alike: one that is not loaded is 404
+# (the service's own routes take `?version=` as an integer, through `RequestedVersion`).
 VersionQuery = Annotated[
     str | None,
     Query(
@@ -175,27 +176,22 @@ INFER_ROUTE: dict[str, Any] = {
 
 
 @router.post("/models/{name}/infer", **INFER_ROUTE)
-async def infer(
-    request: Request, state: StateDep, predictor: PredictorDep, name: ModelName, version: VersionQuery = None
-) -> Response:
+async def infer(request: Request, state: StateDep, name: ModelName, version: VersionQuery = None) -> Response:
     """Inference: `images` as FP32 (0-1) or UINT8 (0-255), shape [N,784], [N,28,28] or [N,28,28,1];
     returns `probabilities` [N,10] FP32, `digit` [N] INT64 and `verdict` [N] BYTES (`digit`,
     `unsure` or `not_a_digit`)."""
-    return await inference(request, state, predictor, name, version)
+    return await inference(request, state, name, version)
 
 
 @router.post("/models/{name}/versions/{version}/infer", **INFER_ROUTE)
-async def version_infer(
-    request: Request, state: StateDep, predictor: PredictorDep, name: ModelName, version: VersionPath
-) -> Response:
+async def version_infer(request: Request, state: StateDep, name: ModelName, version: VersionPath) -> Response:
     """Inference by one loaded version, as `/v2/models/{name}/infer` does by the default one."""
-    return await inference(request, state, predictor, name, version)
+    return await inference(request, state, name, version)
 
 
-async def inference(
-    request: Request, state: ServiceState, predictor: RequestPredictor, name: str, version: str | None
-) -> Response:
+async def inference(request: Request, state: ServiceState, name: str, version: str | None) -> Response:
     served_model(state, name, version)
+    predictor = RequestPredictor(state, request, version)
     try:
         infer_request, images = parse_infer_request(
             await request.body(), request.headers.get(HEADER_LENGTH), state.settings.max_array_images

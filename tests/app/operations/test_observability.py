@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
 
 import pytest
@@ -141,62 +142,18 @@ def test_metrics_move_as_requests_are_served(client: TestClient, test_split: Mni
     assert metric(client, "mnist_batch_queue_delay_seconds_count") >= 4
 
 
-def test_log_messages_are_built_off_the_calling_thread(client: TestClient) -> None:
+def test_the_app_logger_queues_its_records_to_the_standard_listener(client: TestClient) -> None:
     queued = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
-    built_on: list[threading.Thread] = []
-    built = threading.Event()
-
-    class Argument:
-        def __str__(self) -> str:
-            built_on.append(threading.current_thread())
-            built.set()
-            return "argument"
-
-    # Straight to the app's handler (pytest's own capture handlers format on the caller's thread).
-    queued.handle(logging.LogRecord("app.test", logging.WARNING, __file__, 1, "from %s", (Argument(),), None))
-    assert built.wait(30), "the message was never built"
-    assert built_on[0] is queued.listener._thread  # type: ignore[attr-defined]
+    assert type(queued) is QueueHandler
+    assert type(queued.listener) is QueueListener  # type: ignore[attr-defined]
+    assert queued.listener._thread is not None  # type: ignore[attr-defined]  # started
 
 
-class CountingStream(io.StringIO):
-    """A log stream that counts its writes and tells when one happens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-        self.written = threading.Event()
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        self.written.set()
-        return super().write(text)
-
-
-def test_a_burst_of_log_records_is_written_at_once() -> None:
-    """Records waiting in the queue go out in one write, not a system call (and GIL hand-off) each."""
+def test_the_listener_writes_every_queued_record_in_order_and_stop_loses_none() -> None:
     queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    stream = io.StringIO()
+    listener = start_listener(queue, logging.Formatter("%(levelname)s %(message)s"), stream)
     for i in range(100):
-        queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO"}))
-    stream = CountingStream()
-    listener = start_listener(queue, logging.Formatter("%(message)s"), stream)
+        queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO", "levelno": logging.INFO}))
     listener.stop()
-    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(100)]
-    assert stream.writes < 10
-
-
-def test_records_arriving_one_by_one_gather_and_stop_writes_them_at_once() -> None:
-    """A record that arrives alone does not wake the log thread to write it: records gather for a
-    while, then go out together. Stopping ends the wait at once and loses nothing."""
-    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
-    stream = CountingStream()
-    listener = start_listener(queue, logging.Formatter("%(message)s"), stream, gather_seconds=600)
-    for i in range(3):
-        queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO"}))
-        # A listener that wrote each record as it came would have written it by now.
-        assert not stream.written.wait(0.2), f"line {i} was written alone"
-    stopping = threading.Thread(target=listener.stop)
-    stopping.start()
-    stopping.join(60)  # far less than the 600 s gathering time
-    assert not stopping.is_alive(), "stop() waited out the gathering time"
-    assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2"]
-    assert stream.writes == 1
+    assert stream.getvalue().splitlines() == [f"INFO line {i}" for i in range(100)]
