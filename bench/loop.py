@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import io
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 from bench.digits import encode
 from bench.loop_offline import train
 from bench.processes import service_env
+from bench.report import write_results
 from bench.servers import Server, start_server
 from model_store.mnist_data import load_split
 from model_store.store import ModelStore
@@ -372,10 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="loop-") as work:
         result = measure(args, Path(work))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(result))
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    sys.stdout.write(render(result))
+    write_results(args.out, result, render(result))
     return 0
 
 

@@ -19,7 +19,6 @@ Writes bench/results/loop-offline.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from app.serving.runtimes import OnnxForward
+from bench.report import write_results
 from model_store.forward import ONNX_FILE
 from model_store.store import ModelStore
 from training.feedback import save_corrections
@@ -197,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="loop-offline-") as work:
         result = measure(args, Path(work))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(result))
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    sys.stdout.write(render(result))
+    write_results(args.out, result, render(result))
     return 0
 
 

@@ -509,3 +509,11 @@ def plot(runs: list[ModelRun], path: Path) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def write_results(out: Path, result: dict[str, Any], markdown: str) -> None:
+    """A benchmark's report: `out` (markdown) beside its `.json` twin, and the markdown on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(markdown)
