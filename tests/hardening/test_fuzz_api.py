@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,10 +41,11 @@ parameters = { "path.name" = "mnist", "path.version" = "1" }
 def server(
     trained_store: Path, mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    env = service_env(
-        trained_store, mnist_dir, admin_token=ADMIN_TOKEN, reload_poll_seconds="0", log_json="false"
-    )
-    log = tmp_path_factory.mktemp("fuzz") / "server.log"
+    # A copy: the fuzzer's admin requests pin, route and reload, and the session's store is shared.
+    folder = tmp_path_factory.mktemp("fuzz")
+    store = Path(shutil.copytree(trained_store, folder / "store"))
+    env = service_env(store, mnist_dir, admin_token=ADMIN_TOKEN, reload_poll_seconds="0", log_json="false")
+    log = folder / "server.log"
     with uvicorn_server(env, log) as running:
         yield running
 

@@ -171,8 +171,9 @@ def test_a_candidate_that_fails_live_is_rolled_back_by_itself_within_its_share(
         # falls in the 10 % share ever got the candidate, and at most 10 % of answers (+5 points:
         # the share is of clients, and a hundred or so were needed).
         served_bad = traffic.clients_of(2)
+        # (The share's clients may get the stable version too: between the rollback and the last
+        # look at the rollout's state, and on a worker that has not read the canary yet.)
         assert served_bad and all(share_of(client) < 10 for client in served_bad)
-        assert all(share_of(client) >= 10 for client in traffic.clients_of(1))
         assert traffic.share_of(2) <= 0.15, traffic.share_of(2)
         # None after the rollback: the clients of the share get the stable version again.
         after_looks(http, 1)
