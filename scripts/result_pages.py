@@ -86,6 +86,11 @@ class Results:
         return json.loads(path.read_text()) if path.exists() else None
 
     @cached_property
+    def test_suite(self) -> dict[str, Any] | None:
+        path = self.folder / "test-suite.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @cached_property
     def serving_image_mb(self) -> float:
         """The serving image's size, the newest build `bench.image` measured (image.md's last column)."""
         for line in (self.folder / "image.md").read_text().splitlines():
@@ -423,6 +428,36 @@ def loop_headline(results: Results) -> str:
     return text
 
 
+def suite_minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def suite_total(results: Results) -> str:
+    """The whole suite from a fresh clone (scripts/suite_time.py, from a run of .ci/run)."""
+    suite = results.test_suite
+    if not suite:
+        return "not timed yet"
+    return f"about {suite_minutes(suite['total_seconds'])} on {suite['cores']} cores"
+
+
+def suite_fast(results: Results) -> str:
+    suite = results.test_suite
+    return f"about {suite_minutes(suite['fast']['seconds'])}" if suite else "not timed yet"
+
+
+def suite_breakdown(results: Results) -> str:
+    suite = results.test_suite
+    if not suite:
+        return "not timed yet"
+    fast, slow = suite["fast"]["seconds"], suite["slow"]["seconds"]
+    setup = suite["total_seconds"] - fast - slow
+    return (
+        f"about {suite_minutes(suite['total_seconds'])}: {suite_minutes(setup)} of install, "
+        f"{suite_minutes(fast)} of fast lane ({suite['fast']['tests']:,} tests), "
+        f"{suite_minutes(slow)} of slow lane ({suite['slow']['tests']:,} tests)"
+    )
+
+
 def minutes(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
@@ -527,6 +562,9 @@ RENDERERS: dict[str, Callable[[Results], str]] = {
     "prediction-log-cost": prediction_log_cost,
     "fine-tune-time": fine_tune_time,
     "loop-headline": loop_headline,
+    "suite-total": suite_total,
+    "suite-fast": suite_fast,
+    "suite-breakdown": suite_breakdown,
     "cnn-fit": lambda results: training_time(results, "cnn"),
     "seed-fit": lambda results: training_time(results, "seed"),
     "full-image": full_image,

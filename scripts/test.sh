@@ -51,4 +51,11 @@ if ! command -v npm >/dev/null; then
 elif ! npm ci --prefix postman --no-audit --no-fund --loglevel=error >/dev/null; then
   skipping newman "npm ci failed"
 fi
-exec python -m pytest "$@"
+# Two test processes (pytest-xdist), a file's tests in one of them: most slow tests wait on a server,
+# a database or a build, so two share the cores well; TEST_PROCESSES=0 runs them in this one.
+processes=${TEST_PROCESSES:-2}
+parallel=()
+if [ "$processes" != 0 ]; then
+  parallel=(-n "$processes" --dist loadfile)
+fi
+exec python -m pytest "${parallel[@]}" "$@"

@@ -10,7 +10,7 @@ from tests.support.paths import REPO_ROOT
 
 SCRIPT = (REPO_ROOT / "scripts" / "test.sh").read_text()
 # The installing part: from the helper that reports a skip to the line that starts pytest.
-INSTALLS = SCRIPT[SCRIPT.index("skipping() {") : SCRIPT.index('exec python -m pytest "$@"')]
+INSTALLS = SCRIPT[SCRIPT.index("skipping() {") : SCRIPT.index("# Two test processes")]
 
 
 def stub(folder: Path, name: str, body: str) -> None:
