@@ -46,7 +46,7 @@ from app.config import Settings, get_settings
 from app.grpc.server import GrpcServer
 from app.operations.api_keys import ApiKeys
 from app.operations.body_limit import BodySizeLimit
-from app.operations.logs import configure_logging
+from app.operations.logs import configure_logging, flush_logs
 from app.operations.metrics import Metrics
 from app.operations.rate_limit import RateLimiter
 from app.operations.request_observer import RequestObserver
@@ -209,6 +209,7 @@ def create_app(settings: Settings | None = None, tracer_provider: TracerProvider
                 yield
             if tracer_provider is not None:
                 tracer_provider.force_flush()
+            await asyncio.to_thread(flush_logs)
 
     app = FastAPI(
         title="mnist-serve",

@@ -58,3 +58,15 @@ def configure_logging(json_lines: bool, level: str) -> None:
     atexit.register(listener.stop)
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def flush_logs() -> None:
+    """Write out what the `app` loggers queued. The listener's thread is stopped (which drains the
+    queue) and started again: when uvicorn ends on a signal, it raises the signal again once the
+    lifespan is over, and the process dies without running `atexit`, so a service's last lines, its
+    shutdown's, would be lost without this."""
+    for handler in logging.getLogger("app").handlers:
+        listener = getattr(handler, "listener", None)
+        if isinstance(listener, QueueListener) and listener._thread is not None:  # type: ignore[attr-defined]
+            listener.stop()
+            listener.start()

@@ -132,9 +132,10 @@ def test_train_command_publishes_into_the_mounted_store(box: Container, store: P
 def serving(image: Image, box: Container, log_path: Path) -> Iterator[Server]:
     """The image's CMD serving the mounted store on a free port until the block ends, then stopped
     by SIGTERM as `docker stop` does; the shutdown must be graceful."""
-    port = free_port()
-    # As `docker run -e MNIST_PORT=...`: a free port on this host's network (the image binds 0.0.0.0).
-    server = Server(f"http://127.0.0.1:{port}", {"MNIST_PORT": str(port)})
+    port, grpc_port = free_port(), free_port()
+    # As `docker run -e MNIST_PORT=...`: free ports on this host's network (the image binds 0.0.0.0),
+    # gRPC's too, since other tests may serve on the image's default 8081 meanwhile.
+    server = Server(f"http://127.0.0.1:{port}", {"MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(grpc_port)})
     started = time.monotonic()
     spawned = spawn(box.command(image.config["Cmd"], server.env), port, log_path, new_session=True)
     process = spawned.process
