@@ -104,6 +104,12 @@ def decimal_bytes(text: str) -> int:
     return round(float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit])
 
 
+# A `buildah run` beside another in the same container can fail before the command starts, while
+# the runtime seals its in-memory copy of itself; the command never ran, so it is run again.
+TRANSIENT_RUN_ERROR = "sealing memfd copy: Device or resource busy"
+RUN_ATTEMPTS = 3
+
+
 @dataclass
 class Container:
     name: str
@@ -120,6 +126,10 @@ class Container:
         self, argv: list[str], env: dict[str, str] | None = None, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
         command = self.command(argv, env)
+        for _ in range(RUN_ATTEMPTS - 1):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+            if result.returncode == 0 or TRANSIENT_RUN_ERROR not in result.stderr:
+                return result
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
