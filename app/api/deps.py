@@ -72,17 +72,9 @@ async def get_settings(state: StateDep) -> Settings:
 VERSION_DESCRIPTION = "a loaded version to answer (default: the served one)"
 
 
-async def requested_version(
-    version: Annotated[
-        int | None, Query(ge=1, description=VERSION_DESCRIPTION, openapi_examples=VERSION_EXAMPLE)
-    ] = None,
-) -> str | None:
-    """`?version=`, read here for every route that takes it: checked by FastAPI (422 naming the
-    parameter) and documented with an example on the parameter, where Postman reads it."""
-    return None if version is None else str(version)
-
-
-RequestedVersion = Annotated[str | None, Depends(requested_version)]
+VersionParam = Annotated[
+    int | None, Query(ge=1, description=VERSION_DESCRIPTION, openapi_examples=VERSION_EXAMPLE)
+]
 
 
 class RequestPredictor:
@@ -143,10 +135,14 @@ class RequestPredictor:
             ) from exc
 
 
-async def get_request_predictor(
-    request: Request, state: StateDep, version: RequestedVersion
-) -> RequestPredictor:
-    return RequestPredictor(state, request, version)
+async def get_request_predictor(request: Request, version: VersionParam = None) -> RequestPredictor:
+    """The one reader of `?version=`, for every route that takes it: checked by FastAPI (422 naming
+    the parameter) and documented with an example on the parameter, where Postman reads it.
+
+    It reads the state itself rather than through `StateDep`: FastAPI solves each sub-dependency
+    on every request, and on `/predict` that costs more than the route's own work."""
+    state = await get_state(request)
+    return RequestPredictor(state, request, None if version is None else str(version))
 
 
 async def get_test_set(state: StateDep) -> MnistSplit:

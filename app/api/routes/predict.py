@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
 
 from app.api.deps import PredictorDep
 from app.api.errors import ApiError
@@ -62,17 +61,15 @@ INCLUDE_IMAGE = "also return the normalised 28x28 image the model saw, as base64
 IncludeImage = Annotated[bool, Query(description=INCLUDE_IMAGE, examples=[True])]
 
 
-class PredictOptions(BaseModel):
-    """`/predict`'s query parameters, beside `?version=` (the predictor's dependency reads it)."""
-
-    include_image: bool = Field(False, description=INCLUDE_IMAGE, examples=[True])
-    explain: bool = Field(
-        False,
+ExplainParam = Annotated[
+    bool,
+    Query(
         description="also explain the answer: a 28x28 attribution map (occlusion, or integrated "
         "gradients if so configured) and an overlay PNG; costs 30-170 forward passes, at most "
         "MNIST_EXPLAIN_CONCURRENCY at once (503 beyond)",
         examples=[False],
-    )
+    ),
+]
 
 
 @router.post(
@@ -82,7 +79,10 @@ class PredictOptions(BaseModel):
     openapi_extra=upload_body(multiple=False),
 )
 async def predict(
-    request: Request, predictor: PredictorDep, options: Annotated[PredictOptions, Query()]
+    request: Request,
+    predictor: PredictorDep,
+    include_image: IncludeImage = False,
+    explain: ExplainParam = False,
 ) -> Prediction:
     """Classify one digit image, sent as multipart field `file` or as the raw body.
 
@@ -92,13 +92,13 @@ async def predict(
     digit = await uploaded_digit(request, predictor.settings.max_image_pixels)
     result = await predictor.predict(digit.pixels[np.newaxis])
     explanation = None
-    if options.explain:
+    if explain:
         found = await predictor.explain(digit.pixels[np.newaxis], result.model)
         explanation = describe_explanation(digit.pixels, found[0])
     return Prediction(
         **scores(result, 0),
         model=model_ref(result.model),
-        normalisation=describe_normalisation(digit, options.include_image),
+        normalisation=describe_normalisation(digit, include_image),
         explanation=explanation,
     )
 

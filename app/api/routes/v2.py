@@ -107,7 +107,7 @@ async def server_ready(state: StateDep) -> dict[str, bool]:
 ModelName = Annotated[str, Path(description="the model's name", examples=[MODEL_NAME])]
 VersionPath = Annotated[str, Path(description="a loaded version", examples=[str(VERSION)])]
 # The protocol's version is a string, in the path or the query alike: one that is not loaded is 404
-# (the service's own routes take `?version=` as an integer, through `RequestedVersion`).
+# (the service's own routes take `?version=` as an integer, through the predictor's dependency).
 VersionQuery = Annotated[
     str | None,
     Query(
