@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import sys
+import threading
 from logging.handlers import QueueHandler, QueueListener
 from queue import SimpleQueue
 from typing import TextIO
@@ -13,15 +15,78 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 
 _HANDLER_NAME = "mnist-serve"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# How long the log thread lets records gather before writing them: a line reaches the log this late.
+GATHER_SECONDS = 0.005
+
+
+class _BurstWriter(logging.StreamHandler):  # type: ignore[type-arg]
+    """Formats each record as it comes but writes only on flush: one write for a whole burst."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                self.stream.write("".join(self._pending))
+                self._pending.clear()
+            super().flush()
+
+
+class _BurstListener(QueueListener):
+    """The standard listener, except that it writes what has gathered only when the queue runs dry,
+    then lets records gather for `gather_seconds`.
+
+    The standard one wakes for every record and writes it (a system call, and the GIL taken from
+    the event loop) once per request. Measured with `python -m bench.ab --scenario predict`, 5
+    alternating rounds against the standard listener: /predict answers 0.079 ms sooner at the p50
+    at one connection (0.604 ms against 0.683 ms) and serves 4.4 % more requests a second at 64
+    connections (2,508 against 2,403)."""
+
+    def __init__(
+        self, queue: SimpleQueue[logging.LogRecord], handler: logging.Handler, gather_seconds: float
+    ) -> None:
+        super().__init__(queue, handler, respect_handler_level=True)
+        self._gather_seconds = gather_seconds
+        self._stopping = threading.Event()
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        if self.queue.empty():  # type: ignore[attr-defined]
+            for handler in self.handlers:
+                handler.flush()
+            self._stopping.wait(self._gather_seconds)  # stop() cuts it short
+        return super().dequeue(block)  # type: ignore[no-any-return]
+
+    def start(self) -> None:
+        self._stopping.clear()
+        super().start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+        for handler in self.handlers:
+            # As logging.shutdown does: at exit the stream may be closed already.
+            with contextlib.suppress(OSError, ValueError):
+                handler.flush()
 
 
 def start_listener(
-    queue: SimpleQueue[logging.LogRecord], formatter: logging.Formatter, stream: TextIO
+    queue: SimpleQueue[logging.LogRecord],
+    formatter: logging.Formatter,
+    stream: TextIO,
+    gather_seconds: float = GATHER_SECONDS,
 ) -> QueueListener:
-    """The standard library's listener, writing what `queue` receives to `stream` on its thread."""
-    output = logging.StreamHandler(stream)
+    """The listener writing what `queue` receives to `stream` on its thread, in bursts."""
+    output = _BurstWriter(stream)
     output.setFormatter(formatter)
-    listener = QueueListener(queue, output, respect_handler_level=True)
+    listener = _BurstListener(queue, output, gather_seconds)
     listener.start()
     return listener
 

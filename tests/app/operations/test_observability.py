@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.operations.logs import skip_unused_record_fields, start_listener
 from model_store.mnist_data import MnistSplit
 from tests.app.conftest import encode
+from tests.support.waiting import wait_until
 
 
 def metric(client: TestClient, sample: str, **labels: str) -> float:
@@ -142,10 +143,10 @@ def test_metrics_move_as_requests_are_served(client: TestClient, test_split: Mni
     assert metric(client, "mnist_batch_queue_delay_seconds_count") >= 4
 
 
-def test_the_app_logger_queues_its_records_to_the_standard_listener(client: TestClient) -> None:
+def test_the_app_logger_queues_its_records_to_a_listener_thread(client: TestClient) -> None:
     queued = next(h for h in logging.getLogger("app").handlers if h.get_name() == "mnist-serve")
     assert type(queued) is QueueHandler
-    assert type(queued.listener) is QueueListener  # type: ignore[attr-defined]
+    assert isinstance(queued.listener, QueueListener)  # type: ignore[attr-defined]
     assert queued.listener._thread is not None  # type: ignore[attr-defined]  # started
 
 
@@ -157,3 +158,27 @@ def test_the_listener_writes_every_queued_record_in_order_and_stop_loses_none() 
         queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelname": "INFO", "levelno": logging.INFO}))
     listener.stop()
     assert stream.getvalue().splitlines() == [f"INFO line {i}" for i in range(100)]
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_records_queued_together_reach_the_stream_in_one_write_without_waiting_for_stop() -> None:
+    """The log thread writes once per burst, not once per record: under load, once per request."""
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    stream = CountingStream()
+    listener = start_listener(queue, logging.Formatter("%(message)s"), stream, gather_seconds=0.2)
+    try:
+        for i in range(50):
+            queue.put(logging.makeLogRecord({"msg": f"line {i}", "levelno": logging.INFO}))
+        wait_until(lambda: stream.getvalue().count("\n") == 50, timeout=10)
+        assert stream.writes == 1
+    finally:
+        listener.stop()
