@@ -8,7 +8,9 @@ each figure's median over the rounds.
 Two scenarios:
 
 - `predict`: `/predict` with a test digit's PNG under wrk at 64 connections (throughput) and at
-  one connection (p50 latency): what a change of the hot path costs or buys.
+  one connection (p50 latency): what a change of the hot path costs or buys. Beside them, the
+  server's CPU time per request: wrk shares the cores with the server, so throughput moves with
+  whatever else the machine does, and the CPU a request costs moves much less.
 - `beside-uploads`: one client's `/predict` at one connection (its p50 and p99) while a few other
   clients keep uploading photos that take milliseconds to decode and normalise: whether that work
   holds up the event loop every request shares.
@@ -35,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from bench.digits import encode
-from bench.processes import service_env
+from bench.processes import cpu_seconds, service_env
 from bench.servers import ROOT, Load, Server, start_server, wrk
 from model_store.mnist_data import load_split
 
@@ -52,9 +54,14 @@ class Rounds:
     """Each round's wrk result for one variant and one load."""
 
     loads: list[Load] = field(default_factory=list)
+    cpu_ms_per_request: list[float] = field(default_factory=list)
 
     def median(self, attribute: str) -> float:
         return statistics.median(getattr(load, attribute) for load in self.loads)
+
+    def cpu_median(self) -> str:
+        """The server's CPU per request, or a dash where the requests counted are not all it served."""
+        return f"{statistics.median(self.cpu_ms_per_request):.3f}" if self.cpu_ms_per_request else "-"
 
 
 def export(revision: str, folder: Path) -> Path:
@@ -89,6 +96,10 @@ def servers(roots: dict[str, Path], data_dir: Path, log_dir: Path) -> Iterator[d
     finally:
         for server in started.values():
             server.stop()
+
+
+def server_cpu(server: Server) -> float:
+    return sum(cpu_seconds(pid) for pid in server.worker_pids())
 
 
 def beside_uploads(url: str, photos: list[Path], seconds: int, digit: Path) -> Load:
@@ -149,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name in order:
                     url = running[name].url
                     for load in loads:
+                        cpu_before = server_cpu(running[name])
                         if load == "64 connections":
                             result = wrk(f"{url}/predict", 64, args.seconds, digit, "multipart")
                         elif load == "1 connection":
@@ -156,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
                         else:
                             result = beside_uploads(url, photos, args.seconds, digit)
                         results[name, load].loads.append(result)
+                        if load in PREDICT_LOADS:
+                            requests = result.requests_per_second * args.seconds
+                            cpu_ms = (server_cpu(running[name]) - cpu_before) * 1000 / max(requests, 1)
+                            results[name, load].cpu_ms_per_request.append(cpu_ms)
                         print(
                             f"round {round_number + 1} {name} {load}: {result}", file=sys.stderr, flush=True
                         )
@@ -172,8 +188,8 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], Rounds], loa
         f"`/predict` with test digit {DIGIT_INDEX} as a multipart PNG; {args.rounds} alternating rounds of "
         f"{args.seconds} s, medians.",
         "",
-        "| load | variant | requests/s | p50 ms | p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| load | variant | requests/s | p50 ms | p99 ms | server CPU ms/request | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for load in loads:
         for name in ("A", "B"):
@@ -181,7 +197,7 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], Rounds], loa
             lines.append(
                 f"| {load} | {name} | {rounds.median('requests_per_second'):.0f} | "
                 f"{rounds.median('p50_ms'):.3f} | {rounds.median('p99_ms'):.3f} | "
-                f"{sum(load.errors for load in rounds.loads)} |"
+                f"{rounds.cpu_median()} | {sum(load.errors for load in rounds.loads)} |"
             )
     for load in loads:
         a, b = results["A", load], results["B", load]
@@ -189,9 +205,13 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], Rounds], loa
         p50 = b.median("p50_ms") - a.median("p50_ms")
         p99 = b.median("p99_ms") - a.median("p99_ms")
         lines.append("")
+        cpu = ""
+        if a.cpu_ms_per_request and b.cpu_ms_per_request:
+            ratio = statistics.median(b.cpu_ms_per_request) / statistics.median(a.cpu_ms_per_request) - 1
+            cpu = f" B's server CPU per request is {ratio:+.1%} of A's."
         lines.append(
             f"{load}: A's throughput is {gain:+.1%} of B's; B's p50 is {p50:+.3f} ms and its p99 "
-            f"{p99:+.3f} ms against A's."
+            f"{p99:+.3f} ms against A's.{cpu}"
         )
     return "\n".join(lines) + "\n"
 
