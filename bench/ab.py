@@ -91,7 +91,10 @@ def servers(roots: dict[str, Path], data_dir: Path, log_dir: Path) -> Iterator[d
     try:
         for name, root in roots.items():
             (log_dir / name).mkdir()
-            started[name] = start_server("ours", 1, env, log_dir / name, root=root)
+            # Each variant logs its answers to a new database of its own: a checkout's existing
+            # one may hold millions of rows from earlier runs, and every insert would pay for them.
+            database = {"MNIST_DATABASE_URL": f"sqlite:///{log_dir / name / 'predictions.db'}"}
+            started[name] = start_server("ours", 1, env | database, log_dir / name, root=root)
         yield started
     finally:
         for server in started.values():

@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 # to the forward thread and back costs more than such a pass: about 65 us of wall time around an
 # ONNX Runtime pass of 34 us for the fixture's `cnn` on 2 cores. Measured with `python -m bench.ab
 # --scenario predict`, 5 alternating rounds against every pass on the thread: /predict answers
-# 0.222 ms sooner at the p50 at one connection (0.555 ms against 0.777 ms) and serves 10.7 % more
-# requests a second at 64 connections (2,566 against 2,318), where a request still often finds the
-# service idle.
+# 0.057 ms sooner at the p50 at one connection (0.560 ms against 0.617 ms) for 5.4 % less of the
+# server's CPU per request; at 64 connections, where requests overlap and are batched, the rounds
+# showed no clear difference.
 INLINE_PASS_SECONDS = 0.0002
 # How much a new single-image pass moves a version's estimate: a slow pass (a collection, a busy
 # core) sends the next lone images to the thread until fast passes bring the estimate back down.
