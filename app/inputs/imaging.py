@@ -67,13 +67,16 @@ def sniff_format(data: bytes) -> str | None:
 def read_native_png(data: bytes) -> np.ndarray | None:
     """The pixels of a well-formed PNG in MNIST's own format, or None for any other file.
 
-    Most uploads from scripts are such PNGs. Measured against Pillow's path with `python -m
-    bench.ab` (two runs, alternating rounds, the fixture store): this reader serves 16.9 % and
-    12.1 % more `/predict` requests a second at 64 connections and answers 0.069 ms and 0.077 ms
-    sooner at the p50 at one connection (bench/results/fastapi-features.md). The chunk walk checks every
-    CRC and the final IEND first, so a file damaged in transit or cut short never reaches libpng
-    (which complains on stderr; only a file made with bad pixel data and right checksums gets that
-    far). Whatever OpenCV cannot read gives None, and Pillow's path reads it and names the damage."""
+    Most uploads from scripts are such PNGs. Measured against Pillow's decoding on a worker thread
+    (what such a PNG would get without this reader) with `python -m bench.ab --scenario predict`,
+    5 alternating rounds, the fixture store, each variant with a new prediction-log database: this
+    reader serves 36.4 % more `/predict` requests a second at 64 connections (2,594 against 1,902)
+    and answers 0.132 ms sooner at the p50 at one connection (0.561 ms against 0.693 ms).
+
+    The chunk walk checks every CRC and the final IEND first, so a file damaged in transit or cut
+    short never reaches libpng (which complains on stderr; only a file made with bad pixel data
+    and right checksums gets that far). Whatever OpenCV cannot read gives None, and Pillow's path
+    reads it and names the damage."""
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
         return None
     if struct.unpack(">IIBBBBB", data[16:29]) != NATIVE_IHDR:
