@@ -250,18 +250,25 @@ class ThreadRecordingModel:
         return self.real.answer(images)
 
 
+def one_at_a_time(model: ThreadRecordingModel, images: np.ndarray) -> np.ndarray:
+    """Each image sent alone, after the previous one's answer, through a batcher of `model`."""
+    batcher = Batcher(ModelHolder(model), max_batch=64, max_delay_seconds=0, max_queued_images=100)  # type: ignore[arg-type]
+
+    async def scenario() -> list[np.ndarray]:
+        return [(await batcher.predict(images[i : i + 1])).probabilities[0] for i in range(len(images))]
+
+    try:
+        return np.stack(asyncio.run(scenario()))
+    finally:
+        batcher.close()
+
+
 def test_a_lone_image_is_answered_on_the_event_loop_once_its_version_is_measured_fast(
     serving: ServingModel, test_split: MnistSplit
 ) -> None:
     serving.warm_up((1,))
     recording = ThreadRecordingModel(serving)
-    batcher = Batcher(ModelHolder(recording), max_batch=64, max_delay_seconds=0, max_queued_images=100)  # type: ignore[arg-type]
-
-    async def one_at_a_time() -> list[np.ndarray]:
-        return [(await batcher.predict(test_split.images[i : i + 1])).probabilities[0] for i in range(20)]
-
-    got = asyncio.run(one_at_a_time())
-    batcher.close()
+    got = one_at_a_time(recording, test_split.images[:20])
     assert recording.threads[0].startswith("forward"), "a version's first lone pass is measured on the thread"
     assert threading.main_thread().name in recording.threads[1:], recording.threads
     np.testing.assert_allclose(got, serving.forward(test_split.images[:20]), atol=1e-5)
@@ -279,14 +286,7 @@ def test_a_lone_image_of_a_version_with_a_slow_pass_never_runs_on_the_event_loop
     serving: ServingModel, test_split: MnistSplit
 ) -> None:
     slow = SlowModel(serving)
-    batcher = Batcher(ModelHolder(slow), max_batch=64, max_delay_seconds=0, max_queued_images=100)  # type: ignore[arg-type]
-
-    async def one_at_a_time() -> None:
-        for i in range(10):
-            await batcher.predict(test_split.images[i : i + 1])
-
-    asyncio.run(one_at_a_time())
-    batcher.close()
+    one_at_a_time(slow, test_split.images[:10])
     assert len(slow.threads) == 10
     assert all(name.startswith("forward") for name in slow.threads), slow.threads
 
